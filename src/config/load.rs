@@ -1,0 +1,301 @@
+//! Raw TOML -> typed [`Config`], collecting every error. Missing keys take the
+//! defaults below, which are the values written in `config/modgate.toml`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use http::HeaderValue;
+use ipnet::IpNet;
+
+use super::reader::{Reader, Table};
+use super::units::{parse_duration, parse_size};
+use super::{Config, ConfigError, LogConfig, LogFormat, ParentProxy, ProxyConfig, UpstreamConfig};
+use crate::rules::{NoProxy, Target};
+
+pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
+    let (mut r, root) = Reader::parse(file, text);
+    let Some(mut root) = root else {
+        return Err(r.errors);
+    };
+    let proxy = proxy_section(&mut r, &mut root);
+    let upstream = upstream_section(&mut r, &mut root);
+    let log = log_section(&mut r, &mut root);
+    r.finish(root);
+    if r.errors.is_empty() {
+        Ok(Config {
+            proxy,
+            upstream,
+            log,
+        })
+    } else {
+        r.errors.sort_by_key(|e| (e.line, e.column));
+        Err(r.errors)
+    }
+}
+
+fn proxy_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> ProxyConfig {
+    let mut t = r.section(root, "proxy");
+    let listen = socket_addrs(r, &mut t, "listen", &["127.0.0.1:3128"]);
+    let allow_clients = nets(
+        r,
+        &mut t,
+        "allow_clients",
+        &[
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ],
+    );
+    let connect_ports = ports(r, &mut t, "connect_ports", &[443]);
+    let deny_destinations = nets(
+        r,
+        &mut t,
+        "deny_destinations",
+        &["169.254.0.0/16", "fe80::/10", "0.0.0.0/8"],
+    );
+    let auth_file = r
+        .string(&mut t, "auth_file")
+        .map(|s| PathBuf::from(s.into_inner()));
+    let max_connections = positive(r, &mut t, "max_connections", 25_000);
+    let max_header_size = size(r, &mut t, "max_header_size", 64 << 10, 8 << 10);
+    let header_read_timeout = duration(r, &mut t, "header_read_timeout", Duration::from_secs(10));
+    let idle_timeout = duration(r, &mut t, "idle_timeout", Duration::from_secs(300));
+    let shutdown_grace = duration(r, &mut t, "shutdown_grace", Duration::from_secs(10));
+    r.finish(t);
+    ProxyConfig {
+        listen,
+        allow_clients,
+        connect_ports,
+        deny_destinations,
+        auth_file,
+        max_connections,
+        max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
+        header_read_timeout,
+        idle_timeout,
+        shutdown_grace,
+    }
+}
+
+fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamConfig {
+    let mut t = r.section(root, "upstream");
+    let proxy = r.string(&mut t, "proxy").and_then(|s| {
+        let span = s.span();
+        parse_parent(s.get_ref())
+            .map_err(|msg| r.error(span, format!("upstream.proxy: {msg}")))
+            .ok()
+    });
+    let no_proxy = no_proxy(r, &mut t, "no_proxy", "localhost,127.0.0.0/8,::1");
+    let connect_timeout = duration(r, &mut t, "connect_timeout", Duration::from_secs(10));
+    r.finish(t);
+    UpstreamConfig {
+        proxy,
+        no_proxy,
+        connect_timeout,
+    }
+}
+
+fn log_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> LogConfig {
+    let mut t = r.section(root, "log");
+    let format = match r.string(&mut t, "format") {
+        None => LogFormat::Text,
+        Some(s) => match s.get_ref().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                r.error(
+                    s.span(),
+                    format!("log.format must be \"text\" or \"json\", not {other:?}"),
+                );
+                LogFormat::Text
+            }
+        },
+    };
+    r.finish(t);
+    LogConfig { format }
+}
+
+/// Compiles a NO_PROXY-syntax string key.
+pub(super) fn no_proxy<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: &str,
+) -> NoProxy {
+    let Some(s) = r.string(t, key) else {
+        return NoProxy::parse(default).unwrap_or_default();
+    };
+    NoProxy::parse(s.get_ref()).unwrap_or_else(|errors| {
+        for e in errors {
+            r.error(s.span(), format!("{key}: {e}"));
+        }
+        NoProxy::default()
+    })
+}
+
+fn socket_addrs<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: &[&str],
+) -> Vec<SocketAddr> {
+    let Some(items) = r.strings(t, key) else {
+        return default.iter().filter_map(|s| s.parse().ok()).collect();
+    };
+    items
+        .into_iter()
+        .filter_map(|s| {
+            s.get_ref()
+                .parse()
+                .map_err(|_| {
+                    r.error(
+                        s.span(),
+                        format!("{key}: {:?} is not an IP:port address", s.get_ref()),
+                    )
+                })
+                .ok()
+        })
+        .collect()
+}
+
+fn nets<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: &[&str]) -> Vec<IpNet> {
+    let Some(items) = r.strings(t, key) else {
+        return default.iter().filter_map(|s| s.parse().ok()).collect();
+    };
+    items
+        .into_iter()
+        .filter_map(|s| {
+            let text = s.get_ref();
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            parsed
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    r.error(
+                        s.span(),
+                        format!("{key}: {text:?} is not an IP address or CIDR"),
+                    )
+                })
+                .ok()
+        })
+        .collect()
+}
+
+fn ports<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: &[u16]) -> Vec<u16> {
+    let Some(items) = r.integers(t, key) else {
+        return default.to_vec();
+    };
+    items
+        .into_iter()
+        .filter_map(|n| match u16::try_from(*n.get_ref()) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                r.error(
+                    n.span(),
+                    format!("{key}: {} is not a port (1-65535)", n.get_ref()),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+fn positive<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: usize) -> usize {
+    let Some(n) = r.integer(t, key) else {
+        return default;
+    };
+    match usize::try_from(*n.get_ref()) {
+        Ok(v) if v > 0 => v,
+        _ => {
+            r.error(n.span(), format!("{key} must be a positive integer"));
+            default
+        }
+    }
+}
+
+fn duration<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: Duration) -> Duration {
+    let Some(s) = r.string(t, key) else {
+        return default;
+    };
+    match parse_duration(s.get_ref()) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            r.error(s.span(), format!("{key} must be longer than zero"));
+            default
+        }
+        Err(msg) => {
+            r.error(s.span(), format!("{key}: {msg}"));
+            default
+        }
+    }
+}
+
+fn size<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: u64, min: u64) -> u64 {
+    let Some(s) = r.string(t, key) else {
+        return default;
+    };
+    match parse_size(s.get_ref()) {
+        Ok(n) if n >= min => n,
+        Ok(n) => {
+            r.error(
+                s.span(),
+                format!("{key}: {n} bytes is below the minimum of {min}"),
+            );
+            default
+        }
+        Err(msg) => {
+            r.error(s.span(), format!("{key}: {msg}"));
+            default
+        }
+    }
+}
+
+/// Parses `http://[user:pass@]host:port[/]`.
+fn parse_parent(url: &str) -> Result<ParentProxy, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// parent proxies are supported")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        return Err("a parent proxy URL has no path".into());
+    }
+    let (userinfo, authority) = match rest.rsplit_once('@') {
+        Some((u, a)) => (Some(u), a),
+        None => (None, rest),
+    };
+    let target = Target::parse(authority, Some(3128)).map_err(|e| format!("{authority:?}: {e}"))?;
+    let authorization = userinfo
+        .map(|u| {
+            let decoded = percent_decode(u).ok_or("bad %-escape in user:pass")?;
+            let token = base64::engine::general_purpose::STANDARD.encode(decoded);
+            HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| "bad user:pass")
+        })
+        .transpose()?;
+    Ok(ParentProxy {
+        host: target.host,
+        port: target.port,
+        authorization,
+    })
+}
+
+fn percent_decode(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}

@@ -1,0 +1,131 @@
+//! Configuration: the raw TOML (with locations) is validated in one pass that
+//! reports every error, and becomes the typed [`Config`] used everywhere else.
+//! The default config is compiled in and equals `config/modgate.toml`.
+
+mod load;
+mod reader;
+pub mod units;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderValue;
+use ipnet::IpNet;
+
+use crate::rules::{Host, NoProxy};
+
+/// The embedded default configuration (same text as `config/modgate.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../../config/modgate.toml");
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub upstream: UpstreamConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    pub allow_clients: Vec<IpNet>,
+    pub connect_ports: Vec<u16>,
+    pub deny_destinations: Vec<IpNet>,
+    pub auth_file: Option<PathBuf>,
+    pub max_connections: usize,
+    pub max_header_size: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    pub proxy: Option<ParentProxy>,
+    pub no_proxy: NoProxy,
+    pub connect_timeout: Duration,
+}
+
+/// `upstream.proxy`: an http:// parent proxy.
+#[derive(Clone, Debug)]
+pub struct ParentProxy {
+    pub host: Host,
+    pub port: u16,
+    /// `Proxy-Authorization` value sent to the parent, from the URL's user:pass.
+    pub authorization: Option<HeaderValue>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// One problem in a config file, with its place.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", display_all(.0))]
+    Invalid(Vec<ConfigError>),
+}
+
+fn display_all(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+impl Config {
+    /// Validates config text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Config, LoadError> {
+        load::parse(file, text).map_err(LoadError::Invalid)
+    }
+
+    /// Loads `path`, or the embedded default when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, LoadError> {
+        match path {
+            None => Self::parse("<default config>", DEFAULT_TOML),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Self::parse(&path.display().to_string(), &text)
+            }
+        }
+    }
+}
+
+impl fmt::Display for ParentProxy {
+    /// Shown without credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = if self.authorization.is_some() {
+            "***@"
+        } else {
+            ""
+        };
+        write!(f, "http://{auth}{}:{}", self.host, self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! A walker over a parsed TOML document that keeps source locations, so that
+//! every problem in a config file is reported at once with `file:line:col`.
+//! Each `take_*` removes the key it reads; `finish` reports what is left as
+//! unknown keys.
+
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::ConfigError;
+
+/// Collects errors for one file.
+pub struct Reader<'i> {
+    file: String,
+    text: &'i str,
+    pub errors: Vec<ConfigError>,
+}
+
+/// One table's remaining entries.
+pub struct Table<'i> {
+    path: String,
+    span: Range<usize>,
+    entries: Vec<(Spanned<String>, Spanned<DeValue<'i>>)>,
+}
+
+/// A value with the place it came from.
+pub type Located<T> = Spanned<T>;
+
+impl<'i> Reader<'i> {
+    /// Parses `text`; a syntax error becomes the only error and no table is returned.
+    pub fn parse(file: &str, text: &'i str) -> (Self, Option<Table<'i>>) {
+        let mut reader = Reader {
+            file: file.to_string(),
+            text,
+            errors: Vec::new(),
+        };
+        match DeTable::parse(text) {
+            Ok(root) => {
+                let span = root.span();
+                let table = Table::new(String::new(), span, root.into_inner());
+                (reader, Some(table))
+            }
+            Err(err) => {
+                let span = err.span().unwrap_or(0..0);
+                reader.error(span, err.message().trim().to_string());
+                (reader, None)
+            }
+        }
+    }
+
+    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    /// Takes a sub-table; absent means empty.
+    pub fn section(&mut self, parent: &mut Table<'i>, name: &str) -> Table<'i> {
+        let path = parent.key_path(name);
+        match parent.take(name) {
+            None => Table::new(path, parent.span.clone(), Default::default()),
+            Some(value) => {
+                let span = value.span();
+                match value.into_inner() {
+                    DeValue::Table(t) => Table::new(path, span, t),
+                    _ => {
+                        self.error(span.clone(), format!("{path} must be a table"));
+                        Table::new(path, span, Default::default())
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn string(&mut self, table: &mut Table<'i>, key: &str) -> Option<Located<String>> {
+        let value = table.take(key)?;
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::String(s) => Some(Spanned::new(span, s.into_owned())),
+            _ => {
+                self.error(span, format!("{} must be a string", table.key_path(key)));
+                None
+            }
+        }
+    }
+
+    pub fn strings(&mut self, table: &mut Table<'i>, key: &str) -> Option<Vec<Located<String>>> {
+        let value = table.take(key)?;
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.error(
+                span,
+                format!("{} must be a list of strings", table.key_path(key)),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let span = item.span();
+            match item.into_inner() {
+                DeValue::String(s) => out.push(Spanned::new(span, s.into_owned())),
+                _ => self.error(
+                    span,
+                    format!("{} must hold strings only", table.key_path(key)),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    pub fn integer(&mut self, table: &mut Table<'i>, key: &str) -> Option<Located<i64>> {
+        let value = table.take(key)?;
+        let span = value.span();
+        let parsed = match value.into_inner() {
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error(
+                span.clone(),
+                format!("{} must be an integer", table.key_path(key)),
+            );
+        }
+        parsed.map(|n| Spanned::new(span, n))
+    }
+
+    pub fn integers(&mut self, table: &mut Table<'i>, key: &str) -> Option<Vec<Located<i64>>> {
+        let value = table.take(key)?;
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.error(
+                span,
+                format!("{} must be a list of integers", table.key_path(key)),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let span = item.span();
+            match item.into_inner() {
+                DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                    Ok(n) => out.push(Spanned::new(span, n)),
+                    Err(_) => self.error(span, "integer out of range"),
+                },
+                _ => self.error(
+                    span,
+                    format!("{} must hold integers only", table.key_path(key)),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    /// Reports every key nobody took.
+    pub fn finish(&mut self, table: Table<'i>) {
+        for (key, _) in &table.entries {
+            let span = key.span();
+            let path = table.key_path(key.get_ref());
+            self.error(span, format!("unknown key {path}"));
+        }
+    }
+}
+
+impl<'i> Table<'i> {
+    fn new(path: String, span: Range<usize>, table: DeTable<'i>) -> Self {
+        let entries = table
+            .into_iter()
+            .map(|(k, v)| {
+                let span = k.span();
+                (Spanned::new(span, k.into_inner().into_owned()), v)
+            })
+            .collect();
+        Table {
+            path,
+            span,
+            entries,
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<Spanned<DeValue<'i>>> {
+        let index = self.entries.iter().position(|(k, _)| k.get_ref() == key)?;
+        Some(self.entries.swap_remove(index).1)
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}

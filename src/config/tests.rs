@@ -1,0 +1,56 @@
+use super::*;
+
+#[test]
+fn embedded_default_equals_built_in_defaults() {
+    let from_file = Config::parse("modgate.toml", DEFAULT_TOML).unwrap();
+    let from_nothing = Config::parse("empty.toml", "").unwrap();
+    assert_eq!(format!("{from_file:?}"), format!("{from_nothing:?}"));
+    assert_eq!(from_file.proxy.listen, ["127.0.0.1:3128".parse().unwrap()]);
+}
+
+#[test]
+fn every_error_is_reported_with_its_line() {
+    let text = "[proxy]\nlisten = [\"nope\"]\nconnect_ports = [443, 70000]\n\n[upstream]\nconnect_timeout = \"ten\"\ncolour = \"blue\"\n";
+    let Err(LoadError::Invalid(errors)) = Config::parse("bad.toml", text) else {
+        panic!("expected errors");
+    };
+    let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [2, 3, 6, 7], "{errors:#?}");
+    assert!(errors[3].message.contains("unknown key upstream.colour"));
+    assert!(errors[0].to_string().starts_with("bad.toml:2:"));
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let Err(LoadError::Invalid(errors)) = Config::parse("x.toml", "[proxy]\nlisten = [\n") else {
+        panic!("expected errors");
+    };
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].line >= 2);
+}
+
+#[test]
+fn parent_proxy_url() {
+    let c = Config::parse(
+        "p.toml",
+        "[upstream]\nproxy = \"http://u%40x:p%3Ass@parent.corp:8080\"\n",
+    )
+    .unwrap();
+    let parent = c.upstream.proxy.unwrap();
+    assert_eq!(parent.port, 8080);
+    // base64("u@x:p:ss")
+    assert_eq!(parent.authorization.unwrap(), "Basic dUB4OnA6c3M=");
+    assert!(Config::parse("p.toml", "[upstream]\nproxy = \"https://p:1\"\n").is_err());
+    assert!(Config::parse("p.toml", "[upstream]\nproxy = \"http://p:1/path\"\n").is_err());
+}
+
+#[test]
+fn bad_no_proxy_entries_are_errors() {
+    assert!(
+        Config::parse(
+            "n.toml",
+            "[upstream]\nno_proxy = \"ok.example, 10.0.0.0/77\"\n"
+        )
+        .is_err()
+    );
+}

@@ -1,0 +1,14 @@
+//! modgate: a forward HTTP/HTTPS proxy for networks where the internet is
+//! slow, filtered or behind a parent proxy.
+//!
+//! A request flows: [`listener`] → [`proxy`] (CONNECT | absolute-form) →
+//! [`rules::decide`] → tunnel | forward, dialled by [`upstream`].
+
+pub mod config;
+pub mod explain;
+pub mod listener;
+pub mod proxy;
+pub mod rules;
+pub mod server;
+pub mod stats;
+pub mod upstream;

@@ -1,0 +1,150 @@
+//! modgate's command line: parse arguments, load the config, set up logging,
+//! and run. The only place that uses `anyhow`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use modgate::config::{Config, LoadError, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "modgate",
+    version,
+    about = "Forward HTTP/HTTPS proxy with Go module mirroring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start serving (foreground; logs to stderr).
+    Run {
+        /// Config file (default: the embedded default config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, replacing proxy.listen (repeatable).
+        #[arg(long)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Validate the config; print every error with file:line.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the routing decision for a URL or HOST[:PORT], and the rule behind it.
+    Explain {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// http://…, https://… or HOST[:PORT] (a CONNECT, port 443 by default).
+        target: String,
+        /// The client address to decide for.
+        #[arg(long, default_value = "127.0.0.1")]
+        client: IpAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config, listen } => run(config, listen),
+        Command::Check { config } => return check(config),
+        Command::Explain {
+            config,
+            target,
+            client,
+        } => explain(config, &target, client),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("modgate: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: Option<PathBuf>) -> ExitCode {
+    match Config::load(path.as_deref()) {
+        Ok(_) => {
+            println!("config OK");
+            ExitCode::SUCCESS
+        }
+        Err(LoadError::Invalid(errors)) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            eprintln!("{} error(s)", errors.len());
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(path: Option<PathBuf>, target: &str, client: IpAddr) -> anyhow::Result<()> {
+    let config = Config::load(path.as_deref())?;
+    print!("{}", modgate::explain::explain(&config, target, client)?);
+    Ok(())
+}
+
+fn run(path: Option<PathBuf>, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
+    let mut config = Config::load(path.as_deref())?;
+    if !listen.is_empty() {
+        config.proxy.listen = listen;
+    }
+    init_logging(config.log.format);
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listeners = modgate::server::bind_all(&config.proxy.listen)?;
+    let running = modgate::server::start(&config, listeners)?;
+    for addr in &running.addrs {
+        tracing::info!(%addr, "modgate listening (explicit proxy)");
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down: no new connections, draining");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        result = tokio::signal::ctrl_c() => result.context("cannot watch ctrl-c")?,
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Tunnels need descriptors: lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+}

@@ -1,0 +1,164 @@
+//! Header rules of an HTTP intermediary (RFC 9110 §7.6, RFC 9112): hop-by-hop
+//! stripping, `Via`, message framing checks. Pure functions on header maps.
+
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE, VIA,
+};
+use http::{HeaderMap, HeaderValue, Version};
+
+/// Headers that describe one connection and never travel further.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// The protocol named by `Upgrade`, when `Connection` lists `upgrade`.
+pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    connection_lists(headers, "upgrade")
+        .then(|| headers.get(UPGRADE).cloned())
+        .flatten()
+}
+
+/// Removes hop-by-hop headers and every header `Connection` names. When
+/// `upgrade` is given, `Connection: upgrade` and `Upgrade` are put back.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    debug_assert!(!headers.contains_key(TE) && !headers.contains_key(TRAILER));
+    debug_assert!(!headers.contains_key(PROXY_AUTHORIZATION));
+    debug_assert!(!headers.contains_key(PROXY_AUTHENTICATE));
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol.clone());
+    }
+}
+
+/// Appends this hop to `Via` (`1.1 modgate`).
+pub fn add_via(headers: &mut HeaderMap, version: Version) {
+    let value = match version {
+        Version::HTTP_10 => "1.0 modgate",
+        Version::HTTP_2 => "2 modgate",
+        _ => "1.1 modgate",
+    };
+    headers.append(VIA, HeaderValue::from_static(value));
+}
+
+/// A request with both `Content-Length` and `Transfer-Encoding` is a
+/// smuggling vector (RFC 9112 §6.1); so are several different lengths.
+pub fn framing_conflict(headers: &HeaderMap) -> Option<&'static str> {
+    let lengths: Vec<&HeaderValue> = headers.get_all(CONTENT_LENGTH).iter().collect();
+    if !lengths.is_empty() && headers.contains_key(TRANSFER_ENCODING) {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if lengths.windows(2).any(|w| w[0] != w[1]) {
+        return Some("conflicting Content-Length values");
+    }
+    None
+}
+
+fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The value of `Max-Forwards`, if present and valid.
+pub fn max_forwards(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("max-forwards")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_listed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic abc"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, None);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept"]);
+    }
+
+    #[test]
+    fn keeps_upgrade_when_relaying_one() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let protocol = upgrade_requested(&h);
+        assert_eq!(protocol.as_ref().unwrap(), "websocket");
+        strip_hop_by_hop(&mut h, protocol.as_ref());
+        assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn framing() {
+        assert!(
+            framing_conflict(&map(&[
+                ("content-length", "3"),
+                ("transfer-encoding", "chunked")
+            ]))
+            .is_some()
+        );
+        assert!(
+            framing_conflict(&map(&[("content-length", "3"), ("content-length", "4")])).is_some()
+        );
+        assert!(
+            framing_conflict(&map(&[("content-length", "3"), ("content-length", "3")])).is_none()
+        );
+        assert!(framing_conflict(&map(&[("transfer-encoding", "chunked")])).is_none());
+    }
+
+    #[test]
+    fn via_and_max_forwards() {
+        let mut h = map(&[("via", "1.1 other"), ("max-forwards", " 3 ")]);
+        add_via(&mut h, Version::HTTP_11);
+        let via: Vec<_> = h.get_all(VIA).iter().collect();
+        assert_eq!(via, ["1.1 other", "1.1 modgate"]);
+        assert_eq!(max_forwards(&h), Some(3));
+    }
+}

@@ -1,0 +1,92 @@
+//! The proxy service: one function per request kind (CONNECT, absolute-form,
+//! anything else), all sharing [`Shared`]. The listener hands each request to
+//! [`handle`].
+
+mod auth;
+mod body;
+mod connect;
+mod error;
+mod forward;
+mod headers;
+mod tunnel;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use auth::{Auth, AuthFileError, sha256};
+pub use body::Body;
+pub use error::ProxyError;
+
+use crate::rules::Policy;
+use crate::stats::Stats;
+use crate::upstream::{Dialer, HttpClient};
+
+/// State every request handler needs; built once per configuration.
+pub struct Shared {
+    pub policy: Arc<Policy>,
+    pub dialer: Arc<Dialer>,
+    /// Pooled client toward origins.
+    pub direct: HttpClient,
+    /// Pooled client toward the parent proxy (absolute-form).
+    pub via_parent: HttpClient,
+    /// `proxy.auth_file`, when set.
+    pub auth: Option<Auth>,
+    /// Tunnels and upgraded connections idle longer than this are closed.
+    pub idle_timeout: Duration,
+    pub stats: Arc<Stats>,
+    /// Tracks tunnels spawned after an upgrade, so shutdown waits for them.
+    pub tasks: TaskTracker,
+    /// Fires when the shutdown grace period is over: cut remaining tunnels.
+    pub force_stop: CancellationToken,
+}
+
+/// Serves one request from `client`.
+pub async fn handle(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    shared.stats.requests.inc();
+    let response = match admit(&shared, client, &req) {
+        Err(err) => {
+            tracing::warn!(%client, method = %req.method(), target = %req.uri(), status = err.status().as_u16(), reason = %err, "refused");
+            err.response()
+        }
+        Ok(()) if req.method() == Method::CONNECT => connect::handle(&shared, client, req).await,
+        Ok(()) if req.uri().scheme().is_some() => forward::handle(&shared, client, req).await,
+        Ok(()) => ProxyError::BadRequest(
+            "modgate is a proxy: send absolute-form requests (http://host/path) or CONNECT".into(),
+        )
+        .response(),
+    };
+    Ok(response)
+}
+
+/// Client allow-list and proxy authentication, before anything else.
+fn admit(shared: &Shared, client: SocketAddr, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let ip = client.ip();
+    if !shared
+        .policy
+        .allow_clients
+        .iter()
+        .any(|net| net.contains(&ip))
+    {
+        shared.stats.denied.inc();
+        return Err(ProxyError::Forbidden(format!(
+            "client {ip} is not in proxy.allow_clients"
+        )));
+    }
+    if let Some(auth) = &shared.auth {
+        if !auth.check(req.headers().get(http::header::PROXY_AUTHORIZATION)) {
+            return Err(ProxyError::AuthRequired);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Byte relay between two TCP streams for CONNECT tunnels.
+//!
+//! An idle tunnel holds no copy buffer: each direction waits for readiness
+//! and takes a buffer only while bytes flow, returning it as soon as the
+//! socket would block. Half-close is relayed (EOF on one side shuts down
+//! writing on the other). The tunnel ends when both directions finished, on
+//! an error, after `idle` with no bytes either way, or when `stop` fires.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes moved per readiness wake-up before yielding the buffer.
+const BUF_SIZE: usize = 64 * 1024;
+
+/// How a tunnel ended and what it carried.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Client to upstream.
+    pub up: u64,
+    /// Upstream to client.
+    pub down: u64,
+    pub end: &'static str,
+}
+
+/// Relays until done; `*_early` are bytes already read from the other side
+/// (a pipelined TLS hello, a parent proxy's first bytes).
+pub async fn relay(
+    client: &TcpStream,
+    client_early: &[u8],
+    upstream: &TcpStream,
+    upstream_early: &[u8],
+    idle: Duration,
+    stop: &CancellationToken,
+) -> Outcome {
+    let start = Instant::now();
+    let activity = AtomicU64::new(0);
+    let up = AtomicU64::new(0);
+    let down = AtomicU64::new(0);
+    let pumps = async {
+        write_all(upstream, client_early).await?;
+        write_all(client, upstream_early).await?;
+        tokio::try_join!(
+            pump(client, upstream, &up, &activity, start),
+            pump(upstream, client, &down, &activity, start),
+        )
+    };
+    let end = tokio::select! {
+        result = pumps => match result {
+            Ok(_) => "closed",
+            Err(_) => "error",
+        },
+        () = idle_watch(&activity, start, idle) => "idle timeout",
+        () = stop.cancelled() => "shutdown",
+    };
+    Outcome {
+        up: up.load(Ordering::Relaxed) + client_early.len() as u64,
+        down: down.load(Ordering::Relaxed) + upstream_early.len() as u64,
+        end,
+    }
+}
+
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    moved: &AtomicU64,
+    activity: &AtomicU64,
+    start: Instant,
+) -> io::Result<()> {
+    loop {
+        src.readable().await?;
+        let mut buf = vec![0u8; BUF_SIZE];
+        loop {
+            match src.try_read(&mut buf) {
+                Ok(0) => {
+                    // Relay the half-close; the peer may still answer.
+                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    return Ok(());
+                }
+                Ok(n) => {
+                    write_all(dst, &buf[..n]).await?;
+                    moved.fetch_add(n as u64, Ordering::Relaxed);
+                    activity.store(millis_since(start), Ordering::Relaxed);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        dst.writable().await?;
+        match dst.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Returns once no byte moved for `idle`.
+async fn idle_watch(activity: &AtomicU64, start: Instant, idle: Duration) {
+    loop {
+        let last = start + Duration::from_millis(activity.load(Ordering::Relaxed));
+        let deadline = last + idle;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+fn millis_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

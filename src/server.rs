@@ -1,0 +1,141 @@
+//! Wiring: turns a [`Config`] and bound listeners into a running proxy, and
+//! drains it on shutdown (stop accepting, let requests and tunnels finish
+//! for `proxy.shutdown_grace`, then cut what is left).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::listener::{self, ConnLimits};
+use crate::proxy::{Auth, AuthFileError, Shared};
+use crate::rules::Policy;
+use crate::stats::Stats;
+use crate::upstream::{Dialer, new_client};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    AuthFile(#[from] AuthFileError),
+}
+
+/// A started proxy.
+pub struct Running {
+    /// The addresses actually bound (port 0 resolved).
+    pub addrs: Vec<SocketAddr>,
+    pub stats: Arc<Stats>,
+    /// Stops accepting and starts draining.
+    shutdown: CancellationToken,
+    /// Cuts whatever is still running after the grace period.
+    force_stop: CancellationToken,
+    tasks: TaskTracker,
+    grace: Duration,
+}
+
+/// Binds every `proxy.listen` address.
+pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
+    addrs
+        .iter()
+        .map(|&addr| listener::bind(addr).map_err(|source| StartError::Bind { addr, source }))
+        .collect()
+}
+
+/// Starts serving on already-bound listeners (tests bind `127.0.0.1:0`).
+pub fn start(config: &Config, listeners: Vec<TcpListener>) -> Result<Running, StartError> {
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let policy = Arc::new(policy(config, &addrs));
+    let dialer = Arc::new(Dialer::new(
+        policy.clone(),
+        config.upstream.connect_timeout,
+        config.upstream.proxy.clone(),
+    ));
+    let auth = config
+        .proxy
+        .auth_file
+        .as_deref()
+        .map(Auth::load)
+        .transpose()?;
+    let tasks = TaskTracker::new();
+    let force_stop = CancellationToken::new();
+    let stats = Arc::new(Stats::default());
+    let shared = Arc::new(Shared {
+        policy,
+        direct: new_client(dialer.clone(), false),
+        via_parent: new_client(dialer.clone(), true),
+        dialer,
+        auth,
+        idle_timeout: config.proxy.idle_timeout,
+        stats: stats.clone(),
+        tasks: tasks.clone(),
+        force_stop: force_stop.clone(),
+    });
+    let shutdown = CancellationToken::new();
+    let permits = Arc::new(Semaphore::new(config.proxy.max_connections));
+    let limits = ConnLimits {
+        max_header_size: config.proxy.max_header_size,
+        header_read_timeout: config.proxy.header_read_timeout,
+    };
+    for listener in listeners {
+        let serve = listener::serve(
+            listener,
+            shared.clone(),
+            permits.clone(),
+            limits,
+            shutdown.clone(),
+        );
+        tasks.spawn(serve);
+    }
+    Ok(Running {
+        addrs,
+        stats,
+        shutdown,
+        force_stop,
+        tasks,
+        grace: config.proxy.shutdown_grace,
+    })
+}
+
+/// The routing policy for this config and these bound listeners.
+pub fn policy(config: &Config, own_listeners: &[SocketAddr]) -> Policy {
+    Policy {
+        allow_clients: config.proxy.allow_clients.clone(),
+        connect_ports: config.proxy.connect_ports.clone(),
+        deny_destinations: config.proxy.deny_destinations.clone(),
+        own_listeners: own_listeners.to_vec(),
+        no_proxy: config.upstream.no_proxy.clone(),
+        parent: config.upstream.proxy.as_ref().map(ToString::to_string),
+    }
+}
+
+impl Running {
+    /// Stops accepting, waits up to the grace period for requests and
+    /// tunnels, then cuts the rest.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tasks.len(),
+                "shutdown grace period over; closing remaining connections"
+            );
+            self.force_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+        }
+    }
+}

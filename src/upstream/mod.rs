@@ -1,0 +1,9 @@
+//! Egress: DNS and TCP dialling with the destination checks, the parent
+//! proxy handshake, and the pooled HTTP client used for forwarding.
+
+mod client;
+mod dial;
+mod parent;
+
+pub use client::{Connector, HttpClient, new_client};
+pub use dial::{DialError, Dialer};

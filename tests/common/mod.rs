@@ -1,0 +1,245 @@
+//! Shared test harness: modgate started in-process on `127.0.0.1:0`, real
+//! origin servers on loopback, and the real `curl` binary.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use modgate::config::Config;
+use modgate::server::{self, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A modgate instance serving on a loopback port.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub running: Running,
+}
+
+impl Proxy {
+    /// Starts modgate with `toml` (listen address forced to 127.0.0.1:0).
+    pub async fn start(toml: &str) -> Proxy {
+        Self::start_on("127.0.0.1:0", toml).await
+    }
+
+    pub async fn start_on(listen: &str, toml: &str) -> Proxy {
+        let config = Config::parse("test.toml", toml).expect("test config is valid");
+        let listeners = server::bind_all(&[listen.parse().unwrap()]).unwrap();
+        let running = server::start(&config, listeners).unwrap();
+        Proxy {
+            addr: running.addrs[0],
+            running,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Runs curl with a time limit; `--noproxy ''` so the environment cannot interfere.
+pub async fn curl(args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--noproxy", ""]);
+    cmd.args(args);
+    cmd.env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY");
+    cmd.kill_on_drop(true);
+    cmd.output().await.expect("curl runs")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A plain HTTP origin with a few routes, counting the requests it served.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    pub async fn start(ip: &str) -> Origin {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        route(req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Origin { addr, hits }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Deterministic payload of `n` bytes.
+pub fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+async fn route(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    let response = match path.as_str() {
+        "/echo" => Response::new(req.into_body().boxed()),
+        "/headers" => {
+            let mut text = format!("{} {}\n", req.method(), req.uri());
+            for (name, value) in req.headers() {
+                text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+            }
+            Response::new(full(text))
+        }
+        "/ws" => upgrade(req),
+        "/hop" => Response::builder()
+            .header("connection", "x-private")
+            .header("x-private", "secret")
+            .header("keep-alive", "timeout=5")
+            .body(full("hop"))
+            .unwrap(),
+        p if p.starts_with("/bytes/") => {
+            let n: usize = p["/bytes/".len()..].parse().unwrap_or(0);
+            Response::new(full(payload(n)))
+        }
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(full("not found"))
+            .unwrap(),
+    };
+    Ok(response)
+}
+
+/// Answers a WebSocket-style upgrade: greets, then echoes until EOF.
+fn upgrade(mut req: Request<Incoming>) -> Response<Body> {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let mut io = TokioIo::new(upgraded);
+            let _ = io.write_all(b"hello-from-origin\n").await;
+            let mut buf = [0u8; 1024];
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(full(""))
+        .unwrap()
+}
+
+/// A TLS origin with a self-signed certificate for `localhost`.
+pub struct TlsOrigin {
+    pub addr: SocketAddr,
+    pub cert_pem: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsOrigin {
+    pub async fn start() -> TlsOrigin {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert_pem = dir.path().join("origin.pem");
+        std::fs::write(&cert_pem, cert.pem()).unwrap();
+        let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], der_key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(full("tls-origin-ok")))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        TlsOrigin {
+            addr,
+            cert_pem,
+            _dir: dir,
+        }
+    }
+}
+
+/// Sends raw bytes to `addr` and returns everything read until EOF or `limit`.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A config for tests: every loopback client allowed, short timeouts.
+pub fn base_config(extra_proxy: &str, upstream: &str) -> String {
+    format!(
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nheader_read_timeout = \"2s\"\n{extra_proxy}\n[upstream]\nconnect_timeout = \"2s\"\n{upstream}\n"
+    )
+}
