@@ -82,12 +82,14 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     limits: ConnLimits,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| proxy::handle(shared.clone(), peer, req));
+    // The permit lives as long as the connection or a tunnel made from it.
+    let slot: proxy::Slot = Arc::new(permit);
+    let service = service_fn(move |req| proxy::handle(shared.clone(), peer, slot.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::{Body, empty};
-use super::{ProxyError, Shared, tunnel};
+use super::{ProxyError, Shared, Slot, tunnel};
 use crate::rules::{Action, Kind, Target, TargetError, decide};
 
 /// A dialled upstream, ready to be relayed.
@@ -27,6 +27,7 @@ struct Opened {
 pub async fn handle(
     shared: &Arc<Shared>,
     client: SocketAddr,
+    slot: Slot,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -45,6 +46,7 @@ pub async fn handle(
     shared.stats.tunnels.inc();
     let task_shared = shared.clone();
     shared.tasks.spawn(async move {
+        let _slot = slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 relay(&task_shared, upgraded, opened, client, &authority, started).await;

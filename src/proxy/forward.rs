@@ -15,20 +15,21 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::body::{Body, Metered, text};
-use super::{ProxyError, Shared, headers};
+use super::{ProxyError, Shared, Slot, headers};
 use crate::rules::{Action, Kind, Target, decide};
 use crate::upstream::DialError;
 
 pub async fn handle(
     shared: &Arc<Shared>,
     client: SocketAddr,
+    slot: Slot,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let target = req.uri().clone();
     let bytes_up = Arc::new(AtomicU64::new(0));
-    let (response, decision) = match forward(shared, client, req, bytes_up.clone()).await {
+    let (response, decision) = match forward(shared, client, slot, req, bytes_up.clone()).await {
         Ok((response, action)) => (response, action.to_string()),
         Err(err) => (err.response(), "refused".to_string()),
     };
@@ -49,6 +50,7 @@ pub async fn handle(
 async fn forward(
     shared: &Arc<Shared>,
     client: SocketAddr,
+    slot: Slot,
     mut req: Request<Incoming>,
     bytes_up: Arc<AtomicU64>,
 ) -> Result<(Response<Body>, Action), ProxyError> {
@@ -86,6 +88,7 @@ async fn forward(
         let upstream_side = hyper::upgrade::on(&mut response);
         let shared_for_task = shared.clone();
         shared.tasks.spawn(async move {
+            let _slot = slot;
             relay_upgraded(&shared_for_task, client_side, upstream_side).await;
         });
     }

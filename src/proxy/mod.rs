@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,10 +48,15 @@ pub struct Shared {
     pub force_stop: CancellationToken,
 }
 
+/// A client connection's share of `proxy.max_connections`; tunnels and
+/// upgraded connections keep it until they end.
+pub type Slot = Arc<OwnedSemaphorePermit>;
+
 /// Serves one request from `client`.
 pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
+    slot: Slot,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     shared.stats.requests.inc();
@@ -59,8 +65,10 @@ pub async fn handle(
             tracing::warn!(%client, method = %req.method(), target = %req.uri(), status = err.status().as_u16(), reason = %err, "refused");
             err.response()
         }
-        Ok(()) if req.method() == Method::CONNECT => connect::handle(&shared, client, req).await,
-        Ok(()) if req.uri().scheme().is_some() => forward::handle(&shared, client, req).await,
+        Ok(()) if req.method() == Method::CONNECT => {
+            connect::handle(&shared, client, slot, req).await
+        }
+        Ok(()) if req.uri().scheme().is_some() => forward::handle(&shared, client, slot, req).await,
         Ok(()) => ProxyError::BadRequest(
             "modgate is a proxy: send absolute-form requests (http://host/path) or CONNECT".into(),
         )
@@ -83,10 +91,10 @@ fn admit(shared: &Shared, client: SocketAddr, req: &Request<Incoming>) -> Result
             "client {ip} is not in proxy.allow_clients"
         )));
     }
-    if let Some(auth) = &shared.auth {
-        if !auth.check(req.headers().get(http::header::PROXY_AUTHORIZATION)) {
-            return Err(ProxyError::AuthRequired);
-        }
+    if let Some(auth) = &shared.auth
+        && !auth.check(req.headers().get(http::header::PROXY_AUTHORIZATION))
+    {
+        return Err(ProxyError::AuthRequired);
     }
     Ok(())
 }

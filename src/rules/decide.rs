@@ -83,10 +83,10 @@ pub fn decide(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> D
             format!("port {} is not in proxy.connect_ports", target.port),
         );
     }
-    if let Host::Ip(ip) = target.host {
-        if let Some(rule) = denied_address(policy, SocketAddr::new(ip, target.port)) {
-            return Decision::new(Action::Deny(DenyReason::Destination), rule);
-        }
+    if let Host::Ip(ip) = target.host
+        && let Some(rule) = denied_address(policy, SocketAddr::new(ip, target.port))
+    {
+        return Decision::new(Action::Deny(DenyReason::Destination), rule);
     }
     let Some(parent) = &policy.parent else {
         return Decision::new(Action::Direct, "no upstream.proxy configured");

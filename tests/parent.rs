@@ -1,0 +1,123 @@
+//! Parent proxy chaining: a second modgate instance is the parent; its
+//! counters show what passed through it.
+
+mod common;
+
+use common::*;
+use modgate::proxy::sha256;
+
+fn hex(bytes: [u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_bypassed_traffic_goes_through_the_parent_and_no_proxy_does_not() {
+    let origin = Origin::start("127.0.0.1").await;
+    let tls = TlsOrigin::start().await;
+    let ports = format!("connect_ports = [{}]", tls.addr.port());
+    let parent = Proxy::start(&base_config(&ports, "")).await;
+    let child = Proxy::start(&base_config(
+        &ports,
+        &format!(
+            "proxy = \"http://{}\"\nno_proxy = \"localhost\"",
+            parent.addr
+        ),
+    ))
+    .await;
+    let cacert = tls.cert_pem.display().to_string();
+
+    // http:// to 127.0.0.1: not in no_proxy, so via the parent (absolute-form).
+    let out = curl(&["-x", &child.url(), &origin.url("/headers")]).await;
+    let seen = stdout(&out);
+    assert!(seen.starts_with("GET /headers"), "{seen}");
+    assert_eq!(
+        seen.matches("via: 1.1 modgate").count(),
+        2,
+        "two hops expected: {seen}"
+    );
+    assert_eq!(parent.running.stats.forwarded.get(), 1);
+
+    // CONNECT to 127.0.0.1: tunnelled through the parent.
+    let url = format!("https://127.0.0.1:{}/", tls.addr.port());
+    let out = curl(&["-x", &child.url(), "--cacert", &cacert, &url]).await;
+    assert_eq!(stdout(&out), "tls-origin-ok", "{}", stderr(&out));
+    assert_eq!(parent.running.stats.tunnels.get(), 1);
+
+    // localhost is in no_proxy: direct, the parent sees nothing more.
+    let url = format!("http://localhost:{}/bytes/3", origin.addr.port());
+    let out = curl(&["-x", &child.url(), &url]).await;
+    assert_eq!(out.stdout.len(), 3);
+    let url = format!("https://localhost:{}/", tls.addr.port());
+    let out = curl(&["-x", &child.url(), "--cacert", &cacert, &url]).await;
+    assert_eq!(stdout(&out), "tls-origin-ok");
+    assert_eq!(parent.running.stats.forwarded.get(), 1);
+    assert_eq!(parent.running.stats.tunnels.get(), 1);
+    assert_eq!(parent.running.stats.requests.get(), 2);
+    assert_eq!(child.running.stats.via_parent.get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_credentials_are_sent_to_the_parent_only() {
+    let origin = Origin::start("127.0.0.1").await;
+    let tls = TlsOrigin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("corp:sha256:{}\n", hex(sha256(b"p@ss")))).unwrap();
+    let parent_extra = format!(
+        "connect_ports = [{}]\nauth_file = {:?}",
+        tls.addr.port(),
+        users
+    );
+    let parent = Proxy::start(&base_config(&parent_extra, "")).await;
+    let ports = format!("connect_ports = [{}]", tls.addr.port());
+    let with_auth = Proxy::start(&base_config(
+        &ports,
+        &format!(
+            "proxy = \"http://corp:p%40ss@{}\"\nno_proxy = \"\"",
+            parent.addr
+        ),
+    ))
+    .await;
+    let without_auth = Proxy::start(&base_config(
+        &ports,
+        &format!("proxy = \"http://{}\"\nno_proxy = \"\"", parent.addr),
+    ))
+    .await;
+
+    let out = curl(&["-x", &with_auth.url(), &origin.url("/headers")]).await;
+    let seen = stdout(&out).to_ascii_lowercase();
+    assert!(seen.starts_with("get /headers"), "{seen}");
+    assert!(
+        !seen.contains("proxy-authorization"),
+        "credentials leaked to the origin: {seen}"
+    );
+    let url = format!("https://127.0.0.1:{}/", tls.addr.port());
+    let cacert = tls.cert_pem.display().to_string();
+    let out = curl(&["-x", &with_auth.url(), "--cacert", &cacert, &url]).await;
+    assert_eq!(stdout(&out), "tls-origin-ok", "{}", stderr(&out));
+
+    // Without credentials the parent says 407; a tunnel then fails with 502.
+    let out = curl(&["-i", "-x", &without_auth.url(), &origin.url("/headers")]).await;
+    assert!(stdout(&out).starts_with("HTTP/1.1 407"), "{}", stdout(&out));
+    let out = curl(&["-x", &without_auth.url(), "--cacert", &cacert, &url]).await;
+    assert!(stderr(&out).contains("response 502"), "{}", stderr(&out));
+
+    // The parent itself asks clients for credentials.
+    let out = curl(&["-i", "-x", &parent.url(), &origin.url("/headers")]).await;
+    let text = stdout(&out);
+    assert!(text.starts_with("HTTP/1.1 407"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("proxy-authenticate: basic realm=\"modgate\""),
+        "{text}"
+    );
+    let out = curl(&[
+        "-x",
+        &parent.url(),
+        "-U",
+        "corp:p@ss",
+        &origin.url("/bytes/4"),
+    ])
+    .await;
+    assert_eq!(out.stdout.len(), 4, "{}", stderr(&out));
+}
