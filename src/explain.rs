@@ -3,7 +3,8 @@
 use std::net::IpAddr;
 
 use crate::config::Config;
-use crate::rules::{Kind, Target, decide};
+use crate::gomod::path::{Route, classify, module_of};
+use crate::rules::{Action, Kind, Target, decide};
 use crate::server::policy;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +17,7 @@ pub struct ExplainError {
 /// Explains what modgate would do with `input` (`http://…`, `https://…` or
 /// `host[:port]`, which means a CONNECT, port 443 by default) from `client`.
 pub fn explain(config: &Config, input: &str, client: IpAddr) -> Result<String, ExplainError> {
-    let (kind, target) = parse(input).map_err(|reason| ExplainError {
+    let (kind, target, path) = parse(input).map_err(|reason| ExplainError {
         input: input.to_string(),
         reason,
     })?;
@@ -25,13 +26,42 @@ pub fn explain(config: &Config, input: &str, client: IpAddr) -> Result<String, E
         Kind::Connect => "CONNECT tunnel",
         Kind::Http => "forwarded http:// request",
     };
-    Ok(format!(
+    let mut out = format!(
         "target:   {target} ({how})\nclient:   {client}\ndecision: {}\nrule:     {}\n",
         decision.action, decision.rule
-    ))
+    );
+    if decision.action == Action::Intercept {
+        out.push_str(&explain_gomod(config, &target, path));
+    }
+    Ok(out)
 }
 
-fn parse(input: &str) -> Result<(Kind, Target), String> {
+/// For an intercepted URL: private, answered here, or which mirrors are tried.
+fn explain_gomod(config: &Config, target: &Target, path: &str) -> String {
+    let gomod = &config.gomod;
+    let host = target.host.to_string();
+    let on_sumdb = gomod.sumdb_hosts.contains(&host);
+    let route = classify(on_sumdb, path, &gomod.sumdb_hosts);
+    if let Ok(Some(module)) = module_of(&route)
+        && let Some(pattern) = gomod.private.find(&module)
+    {
+        return format!(
+            "module:   {module} is private (gomod.private {pattern:?}): answered 404 by modgate, never sent to a mirror\n"
+        );
+    }
+    let mirrors = match route {
+        Route::Supported => return "answer:   200 from modgate itself (sumdb supported)\n".into(),
+        Route::NotFound(reason) => return format!("answer:   404 from modgate ({reason})\n"),
+        Route::Proxy(_) => &gomod.mirrors,
+        Route::Sumdb(_) => &gomod.sumdb_mirrors,
+    };
+    format!(
+        "mirrors:  {} (healthy first, in this order)\n",
+        mirrors.join(", ")
+    )
+}
+
+fn parse(input: &str) -> Result<(Kind, Target, &str), String> {
     let (kind, rest, default_port) = if let Some(rest) = input.strip_prefix("http://") {
         (Kind::Http, rest, 80)
     } else if let Some(rest) = input.strip_prefix("https://") {
@@ -42,9 +72,13 @@ fn parse(input: &str) -> Result<(Kind, Target), String> {
         (Kind::Connect, input, 443)
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let path = match &rest[authority.len()..] {
+        "" => "/",
+        path => path,
+    };
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
     let target = Target::parse(authority, Some(default_port)).map_err(|e| e.to_string())?;
-    Ok((kind, target))
+    Ok((kind, target, path))
 }
 
 #[cfg(test)]
@@ -67,5 +101,33 @@ mod tests {
         assert!(!out.contains("u:p"), "credentials must not be shown: {out}");
         let out = explain(&config, "example.org:22", client).unwrap();
         assert!(out.contains("decision: deny"), "{out}");
+    }
+
+    #[test]
+    fn explains_interception() {
+        let config = Config::parse("t.toml", "[gomod]\nprivate = \"git.corp.example/*\"\nmirrors = [\"https://a.example\", \"origin\"]\n").unwrap();
+        let client = "127.0.0.1".parse().unwrap();
+        let out = explain(
+            &config,
+            "https://proxy.golang.org/github.com/x/y/@v/list",
+            client,
+        )
+        .unwrap();
+        assert!(out.contains("decision: intercept"), "{out}");
+        assert!(out.contains("mirrors:  https://a.example, origin"), "{out}");
+        let out = explain(
+            &config,
+            "https://proxy.golang.org/git.corp.example/team/m/@v/list",
+            client,
+        )
+        .unwrap();
+        assert!(out.contains("is private"), "{out}");
+        let out = explain(
+            &config,
+            "https://sum.golang.org/lookup/git.corp.example/team/m@v1.0.0",
+            client,
+        )
+        .unwrap();
+        assert!(out.contains("is private"), "{out}");
     }
 }

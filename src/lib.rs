@@ -6,9 +6,11 @@
 
 pub mod config;
 pub mod explain;
+pub mod gomod;
 pub mod listener;
 pub mod proxy;
 pub mod rules;
 pub mod server;
 pub mod stats;
+pub mod tls;
 pub mod upstream;

@@ -36,6 +36,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Manage the local CA used to intercept the Go module hosts.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Print the routing decision for a URL or HOST[:PORT], and the rule behind it.
     Explain {
         #[arg(long)]
@@ -48,11 +53,32 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA (key file mode 0600), constrained to the intercepted hosts.
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Replace an existing CA.
+        #[arg(long)]
+        force: bool,
+        /// Config whose gomod hosts the CA is constrained to.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Subject, fingerprint, validity, permitted names, and how to trust it.
+    Show {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config, listen } => run(config, listen),
         Command::Check { config } => return check(config),
+        Command::Ca { command } => ca(command),
         Command::Explain {
             config,
             target,
@@ -86,6 +112,28 @@ fn check(path: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn ca(command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Init { dir, force, config } => {
+            let config = Config::load(config.as_deref())?;
+            let cert = modgate::tls::ca::init(&dir, &config.gomod.hosts(), force)?;
+            println!("created {}", cert.display());
+            print!("{}", modgate::tls::trust_hint(&cert));
+        }
+        CaCommand::Show { dir } => {
+            let cert = dir.join(modgate::tls::ca::CERT_FILE);
+            let pem =
+                std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let der = rustls::pki_types::pem::PemObject::from_pem_slice(&pem)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+            let text = modgate::tls::inspect::describe(&der).map_err(|e| anyhow::anyhow!(e))?;
+            print!("{text}");
+            print!("{}", modgate::tls::trust_hint(&cert));
+        }
+    }
+    Ok(())
 }
 
 fn explain(path: Option<PathBuf>, target: &str, client: IpAddr) -> anyhow::Result<()> {

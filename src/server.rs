@@ -12,10 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::gomod::{Gomod, GomodError};
 use crate::listener::{self, ConnLimits};
+use crate::proxy::Mitm;
 use crate::proxy::{Auth, AuthFileError, Shared};
-use crate::rules::Policy;
+use crate::rules::{InterceptRule, Policy};
 use crate::stats::Stats;
+use crate::tls::{Ca, CaError, Leaves};
 use crate::upstream::{Dialer, new_client};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +30,10 @@ pub enum StartError {
     },
     #[error(transparent)]
     AuthFile(#[from] AuthFileError),
+    #[error("local CA: {0}")]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Gomod(#[from] GomodError),
 }
 
 /// A started proxy.
@@ -68,6 +75,11 @@ pub fn start(config: &Config, listeners: Vec<TcpListener>) -> Result<Running, St
         .as_deref()
         .map(Auth::load)
         .transpose()?;
+    let mitm = if config.intercept.enabled {
+        Some(mitm(config, dialer.clone())?)
+    } else {
+        None
+    };
     let tasks = TaskTracker::new();
     let force_stop = CancellationToken::new();
     let stats = Arc::new(Stats::default());
@@ -81,6 +93,7 @@ pub fn start(config: &Config, listeners: Vec<TcpListener>) -> Result<Running, St
         stats: stats.clone(),
         tasks: tasks.clone(),
         force_stop: force_stop.clone(),
+        mitm,
     });
     let shutdown = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(config.proxy.max_connections));
@@ -108,6 +121,32 @@ pub fn start(config: &Config, listeners: Vec<TcpListener>) -> Result<Running, St
     })
 }
 
+/// Loads (or creates) the CA, mints the leaves, builds the gomod handler.
+fn mitm(config: &Config, dialer: Arc<Dialer>) -> Result<Mitm, StartError> {
+    let hosts = config.gomod.hosts();
+    let (ca, created) = Ca::load_or_init(&config.intercept.ca_dir, &hosts)?;
+    if created {
+        tracing::warn!(
+            "created a new local CA at {}\n{}",
+            ca.cert_path.display(),
+            crate::tls::trust_hint(&ca.cert_path)
+        );
+    }
+    let uncovered = ca.uncovered(&hosts);
+    if !uncovered.is_empty() {
+        tracing::warn!(
+            hosts = ?uncovered,
+            "the CA's name constraints do not cover these intercepted hosts; they will fail TLS (recreate the CA with `modgate ca init --force`)"
+        );
+    }
+    let leaves = Arc::new(Leaves::new(ca, &hosts)?);
+    let gomod = Gomod::new(&config.gomod, dialer, config.upstream.no_proxy.clone())?;
+    Ok(Mitm {
+        tls: crate::tls::leaves::server_config(leaves),
+        gomod: Arc::new(gomod),
+    })
+}
+
 /// The routing policy for this config and these bound listeners.
 pub fn policy(config: &Config, own_listeners: &[SocketAddr]) -> Policy {
     Policy {
@@ -117,6 +156,11 @@ pub fn policy(config: &Config, own_listeners: &[SocketAddr]) -> Policy {
         own_listeners: own_listeners.to_vec(),
         no_proxy: config.upstream.no_proxy.clone(),
         parent: config.upstream.proxy.as_ref().map(ToString::to_string),
+        intercept: config.intercept.enabled.then(|| InterceptRule {
+            hosts: config.gomod.hosts(),
+            bypass: config.intercept.bypass.clone(),
+            bypass_clients: config.intercept.bypass_clients.clone(),
+        }),
     }
 }
 

@@ -115,7 +115,7 @@ async fn client_outside_allow_clients_gets_403() {
     let origin = Origin::start("127.0.0.1").await;
     let proxy = Proxy::start_on(
         "127.0.0.1:0",
-        "[proxy]\nallow_clients = [\"127.0.0.1/32\"]\ndeny_destinations = []\n",
+        "[proxy]\nallow_clients = [\"127.0.0.1/32\"]\ndeny_destinations = []\n[intercept]\nenabled = false\n",
     )
     .await;
     let out = curl(&[
@@ -139,7 +139,7 @@ async fn denied_destinations_are_checked_after_dns() {
     let origin = Origin::start("127.0.0.2").await;
     let port = origin.addr.port();
     let config = format!(
-        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = [\"127.0.0.1/32\"]\nconnect_ports = [{port}]\n"
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = [\"127.0.0.1/32\"]\nconnect_ports = [{port}]\n[intercept]\nenabled = false\n"
     );
     let proxy = Proxy::start(&config).await;
     // `localhost` resolves to 127.0.0.1: denied, though the name is not an IP.

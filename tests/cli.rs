@@ -77,15 +77,28 @@ fn explain_prints_decision_and_rule() {
 
 #[test]
 fn run_serves_and_stops_on_sigterm() {
+    // The default config intercepts and creates its CA under ./certs.
+    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_modgate"))
         .args(["run", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("modgate listening"), "{first}");
+    let mut seen = String::new();
+    for line in lines.by_ref().take(40) {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("modgate listening") {
+            break;
+        }
+    }
+    assert!(seen.contains("modgate listening"), "{seen}");
+    assert!(seen.contains("created a new local CA"), "{seen}");
+    assert!(dir.path().join("certs/modgate-ca.pem").exists());
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let started = Instant::now();

@@ -83,7 +83,7 @@ async fn unanswered_connect_gives_504_on_time() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let config = format!(
-        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nconnect_ports = [{}]\n[upstream]\nconnect_timeout = \"1s\"\n",
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nconnect_ports = [{}]\n[upstream]\nconnect_timeout = \"1s\"\n[intercept]\nenabled = false\n",
         addr.port()
     );
     let proxy = Proxy::start(&config).await;

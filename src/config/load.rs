@@ -11,7 +11,11 @@ use ipnet::IpNet;
 
 use super::reader::{Reader, Table};
 use super::units::{parse_duration, parse_size};
-use super::{Config, ConfigError, LogConfig, LogFormat, ParentProxy, ProxyConfig, UpstreamConfig};
+use super::{
+    Config, ConfigError, GomodConfig, InterceptConfig, LogConfig, LogFormat, OnMirrorFailure,
+    ParentProxy, ProxyConfig, UpstreamConfig,
+};
+use crate::gomod::Private;
 use crate::rules::{NoProxy, Target};
 
 pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
@@ -21,12 +25,16 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     };
     let proxy = proxy_section(&mut r, &mut root);
     let upstream = upstream_section(&mut r, &mut root);
+    let intercept = intercept_section(&mut r, &mut root);
+    let gomod = gomod_section(&mut r, &mut root);
     let log = log_section(&mut r, &mut root);
     r.finish(root);
     if r.errors.is_empty() {
         Ok(Config {
             proxy,
             upstream,
+            intercept,
+            gomod,
             log,
         })
     } else {
@@ -97,6 +105,141 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
         no_proxy,
         connect_timeout,
     }
+}
+
+fn intercept_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> InterceptConfig {
+    let mut t = r.section(root, "intercept");
+    let enabled = r.boolean(&mut t, "enabled").is_none_or(|b| *b.get_ref());
+    let ca_dir = r
+        .string(&mut t, "ca_dir")
+        .map_or_else(|| PathBuf::from("certs"), |s| PathBuf::from(s.into_inner()));
+    let bypass = no_proxy(r, &mut t, "bypass", "");
+    let bypass_clients = nets(r, &mut t, "bypass_clients", &[]);
+    r.finish(t);
+    InterceptConfig {
+        enabled,
+        ca_dir,
+        bypass,
+        bypass_clients,
+    }
+}
+
+fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> GomodConfig {
+    let mut t = r.section(root, "gomod");
+    let proxy_hosts = host_names(r, &mut t, "proxy_hosts", &["proxy.golang.org"]);
+    let sumdb_hosts = host_names(r, &mut t, "sumdb_hosts", &["sum.golang.org"]);
+    let mirrors = mirror_urls(
+        r,
+        &mut t,
+        "mirrors",
+        &["https://goproxy.cn", "https://mirrors.aliyun.com/goproxy"],
+    );
+    let sumdb_mirrors = mirror_urls(
+        r,
+        &mut t,
+        "sumdb_mirrors",
+        &[
+            "https://goproxy.cn/sumdb/sum.golang.org",
+            "https://sum.golang.google.cn",
+        ],
+    );
+    let private = match r.string(&mut t, "private") {
+        None => Private::default(),
+        Some(s) => Private::parse(s.get_ref()).unwrap_or_else(|errors| {
+            for e in errors {
+                r.error(s.span(), format!("gomod.private: {e}"));
+            }
+            Private::default()
+        }),
+    };
+    let on_mirror_failure = match r.string(&mut t, "on_mirror_failure") {
+        None => OnMirrorFailure::NotFound,
+        Some(s) => match s.get_ref().as_str() {
+            "not_found" => OnMirrorFailure::NotFound,
+            "bad_gateway" => OnMirrorFailure::BadGateway,
+            other => {
+                r.error(s.span(), format!("gomod.on_mirror_failure must be \"not_found\" or \"bad_gateway\", not {other:?}"));
+                OnMirrorFailure::NotFound
+            }
+        },
+    };
+    let mirror_ca_file = r
+        .string(&mut t, "mirror_ca_file")
+        .map(|s| PathBuf::from(s.into_inner()));
+    let mirror_timeout = duration(r, &mut t, "mirror_timeout", Duration::from_secs(15));
+    let demote_for = duration(r, &mut t, "demote_for", Duration::from_secs(30));
+    r.finish(t);
+    GomodConfig {
+        proxy_hosts,
+        sumdb_hosts,
+        mirrors,
+        sumdb_mirrors,
+        private,
+        on_mirror_failure,
+        mirror_ca_file,
+        mirror_timeout,
+        demote_for,
+    }
+}
+
+fn host_names<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: &[&str],
+) -> Vec<String> {
+    let Some(items) = r.strings(t, key) else {
+        return default.iter().map(|s| s.to_string()).collect();
+    };
+    items
+        .into_iter()
+        .filter_map(|s| match crate::rules::Host::parse(s.get_ref()) {
+            Ok(crate::rules::Host::Name(name)) => Some(name),
+            _ => {
+                r.error(
+                    s.span(),
+                    format!("{key}: {:?} is not a host name", s.get_ref()),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// Mirror base URLs: `http(s)://host[:port][/path]` or `origin`.
+fn mirror_urls<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: &[&str],
+) -> Vec<String> {
+    let Some(items) = r.strings(t, key) else {
+        return default.iter().map(|s| s.to_string()).collect();
+    };
+    items
+        .into_iter()
+        .filter_map(|s| {
+            let url = s.get_ref().trim_end_matches('/');
+            let valid = url == "origin"
+                || url.parse::<http::Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.host().is_some()
+                        && u.query().is_none()
+                });
+            if valid {
+                Some(url.to_string())
+            } else {
+                r.error(
+                    s.span(),
+                    format!(
+                        "{key}: {:?} is not an http(s):// URL or \"origin\"",
+                        s.get_ref()
+                    ),
+                );
+                None
+            }
+        })
+        .collect()
 }
 
 fn log_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> LogConfig {

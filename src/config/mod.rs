@@ -14,6 +14,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use ipnet::IpNet;
 
+use crate::gomod::Private;
 use crate::rules::{Host, NoProxy};
 
 /// The embedded default configuration (same text as `config/modgate.toml`).
@@ -23,7 +24,54 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/modgate.toml");
 pub struct Config {
     pub proxy: ProxyConfig,
     pub upstream: UpstreamConfig,
+    pub intercept: InterceptConfig,
+    pub gomod: GomodConfig,
     pub log: LogConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct InterceptConfig {
+    pub enabled: bool,
+    pub ca_dir: PathBuf,
+    /// Destinations never intercepted (NO_PROXY syntax): tunnelled as-is.
+    pub bypass: NoProxy,
+    /// Clients never intercepted.
+    pub bypass_clients: Vec<IpNet>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GomodConfig {
+    pub proxy_hosts: Vec<String>,
+    pub sumdb_hosts: Vec<String>,
+    /// Base URLs without trailing slash, or `origin`.
+    pub mirrors: Vec<String>,
+    pub sumdb_mirrors: Vec<String>,
+    pub private: Private,
+    pub on_mirror_failure: OnMirrorFailure,
+    pub mirror_ca_file: Option<PathBuf>,
+    /// Time allowed for a mirror's response head before trying the next.
+    pub mirror_timeout: Duration,
+    /// How long a failing mirror is tried last.
+    pub demote_for: Duration,
+}
+
+impl GomodConfig {
+    /// Every intercepted host name.
+    pub fn hosts(&self) -> Vec<String> {
+        self.proxy_hosts
+            .iter()
+            .chain(&self.sumdb_hosts)
+            .cloned()
+            .collect()
+    }
+}
+
+/// What clients get when every mirror failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnMirrorFailure {
+    /// 404, so `GOPROXY=…,direct` clients fall back to direct.
+    NotFound,
+    BadGateway,
 }
 
 #[derive(Clone, Debug)]

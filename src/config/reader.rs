@@ -158,6 +158,21 @@ impl<'i> Reader<'i> {
         Some(out)
     }
 
+    pub fn boolean(&mut self, table: &mut Table<'i>, key: &str) -> Option<Located<bool>> {
+        let value = table.take(key)?;
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Boolean(b) => Some(Spanned::new(span, b)),
+            _ => {
+                self.error(
+                    span,
+                    format!("{} must be true or false", table.key_path(key)),
+                );
+                None
+            }
+        }
+    }
+
     /// Reports every key nobody took.
     pub fn finish(&mut self, table: Table<'i>) {
         for (key, _) in &table.entries {

@@ -13,12 +13,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::{Body, empty};
-use super::{ProxyError, Shared, Slot, tunnel};
+use super::{ProxyError, Shared, Slot, intercept, tunnel};
 use crate::rules::{Action, Kind, Target, TargetError, decide};
 
 /// A dialled upstream, ready to be relayed.
 struct Opened {
-    stream: TcpStream,
+    /// The upstream connection; `None` when intercepting (nothing is dialled).
+    stream: Option<TcpStream>,
+    /// The target host, for interception.
+    host: String,
     /// Bytes the parent proxy sent after its `200`.
     early: Bytes,
     action: Action,
@@ -71,18 +74,26 @@ async fn open(shared: &Shared, client: SocketAddr, authority: &str) -> Result<Op
             shared.stats.denied.inc();
             Err(ProxyError::Forbidden(decision.rule))
         }
+        Action::Intercept => Ok(Opened {
+            stream: None,
+            early: Bytes::new(),
+            action: Action::Intercept,
+            host: target.host.to_string(),
+        }),
         Action::Direct => Ok(Opened {
-            stream: shared.dialer.direct(&target).await?,
+            stream: Some(shared.dialer.direct(&target).await?),
             early: Bytes::new(),
             action: Action::Direct,
+            host: target.host.to_string(),
         }),
         Action::Parent => {
             let (stream, early) = shared.dialer.parent_tunnel(&target).await?;
             shared.stats.via_parent.inc();
             Ok(Opened {
-                stream,
+                stream: Some(stream),
                 early,
                 action: Action::Parent,
+                host: target.host.to_string(),
             })
         }
     }
@@ -106,10 +117,24 @@ async fn relay(
         }
     };
     let client_stream = parts.io.into_inner();
+    let Some(upstream) = opened.stream else {
+        if let Some(mitm) = &shared.mitm {
+            intercept::serve(
+                shared,
+                mitm,
+                client,
+                &opened.host,
+                client_stream,
+                parts.read_buf,
+            )
+            .await;
+        }
+        return;
+    };
     let outcome = tunnel::relay(
         &client_stream,
         &parts.read_buf,
-        &opened.stream,
+        &upstream,
         &opened.early,
         shared.idle_timeout,
         &shared.force_stop,

@@ -8,6 +8,8 @@ mod connect;
 mod error;
 mod forward;
 mod headers;
+mod intercept;
+mod prefixed;
 mod tunnel;
 
 use std::convert::Infallible;
@@ -24,6 +26,7 @@ use tokio_util::task::TaskTracker;
 pub use auth::{Auth, AuthFileError, sha256};
 pub use body::Body;
 pub use error::ProxyError;
+pub use intercept::Mitm;
 
 use crate::rules::Policy;
 use crate::stats::Stats;
@@ -46,6 +49,13 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Fires when the shutdown grace period is over: cut remaining tunnels.
     pub force_stop: CancellationToken,
+    /// Interception (CA leaves + gomod handler), when enabled.
+    pub mitm: Option<Mitm>,
+}
+
+/// Strips hop-by-hop headers from a relayed message.
+pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    headers::strip_hop_by_hop(headers, None);
 }
 
 /// A client connection's share of `proxy.max_connections`; tunnels and
@@ -69,10 +79,24 @@ pub async fn handle(
             connect::handle(&shared, client, slot, req).await
         }
         Ok(()) if req.uri().scheme().is_some() => forward::handle(&shared, client, slot, req).await,
-        Ok(()) => ProxyError::BadRequest(
-            "modgate is a proxy: send absolute-form requests (http://host/path) or CONNECT".into(),
-        )
-        .response(),
+        // GOPROXY=http://modgate:3128: origin-form requests are module requests.
+        Ok(()) => match &shared.mitm {
+            Some(mitm) => {
+                let host = shared
+                    .policy
+                    .intercept
+                    .as_ref()
+                    .and_then(|i| i.hosts.first().cloned());
+                mitm.gomod
+                    .serve(host.as_deref().unwrap_or("proxy.golang.org"), req)
+                    .await
+            }
+            None => ProxyError::BadRequest(
+                "modgate is a proxy: send absolute-form requests (http://host/path) or CONNECT"
+                    .into(),
+            )
+            .response(),
+        },
     };
     Ok(response)
 }

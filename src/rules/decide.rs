@@ -26,6 +26,19 @@ pub struct Policy {
     pub no_proxy: NoProxy,
     /// The parent proxy, as shown to people (never with its password).
     pub parent: Option<String>,
+    /// Interception of the Go module hosts, when enabled.
+    pub intercept: Option<InterceptRule>,
+}
+
+/// Which CONNECT targets are intercepted.
+#[derive(Clone, Debug, Default)]
+pub struct InterceptRule {
+    /// Intercepted host names (gomod proxy and sumdb hosts).
+    pub hosts: Vec<String>,
+    /// `intercept.bypass`: tunnelled untouched.
+    pub bypass: NoProxy,
+    /// `intercept.bypass_clients`: never intercepted.
+    pub bypass_clients: Vec<IpNet>,
 }
 
 /// How the request arrived.
@@ -47,6 +60,8 @@ pub enum DenyReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Deny(DenyReason),
+    /// Terminate TLS with modgate's CA and serve from mirrors.
+    Intercept,
     /// Dial the destination ourselves.
     Direct,
     /// Go through `upstream.proxy`.
@@ -88,6 +103,9 @@ pub fn decide(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> D
     {
         return Decision::new(Action::Deny(DenyReason::Destination), rule);
     }
+    if let Some(decision) = intercept(policy, client, target, kind) {
+        return decision;
+    }
     let Some(parent) = &policy.parent else {
         return Decision::new(Action::Direct, "no upstream.proxy configured");
     };
@@ -96,6 +114,40 @@ pub fn decide(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> D
         Some(entry) => Decision::new(Action::Direct, format!("upstream.no_proxy entry {entry:?}")),
         None => Decision::new(Action::Parent, format!("upstream.proxy {parent}")),
     }
+}
+
+/// Intercept when the CONNECT target is a Go module host (on any allowed
+/// CONNECT port; the go command uses 443), unless
+/// a bypass rule says otherwise (then the bypass is the deciding rule).
+fn intercept(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> Option<Decision> {
+    let rule = policy.intercept.as_ref()?;
+    let Host::Name(name) = &target.host else {
+        return None;
+    };
+    if kind != Kind::Connect || !rule.hosts.contains(name) {
+        return None;
+    }
+    let tunnel = if policy.parent.is_some() && policy.no_proxy.find(name, target.port).is_none() {
+        Action::Parent
+    } else {
+        Action::Direct
+    };
+    if let Some(net) = rule.bypass_clients.iter().find(|n| n.contains(&client)) {
+        return Some(Decision::new(
+            tunnel,
+            format!("client {client} is in intercept.bypass_clients {net}"),
+        ));
+    }
+    if let Some(entry) = rule.bypass.find(name, target.port) {
+        return Some(Decision::new(
+            tunnel,
+            format!("intercept.bypass entry {entry:?}"),
+        ));
+    }
+    Some(Decision::new(
+        Action::Intercept,
+        format!("{name} is a gomod host (intercept.enabled)"),
+    ))
 }
 
 /// Says why dialling `addr` is forbidden, if it is: a `deny_destinations`
@@ -126,6 +178,7 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::Deny(_) => f.write_str("deny"),
+            Action::Intercept => f.write_str("intercept"),
             Action::Direct => f.write_str("direct"),
             Action::Parent => f.write_str("parent"),
         }
@@ -144,6 +197,11 @@ mod tests {
             own_listeners: vec!["0.0.0.0:3128".parse().unwrap()],
             no_proxy: NoProxy::parse(".corp.example").unwrap(),
             parent: Some("http://parent:8080".into()),
+            intercept: Some(InterceptRule {
+                hosts: vec!["proxy.golang.org".into()],
+                bypass: NoProxy::default(),
+                bypass_clients: vec!["10.9.0.0/16".parse().unwrap()],
+            }),
         }
     }
 
@@ -182,6 +240,16 @@ mod tests {
         );
         assert_eq!(action(c, "git.corp.example:443", Kind::Connect), Direct);
         assert_eq!(action(c, "a.example:443", Kind::Connect), Parent);
+        assert_eq!(action(c, "proxy.golang.org:443", Kind::Connect), Intercept);
+        assert_eq!(action(c, "proxy.golang.org:80", Kind::Http), Parent);
+        assert_eq!(
+            action("10.9.1.1", "proxy.golang.org:443", Kind::Connect),
+            Parent
+        );
+        assert_eq!(
+            action("192.168.1.1", "proxy.golang.org:443", Kind::Connect),
+            Deny(DenyReason::Client)
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@ pub mod decide;
 pub mod no_proxy;
 pub mod target;
 
-pub use decide::{Action, Decision, DenyReason, Kind, Policy, decide, denied_address};
+pub use decide::{
+    Action, Decision, DenyReason, InterceptRule, Kind, Policy, decide, denied_address,
+};
 pub use no_proxy::NoProxy;
 pub use target::{Host, Target, TargetError};

@@ -77,6 +77,12 @@ impl Dialer {
             .await
     }
 
+    /// Connects to an admin-configured destination (a mirror): no deny check.
+    pub async fn trusted(&self, target: &Target) -> Result<TcpStream, DialError> {
+        self.within_timeout(target, self.resolve_and_connect(target, false))
+            .await
+    }
+
     /// Connects to the parent proxy (for absolute-form forwarding).
     pub async fn parent_connection(&self) -> Result<TcpStream, DialError> {
         let parent = self.parent_target()?;

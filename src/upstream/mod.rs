@@ -3,7 +3,9 @@
 
 mod client;
 mod dial;
+mod mirror;
 mod parent;
 
 pub use client::{Connector, HttpClient, new_client};
 pub use dial::{DialError, Dialer};
+pub use mirror::{MirrorClient, MirrorError};

@@ -242,6 +242,6 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> 
 /// A config for tests: every loopback client allowed, short timeouts.
 pub fn base_config(extra_proxy: &str, upstream: &str) -> String {
     format!(
-        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nheader_read_timeout = \"2s\"\n{extra_proxy}\n[upstream]\nconnect_timeout = \"2s\"\n{upstream}\n"
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nheader_read_timeout = \"2s\"\n{extra_proxy}\n[upstream]\nconnect_timeout = \"2s\"\n{upstream}\n[intercept]\nenabled = false\n"
     )
 }

@@ -1,0 +1,96 @@
+//! An ordered set of mirrors with health: a mirror that failed (connect,
+//! TLS, timeout, 5xx) is demoted for a while and tried last; when the period
+//! is over it is tried in its configured place again.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct MirrorSet {
+    mirrors: Vec<Mirror>,
+    demote_for: Duration,
+}
+
+struct Mirror {
+    /// Base URL without trailing slash, or `origin`.
+    base: String,
+    demoted_until: Mutex<Option<Instant>>,
+}
+
+impl MirrorSet {
+    pub fn new(bases: &[String], demote_for: Duration) -> MirrorSet {
+        let mirrors = bases
+            .iter()
+            .map(|base| Mirror {
+                base: base.clone(),
+                demoted_until: Mutex::new(None),
+            })
+            .collect();
+        MirrorSet {
+            mirrors,
+            demote_for,
+        }
+    }
+
+    /// Indices in the order to try: healthy ones in config order, then the
+    /// demoted ones, soonest recovery first.
+    pub fn order(&self) -> Vec<usize> {
+        let now = Instant::now();
+        let until = |i: usize| {
+            self.mirrors[i]
+                .demoted_until
+                .lock()
+                .map(|g| g.filter(|t| *t > now))
+                .unwrap_or(None)
+        };
+        let mut order: Vec<(Option<Instant>, usize)> =
+            (0..self.mirrors.len()).map(|i| (until(i), i)).collect();
+        order.sort_by_key(|(until, i)| (until.is_some(), *until, *i));
+        order.into_iter().map(|(_, i)| i).collect()
+    }
+
+    pub fn base(&self, index: usize) -> &str {
+        &self.mirrors[index].base
+    }
+
+    pub fn bases(&self) -> impl Iterator<Item = &str> {
+        self.mirrors.iter().map(|m| m.base.as_str())
+    }
+
+    /// Marks a mirror as failing; it is tried last for `demote_for`.
+    pub fn demote(&self, index: usize, reason: &str) {
+        let mirror = &self.mirrors[index];
+        if let Ok(mut until) = mirror.demoted_until.lock() {
+            *until = Some(Instant::now() + self.demote_for);
+        }
+        tracing::warn!(mirror = %mirror.base, reason, demoted_for = ?self.demote_for, "mirror demoted");
+    }
+
+    pub fn restore(&self, index: usize) {
+        if let Ok(mut until) = self.mirrors[index].demoted_until.lock() {
+            *until = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demoted_mirrors_go_last_until_the_period_ends() {
+        let set = MirrorSet::new(
+            &["a".into(), "b".into(), "c".into()],
+            Duration::from_millis(50),
+        );
+        assert_eq!(set.order(), [0, 1, 2]);
+        set.demote(0, "test");
+        assert_eq!(set.order(), [1, 2, 0]);
+        set.demote(1, "test");
+        assert_eq!(set.order(), [2, 0, 1]);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(set.order(), [0, 1, 2]);
+        set.demote(2, "test");
+        set.restore(2);
+        assert_eq!(set.order(), [0, 1, 2]);
+    }
+}

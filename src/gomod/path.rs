@@ -1,0 +1,155 @@
+//! Go module request paths: which kind of request a path is, and which
+//! module it names (decoded from `%21` and `!`-case-encoding). Pure.
+
+/// What an intercepted request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/sumdb/<name>/supported` for a database modgate serves: 200.
+    Supported,
+    /// A module proxy request; the path is sent to mirrors unchanged.
+    Proxy(&'a str),
+    /// A checksum database request; `/<rest>` is appended to sumdb mirrors.
+    Sumdb(&'a str),
+    /// Something modgate does not serve (404 with the reason).
+    NotFound(&'static str),
+}
+
+/// Classifies `path` (with query) arriving on a proxy host or a sumdb host.
+pub fn classify<'a>(on_sumdb_host: bool, path: &'a str, sumdb_names: &[String]) -> Route<'a> {
+    if on_sumdb_host {
+        return Route::Sumdb(path);
+    }
+    let Some(rest) = path.strip_prefix("/sumdb/") else {
+        return Route::Proxy(path);
+    };
+    let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if !sumdb_names.iter().any(|n| n == name) {
+        return Route::NotFound("checksum database not served by this proxy");
+    }
+    if tail == "supported" {
+        return Route::Supported;
+    }
+    Route::Sumdb(&path["/sumdb/".len() + name.len()..])
+}
+
+/// The module a request is about, if it names one: `/<module>/@v/…`,
+/// `/<module>/@latest` for the proxy protocol, `/lookup/<module>@<version>`
+/// for a checksum database. `Err` for undecodable paths.
+pub fn module_of(route: &Route<'_>) -> Result<Option<String>, &'static str> {
+    let raw = match route {
+        Route::Proxy(path) => {
+            let path = path.split('?').next().unwrap_or_default();
+            let path = path.strip_prefix('/').unwrap_or(path);
+            match path.find("/@v/").or_else(|| path.find("/@latest")) {
+                Some(end) => &path[..end],
+                None => return Ok(None),
+            }
+        }
+        Route::Sumdb(path) => {
+            let path = path.split('?').next().unwrap_or_default();
+            match path.strip_prefix("/lookup/") {
+                Some(lookup) => lookup.rsplit_once('@').map_or(lookup, |(m, _)| m),
+                None => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    };
+    let unescaped = percent_decode(raw).ok_or("bad %-escape in module path")?;
+    case_decode(&unescaped)
+        .map(Some)
+        .ok_or("bad !-escape in module path")
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `!x` -> `X` (the go command's case-encoding); upper case or a lone `!` is invalid.
+fn case_decode(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '!' => {
+                let next = chars.next().filter(char::is_ascii_lowercase)?;
+                out.push(next.to_ascii_uppercase());
+            }
+            c if c.is_ascii_uppercase() => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["sum.golang.org".to_string()]
+    }
+
+    #[test]
+    fn classifies() {
+        let n = names();
+        assert_eq!(
+            classify(false, "/sumdb/sum.golang.org/supported", &n),
+            Route::Supported
+        );
+        assert_eq!(
+            classify(false, "/sumdb/sum.golang.org/lookup/x@v1", &n),
+            Route::Sumdb("/lookup/x@v1")
+        );
+        assert_eq!(
+            classify(true, "/tile/8/0/001", &n),
+            Route::Sumdb("/tile/8/0/001")
+        );
+        assert!(matches!(
+            classify(false, "/sumdb/other.db/supported", &n),
+            Route::NotFound(_)
+        ));
+        assert_eq!(
+            classify(false, "/github.com/a/b/@v/list", &n),
+            Route::Proxy("/github.com/a/b/@v/list")
+        );
+    }
+
+    #[test]
+    fn decodes_module_paths() {
+        let m = |r: Route<'_>| module_of(&r).unwrap();
+        assert_eq!(
+            m(Route::Proxy("/github.com/!acme-!labs/x/@v/v1.0.0.zip")),
+            Some("github.com/Acme-Labs/x".into())
+        );
+        assert_eq!(
+            m(Route::Proxy("/github.com/%21acme/x/@v/list")),
+            Some("github.com/Acme/x".into())
+        );
+        assert_eq!(
+            m(Route::Proxy("/example.com/m/v2/@latest")),
+            Some("example.com/m/v2".into())
+        );
+        assert_eq!(
+            m(Route::Sumdb("/lookup/git.corp.example/a@v1.2.3")),
+            Some("git.corp.example/a".into())
+        );
+        assert_eq!(m(Route::Sumdb("/tile/8/0/x001")), None);
+        assert_eq!(m(Route::Sumdb("/latest")), None);
+        assert!(module_of(&Route::Proxy("/github.com/Acme/x/@v/list")).is_err());
+        assert!(module_of(&Route::Proxy("/github.com/!/x/@v/list")).is_err());
+        assert!(module_of(&Route::Proxy("/github.com/%zz/x/@v/list")).is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! modgate's local CA: ECDSA P-256, generated per install, key file 0600,
+//! with X.509 name constraints permitting only the intercepted host names,
+//! so a leaked key cannot impersonate any other site. Leaves are minted for
+//! permitted names only.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use time::OffsetDateTime;
+
+pub const CERT_FILE: &str = "modgate-ca.pem";
+pub const KEY_FILE: &str = "modgate-ca.key";
+
+/// How long a minted leaf certificate is valid.
+pub const LEAF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} already exists; use --force to replace it")]
+    Exists(PathBuf),
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{path}: not a usable CA: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{0} is outside the CA's name constraints; no certificate is issued for it")]
+    NotPermitted(String),
+}
+
+/// A loaded CA, able to mint leaves.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    cert_der: CertificateDer<'static>,
+    /// DNS names the CA's name constraints permit (and their subdomains).
+    permitted: Vec<String>,
+    pub cert_path: PathBuf,
+}
+
+/// Creates a CA in `dir` permitting exactly `hosts`.
+pub fn init(dir: &Path, hosts: &[String], force: bool) -> Result<PathBuf, CaError> {
+    let cert_path = dir.join(CERT_FILE);
+    let key_path = dir.join(KEY_FILE);
+    if !force {
+        for path in [&cert_path, &key_path] {
+            if path.exists() {
+                return Err(CaError::Exists(path.clone()));
+            }
+        }
+    }
+    fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+    let key = KeyPair::generate()?;
+    let cert = ca_params(hosts).self_signed(&key)?;
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    fs::write(&cert_path, cert.pem()).map_err(|source| io_error(&cert_path, source))?;
+    Ok(cert_path)
+}
+
+fn ca_params(hosts: &[String]) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "this host".into());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("modgate local CA ({host})"));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "modgate");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.name_constraints = Some(NameConstraints {
+        permitted_subtrees: hosts
+            .iter()
+            .map(|h| GeneralSubtree::DnsName(h.clone()))
+            .collect(),
+        excluded_subtrees: Vec::new(),
+    });
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(3650);
+    params
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), CaError> {
+    let _ = fs::remove_file(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| io_error(path, source))?;
+    file.write_all(data)
+        .map_err(|source| io_error(path, source))
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> CaError {
+    CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Ca {
+    /// Loads the CA from `dir`.
+    pub fn load(dir: &Path) -> Result<Ca, CaError> {
+        let cert_path = dir.join(CERT_FILE);
+        let key_path = dir.join(KEY_FILE);
+        let cert_pem = fs::read_to_string(&cert_path).map_err(|s| io_error(&cert_path, s))?;
+        let key_pem = fs::read_to_string(&key_path).map_err(|s| io_error(&key_path, s))?;
+        let invalid = |reason: String| CaError::Invalid {
+            path: cert_path.clone(),
+            reason,
+        };
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(format!("key: {e}")))?;
+        let cert_der = pem_to_der(&cert_pem).ok_or_else(|| invalid("no PEM certificate".into()))?;
+        let permitted = super::inspect::permitted_names(&cert_der).map_err(invalid)?;
+        let issuer =
+            Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| invalid(e.to_string()))?;
+        Ok(Ca {
+            issuer,
+            cert_der,
+            permitted,
+            cert_path,
+        })
+    }
+
+    /// Loads the CA, creating it first when `dir` has none. Returns whether it was created.
+    pub fn load_or_init(dir: &Path, hosts: &[String]) -> Result<(Ca, bool), CaError> {
+        let created = !dir.join(CERT_FILE).exists() && !dir.join(KEY_FILE).exists();
+        if created {
+            init(dir, hosts, false)?;
+        }
+        Ok((Ca::load(dir)?, created))
+    }
+
+    /// True when the name constraints permit `host`.
+    pub fn permits(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.permitted.iter().any(|p| {
+            host == *p
+                || (host.len() > p.len()
+                    && host.ends_with(p.as_str())
+                    && host.as_bytes()[host.len() - p.len() - 1] == b'.')
+        })
+    }
+
+    /// The hosts among `hosts` the CA cannot issue for.
+    pub fn uncovered<'a>(&self, hosts: &'a [String]) -> Vec<&'a str> {
+        hosts
+            .iter()
+            .filter(|h| !self.permits(h))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Mints a leaf for `host` (own key, short validity, chain includes the CA).
+    pub fn mint(&self, host: &str) -> Result<Arc<CertifiedKey>, CaError> {
+        if !self.permits(host) {
+            return Err(CaError::NotPermitted(host.to_string()));
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![host.to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, host);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + LEAF_VALIDITY;
+        let leaf = params.signed_by(&key, &self.issuer)?;
+        let key_der =
+            PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| CaError::Invalid {
+                path: self.cert_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let signing_key =
+            rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&key_der).map_err(|e| {
+                CaError::Invalid {
+                    path: self.cert_path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let chain = vec![leaf.der().clone(), self.cert_der.clone()];
+        Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+    }
+}
+
+fn pem_to_der(pem: &str) -> Option<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes()).ok()
+}

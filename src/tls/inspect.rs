@@ -1,0 +1,46 @@
+//! Reading certificates for `modgate ca show` and for the CA's own name
+//! constraints.
+
+use std::fmt::Write;
+
+use rustls::pki_types::CertificateDer;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The DNS names permitted by the certificate's name constraints.
+pub fn permitted_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let constraints = cert
+        .name_constraints()
+        .map_err(|e| e.to_string())?
+        .ok_or("the CA has no name constraints (refusing to use an unconstrained CA)")?;
+    let names = constraints
+        .value
+        .permitted_subtrees
+        .iter()
+        .flatten()
+        .filter_map(|s| match &s.base {
+            GeneralName::DNSName(name) => Some(name.trim_start_matches('.').to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    if names.is_empty() {
+        return Err("the CA permits no DNS names".into());
+    }
+    Ok(names)
+}
+
+/// Subject, SHA-256 fingerprint, validity and permitted names.
+pub fn describe(der: &CertificateDer<'_>) -> Result<String, String> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
+    let fingerprint: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    let mut out = String::new();
+    let _ = writeln!(out, "subject:      {}", cert.subject());
+    let _ = writeln!(out, "sha256:       {}", fingerprint.join(":"));
+    let _ = writeln!(out, "valid from:   {}", cert.validity().not_before);
+    let _ = writeln!(out, "valid until:  {}", cert.validity().not_after);
+    let names = permitted_names(der).unwrap_or_else(|e| vec![format!("({e})")]);
+    let _ = writeln!(out, "permits only: {}", names.join(", "));
+    Ok(out)
+}
