@@ -2,6 +2,8 @@
 //! origin servers on loopback, and the real `curl` binary.
 #![allow(dead_code)]
 
+pub mod gomod;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;

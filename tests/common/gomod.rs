@@ -1,0 +1,278 @@
+//! Go module fixtures: a GOPROXY-layout directory built by the test, a real
+//! HTTP mirror serving it (with failure modes and a request log), and a
+//! runner for the real go command through modgate.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// A test module: path, version, and its Go source.
+pub struct Module {
+    pub path: &'static str,
+    pub version: &'static str,
+    pub package: &'static str,
+    pub func: &'static str,
+    /// Extra bytes shipped in the zip (to make it large).
+    pub blob: usize,
+}
+
+pub const MODULES: &[Module] = &[
+    Module {
+        path: "example.com/Acme/Lib",
+        version: "v1.0.0",
+        package: "lib",
+        func: "Acme",
+        blob: 0,
+    },
+    Module {
+        path: "example.com/shapes/v2",
+        version: "v2.1.0",
+        package: "shapes",
+        func: "Sides",
+        blob: 0,
+    },
+    Module {
+        path: "example.com/big",
+        version: "v1.0.0",
+        package: "big",
+        func: "Size",
+        blob: 11 << 20,
+    },
+    Module {
+        path: "example.com/util",
+        version: "v1.2.0",
+        package: "util",
+        func: "Twice",
+        blob: 0,
+    },
+];
+
+/// The go command's case-encoding (`A` -> `!a`).
+pub fn escape(path: &str) -> String {
+    path.chars()
+        .map(|c| {
+            if c.is_ascii_uppercase() {
+                format!("!{}", c.to_ascii_lowercase())
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Writes a GOPROXY-layout tree for `MODULES` under `root`; `variant`
+/// changes the sources (a mirror lying about a module's content).
+pub fn build_goproxy_dir(root: &Path, variant: &str) {
+    for m in MODULES {
+        let dir = root.join(escape(m.path)).join("@v");
+        std::fs::create_dir_all(&dir).unwrap();
+        let go_mod = format!("module {}\n\ngo 1.21\n", m.path);
+        std::fs::write(dir.join("list"), format!("{}\n", m.version)).unwrap();
+        std::fs::write(
+            dir.join(format!("{}.info", m.version)),
+            format!(
+                "{{\"Version\":\"{}\",\"Time\":\"2026-01-02T03:04:05Z\"}}",
+                m.version
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{}.mod", m.version)), &go_mod).unwrap();
+        let source = format!(
+            "package {}\n\n// {} is part of the test module {}.{variant}\nfunc {}(n int) int {{ return n * 2 }}\n",
+            m.package, m.func, m.path, m.func
+        );
+        let file = std::fs::File::create(dir.join(format!("{}.zip", m.version))).unwrap();
+        let mut zip = zip::ZipWriter::new(file);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        let prefix = format!("{}@{}", m.path, m.version);
+        zip.start_file(format!("{prefix}/go.mod"), options).unwrap();
+        zip.write_all(go_mod.as_bytes()).unwrap();
+        zip.start_file(format!("{prefix}/{}.go", m.package), options)
+            .unwrap();
+        zip.write_all(source.as_bytes()).unwrap();
+        if m.blob > 0 {
+            zip.start_file(format!("{prefix}/blob.bin"), options)
+                .unwrap();
+            let blob: Vec<u8> = (0..m.blob)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
+            zip.write_all(&blob).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+}
+
+/// Writes a main module that imports every test module.
+pub fn build_app(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut go_mod = String::from("module example.com/app\n\ngo 1.21\n\nrequire (\n");
+    let mut imports = String::new();
+    let mut calls = String::new();
+    for m in MODULES {
+        go_mod.push_str(&format!("\t{} {}\n", m.path, m.version));
+        imports.push_str(&format!("\t\"{}\"\n", m.path));
+        calls.push_str(&format!("\tfmt.Println({}.{}(21))\n", m.package, m.func));
+    }
+    go_mod.push_str(")\n");
+    std::fs::write(dir.join("go.mod"), go_mod).unwrap();
+    std::fs::write(
+        dir.join("main.go"),
+        format!("package main\n\nimport (\n\t\"fmt\"\n{imports})\n\nfunc main() {{\n{calls}}}\n"),
+    )
+    .unwrap();
+}
+
+/// How a mirror behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    Serve,
+    Status500,
+    Hang,
+}
+
+/// A real HTTP mirror over a GOPROXY-layout directory, logging every request path.
+pub struct Mirror {
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mirror {
+    pub async fn start(root: PathBuf, behaviour: Behaviour) -> Mirror {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log_for_server = log.clone();
+        let root = Arc::new(root);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log_for_server.clone();
+                let root = root.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let path = req.uri().path().to_string();
+                        log.lock().unwrap().push(path.clone());
+                        let root = root.clone();
+                        async move { Ok::<_, Infallible>(answer(&root, &path, behaviour).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Mirror { addr, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+async fn answer(
+    root: &Path,
+    path: &str,
+    behaviour: Behaviour,
+) -> Response<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+    let reply = |status: StatusCode, body: Vec<u8>| {
+        Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from(body)).boxed())
+            .unwrap()
+    };
+    match behaviour {
+        Behaviour::Status500 => {
+            return reply(StatusCode::INTERNAL_SERVER_ERROR, b"broken".to_vec());
+        }
+        Behaviour::Hang => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return reply(StatusCode::INTERNAL_SERVER_ERROR, Vec::new());
+        }
+        _ => {}
+    }
+    let decoded = path.replace("%21", "!");
+    let relative = decoded.trim_start_matches('/');
+    if relative.contains("..") {
+        return reply(StatusCode::BAD_REQUEST, Vec::new());
+    }
+    match tokio::fs::read(root.join(relative)).await {
+        Ok(data) => reply(StatusCode::OK, data),
+        Err(_) => reply(StatusCode::NOT_FOUND, b"not found".to_vec()),
+    }
+}
+
+/// Runs the go command through modgate at `proxy` with a fresh GOPATH under `work`.
+pub struct GoEnv {
+    pub proxy: SocketAddr,
+    pub work: PathBuf,
+    pub cert_bundle: PathBuf,
+    pub goproxy: String,
+    pub gosumdb: String,
+}
+
+pub fn go_binary() -> PathBuf {
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/go/bin/go");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("go")
+    }
+}
+
+/// System roots plus modgate's CA, for SSL_CERT_FILE.
+pub fn cert_bundle(ca_pem: &Path, out: &Path) -> PathBuf {
+    let mut bundle = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    bundle.extend_from_slice(&std::fs::read(ca_pem).unwrap());
+    std::fs::write(out, bundle).unwrap();
+    out.to_path_buf()
+}
+
+impl GoEnv {
+    pub async fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        let gopath = self.work.join("gopath");
+        let empty_dir = self.work.join("empty-cert-dir");
+        std::fs::create_dir_all(&empty_dir).unwrap();
+        let proxy = format!("http://{}", self.proxy);
+        let mut cmd = tokio::process::Command::new(go_binary());
+        cmd.args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.work)
+            .env("GOPATH", &gopath)
+            .env("GOMODCACHE", gopath.join("pkg/mod"))
+            .env("GOCACHE", self.work.join("gocache"))
+            .env("GOPROXY", &self.goproxy)
+            .env("GOSUMDB", &self.gosumdb)
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOTELEMETRY", "off")
+            .env("CGO_ENABLED", "0")
+            .env("HTTPS_PROXY", &proxy)
+            .env("HTTP_PROXY", &proxy)
+            .env("SSL_CERT_FILE", &self.cert_bundle)
+            .env("SSL_CERT_DIR", &empty_dir)
+            .kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(240), cmd.output())
+            .await
+            .expect("go finished in time")
+            .expect("go runs")
+    }
+}
