@@ -414,7 +414,7 @@ fn parse_parent(url: &str) -> Result<ParentProxy, String> {
     let target = Target::parse(authority, Some(3128)).map_err(|e| format!("{authority:?}: {e}"))?;
     let authorization = userinfo
         .map(|u| {
-            let decoded = percent_decode(u).ok_or("bad %-escape in user:pass")?;
+            let decoded = crate::percent::decode(u).ok_or("bad %-escape in user:pass")?;
             let token = base64::engine::general_purpose::STANDARD.encode(decoded);
             HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| "bad user:pass")
         })
@@ -424,21 +424,4 @@ fn parse_parent(url: &str) -> Result<ParentProxy, String> {
         port: target.port,
         authorization,
     })
-}
-
-fn percent_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }

@@ -54,27 +54,12 @@ pub fn module_of(route: &Route<'_>) -> Result<Option<String>, &'static str> {
         }
         _ => return Ok(None),
     };
-    let unescaped = percent_decode(raw).ok_or("bad %-escape in module path")?;
+    let unescaped = crate::percent::decode(raw)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or("bad %-escape in module path")?;
     case_decode(&unescaped)
         .map(Some)
         .ok_or("bad !-escape in module path")
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// `!x` -> `X` (the go command's case-encoding); upper case or a lone `!` is invalid.
