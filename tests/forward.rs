@@ -22,7 +22,8 @@ async fn get_and_post_one_mebibyte_both_ways() {
     std::fs::write(&upload, payload(1 << 20)).unwrap();
     let data = format!("@{}", upload.display());
     for framing in [&[][..], &["-H", "Transfer-Encoding: chunked"][..]] {
-        let mut args = vec!["-x", proxy.url().leak(), "--data-binary", &data];
+        let proxy_url = proxy.url();
+        let mut args = vec!["-x", proxy_url.as_str(), "--data-binary", &data];
         args.extend_from_slice(framing);
         let url = origin.url("/echo");
         args.push(&url);

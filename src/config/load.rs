@@ -182,66 +182,6 @@ fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> GomodConfig {
     }
 }
 
-fn host_names<'i>(
-    r: &mut Reader<'i>,
-    t: &mut Table<'i>,
-    key: &str,
-    default: &[&str],
-) -> Vec<String> {
-    let Some(items) = r.strings(t, key) else {
-        return default.iter().map(|s| s.to_string()).collect();
-    };
-    items
-        .into_iter()
-        .filter_map(|s| match crate::rules::Host::parse(s.get_ref()) {
-            Ok(crate::rules::Host::Name(name)) => Some(name),
-            _ => {
-                r.error(
-                    s.span(),
-                    format!("{key}: {:?} is not a host name", s.get_ref()),
-                );
-                None
-            }
-        })
-        .collect()
-}
-
-/// Mirror base URLs: `http(s)://host[:port][/path]` or `origin`.
-fn mirror_urls<'i>(
-    r: &mut Reader<'i>,
-    t: &mut Table<'i>,
-    key: &str,
-    default: &[&str],
-) -> Vec<String> {
-    let Some(items) = r.strings(t, key) else {
-        return default.iter().map(|s| s.to_string()).collect();
-    };
-    items
-        .into_iter()
-        .filter_map(|s| {
-            let url = s.get_ref().trim_end_matches('/');
-            let valid = url == "origin"
-                || url.parse::<http::Uri>().is_ok_and(|u| {
-                    matches!(u.scheme_str(), Some("http" | "https"))
-                        && u.host().is_some()
-                        && u.query().is_none()
-                });
-            if valid {
-                Some(url.to_string())
-            } else {
-                r.error(
-                    s.span(),
-                    format!(
-                        "{key}: {:?} is not an http(s):// URL or \"origin\"",
-                        s.get_ref()
-                    ),
-                );
-                None
-            }
-        })
-        .collect()
-}
-
 fn log_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> LogConfig {
     let mut t = r.section(root, "log");
     let format = match r.string(&mut t, "format") {
@@ -278,55 +218,6 @@ pub(super) fn no_proxy<'i>(
         }
         NoProxy::default()
     })
-}
-
-fn socket_addrs<'i>(
-    r: &mut Reader<'i>,
-    t: &mut Table<'i>,
-    key: &str,
-    default: &[&str],
-) -> Vec<SocketAddr> {
-    let Some(items) = r.strings(t, key) else {
-        return default.iter().filter_map(|s| s.parse().ok()).collect();
-    };
-    items
-        .into_iter()
-        .filter_map(|s| {
-            s.get_ref()
-                .parse()
-                .map_err(|_| {
-                    r.error(
-                        s.span(),
-                        format!("{key}: {:?} is not an IP:port address", s.get_ref()),
-                    )
-                })
-                .ok()
-        })
-        .collect()
-}
-
-fn nets<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: &[&str]) -> Vec<IpNet> {
-    let Some(items) = r.strings(t, key) else {
-        return default.iter().filter_map(|s| s.parse().ok()).collect();
-    };
-    items
-        .into_iter()
-        .filter_map(|s| {
-            let text = s.get_ref();
-            let parsed = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
-            parsed
-                .map(|n| n.trunc())
-                .map_err(|_| {
-                    r.error(
-                        s.span(),
-                        format!("{key}: {text:?} is not an IP address or CIDR"),
-                    )
-                })
-                .ok()
-        })
-        .collect()
 }
 
 fn ports<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: &[u16]) -> Vec<u16> {
@@ -423,5 +314,81 @@ fn parse_parent(url: &str) -> Result<ParentProxy, String> {
         host: target.host,
         port: target.port,
         authorization,
+    })
+}
+
+/// A list of strings, each parsed by `parse`; every bad item is reported at
+/// its own place. Absent means `default`.
+fn parsed_list<'i, T>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: &[&str],
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Vec<T> {
+    let Some(items) = r.strings(t, key) else {
+        return default.iter().filter_map(|s| parse(s).ok()).collect();
+    };
+    items
+        .into_iter()
+        .filter_map(|s| {
+            parse(s.get_ref())
+                .map_err(|why| r.error(s.span(), format!("{key}: {:?} {why}", s.get_ref())))
+                .ok()
+        })
+        .collect()
+}
+
+fn socket_addrs<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: &[&str],
+) -> Vec<SocketAddr> {
+    parsed_list(r, t, key, default, |s| {
+        s.parse()
+            .map_err(|_| "is not an IP:port address".to_string())
+    })
+}
+
+fn nets<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: &[&str]) -> Vec<IpNet> {
+    parsed_list(r, t, key, default, |s| {
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map(|n| n.trunc())
+            .map_err(|_| "is not an IP address or CIDR".to_string())
+    })
+}
+
+fn host_names<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: &[&str],
+) -> Vec<String> {
+    parsed_list(r, t, key, default, |s| match crate::rules::Host::parse(s) {
+        Ok(crate::rules::Host::Name(name)) => Ok(name),
+        _ => Err("is not a host name".to_string()),
+    })
+}
+
+/// Mirror base URLs: `http(s)://host[:port][/path]` or `origin`.
+fn mirror_urls<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: &[&str],
+) -> Vec<String> {
+    parsed_list(r, t, key, default, |s| {
+        let url = s.trim_end_matches('/');
+        let valid = url == "origin"
+            || url.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some()
+                    && u.query().is_none()
+            });
+        valid
+            .then(|| url.to_string())
+            .ok_or_else(|| "is not an http(s):// URL or \"origin\"".to_string())
     })
 }
