@@ -8,6 +8,9 @@ missing=()
 for pair in curl:curl iptables:iptables ip:iproute2 openssl:openssl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# golang.org/x/mod (zip, sumdb) for the checksum database helper in tests/tools/sumdb.
+xmod=/usr/share/gocode/src/golang.org/x/mod
+[ -d "$xmod/sumdb" ] || missing+=(golang-golang-x-mod-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test-deps: need ${missing[*]} (run as root, or install them)" >&2
@@ -30,3 +33,7 @@ if [ ! -x "$tools/go/bin/go" ]; then
   ln -sfn "$goroot" "$tools/go"
 fi
 "$tools/go/bin/go" version >&2
+
+# The signed checksum database the module tests verify against (offline build).
+GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off GOCACHE="$tools/gocache" \
+  "$tools/go/bin/go" -C tests/tools/sumdb build -o "$tools/sumdb" .

@@ -51,14 +51,28 @@ struct Setup {
 }
 
 async fn setup(mirrors: &[String], gomod_extra: &str, goproxy: &str) -> Setup {
+    setup_with_sumdb(mirrors, mirrors, "off", gomod_extra, goproxy).await
+}
+
+/// `sumdb_mirrors` serve the checksum database that `gosumdb` names.
+async fn setup_with_sumdb(
+    mirrors: &[String],
+    sumdb_mirrors: &[String],
+    gosumdb: &str,
+    gomod_extra: &str,
+    goproxy: &str,
+) -> Setup {
     logs();
     let work = tempfile::tempdir().unwrap();
     let ca_dir = work.path().join("certs");
-    let list: Vec<String> = mirrors.iter().map(|m| format!("{m:?}")).collect();
+    let quoted = |urls: &[String]| {
+        let list: Vec<String> = urls.iter().map(|m| format!("{m:?}")).collect();
+        list.join(", ")
+    };
     let config = format!(
         "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\n[intercept]\nca_dir = {ca_dir:?}\n[gomod]\nmirrors = [{}]\nsumdb_mirrors = [{}]\nmirror_timeout = \"1s\"\n{gomod_extra}\n",
-        list.join(", "),
-        list.join(", ")
+        quoted(mirrors),
+        quoted(sumdb_mirrors)
     );
     let proxy = Proxy::start(&config).await;
     let bundle = cert_bundle(
@@ -70,7 +84,7 @@ async fn setup(mirrors: &[String], gomod_extra: &str, goproxy: &str) -> Setup {
         work: work.path().to_path_buf(),
         cert_bundle: bundle,
         goproxy: goproxy.to_string(),
-        gosumdb: "off".to_string(),
+        gosumdb: gosumdb.to_string(),
     };
     Setup { work, proxy, go }
 }
@@ -147,6 +161,83 @@ async fn go_mod_download_and_build_are_served_by_the_mirror() {
         text(&out)
     );
     assert!(text(&out).contains("checksum mismatch"), "{}", text(&out));
+}
+
+/// GOSUMDB names sum.golang.org with the test database's key: every module is
+/// verified through modgate, once via `/sumdb/sum.golang.org/` on the proxy
+/// host and once with an explicit URL (a CONNECT to sum.golang.org itself,
+/// intercepted). A mirror serving tampered zips is then caught by the
+/// database alone, with no go.sum to help.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_database_verifies_every_module_through_modgate() {
+    let tree = tree();
+    let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let forms = [
+        (
+            sumdb.key.clone(),
+            "proxy.golang.org",
+            "/sumdb/sum.golang.org/lookup/",
+        ),
+        (
+            format!("{} https://sum.golang.org", sumdb.key),
+            "sum.golang.org",
+            "/lookup/",
+        ),
+    ];
+    for (gosumdb, host, prefix) in forms {
+        let before = sumdb.requests().len();
+        let s = setup_with_sumdb(
+            &[mirror.url()],
+            &[sumdb.url()],
+            &gosumdb,
+            "",
+            DEFAULT_GOPROXY,
+        )
+        .await;
+        let app = download_and_build(&s).await;
+        let asked = sumdb.requests()[before..].to_vec();
+        for m in MODULES {
+            let lookup = format!("/lookup/{}@{}", escape(m.path), m.version);
+            assert!(
+                asked.contains(&lookup),
+                "{gosumdb}: no {lookup} in {asked:#?}"
+            );
+        }
+        assert!(asked.iter().any(|p| p.starts_with("/tile/")), "{asked:#?}");
+        let sums = std::fs::read_to_string(app.join("go.sum")).unwrap();
+        assert_eq!(sums.lines().count(), 2 * MODULES.len(), "{sums}");
+        // modgate served the lookups for the host this form of GOSUMDB names.
+        let served = format!("{prefix}example.com/util@v1.2.0");
+        let logs = log_text();
+        assert!(
+            logs.lines().any(|l| l.contains(&served)
+                && l.contains(host)
+                && (host == "proxy.golang.org" || !l.contains("proxy.golang.org"))),
+            "{gosumdb}: no {host} {served} in the logs:\n{logs}"
+        );
+    }
+
+    let lying_tree = tempfile::tempdir().unwrap();
+    build_goproxy_dir(lying_tree.path(), " (tampered)");
+    let bad = Mirror::start(lying_tree.path().to_path_buf(), Behaviour::Serve).await;
+    let s = setup_with_sumdb(
+        &[bad.url()],
+        &[sumdb.url()],
+        &sumdb.key,
+        "",
+        DEFAULT_GOPROXY,
+    )
+    .await;
+    let app = s.work.path().join("app");
+    build_app(&app);
+    let out = s.go.run(&app, &["mod", "download", "all"]).await;
+    let said = text(&out);
+    assert!(!out.status.success(), "tampered zip accepted:\n{said}");
+    assert!(
+        said.contains("checksum mismatch") && said.contains("SECURITY ERROR"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

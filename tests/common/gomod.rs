@@ -276,3 +276,60 @@ impl GoEnv {
             .expect("go runs")
     }
 }
+
+/// A real signed checksum database over a GOPROXY-layout tree: the Go helper
+/// in tests/tools/sumdb (golang.org/x/mod/sumdb's test server), built by
+/// scripts/test-deps.sh. It logs every request path.
+pub struct SumDb {
+    /// The verifier key, for `GOSUMDB="<key>"`.
+    pub key: String,
+    pub addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+    /// Killed (and its stdin closed, which also ends it) when the test ends.
+    _child: tokio::process::Child,
+}
+
+impl SumDb {
+    pub async fn start(tree: &Path, name: &str) -> SumDb {
+        use tokio::io::AsyncBufReadExt;
+        let helper = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/sumdb");
+        let mut child = tokio::process::Command::new(&helper)
+            .arg(tree)
+            .arg(name)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} (run scripts/test-deps.sh): {e}", helper.display()));
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("sumdb helper ready in time")
+            .unwrap()
+            .expect("sumdb helper printed its address");
+        let mut words = ready.split_whitespace().skip(1);
+        let key = words.next().unwrap().to_string();
+        let addr = words.next().unwrap().to_string();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        SumDb {
+            key,
+            addr,
+            log,
+            _child: child,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
