@@ -2,6 +2,7 @@
 //! mirrors, and certificate inspection for `modgate ca show`.
 
 pub mod ca;
+pub mod client_hello;
 pub mod inspect;
 pub mod leaves;
 pub mod roots;
