@@ -25,6 +25,7 @@ pub fn explain(config: &Config, input: &str, client: IpAddr) -> Result<String, E
     let how = match kind {
         Kind::Connect => "CONNECT tunnel",
         Kind::Http => "forwarded http:// request",
+        Kind::TransparentTls => "redirected TLS connection",
     };
     let mut out = format!(
         "target:   {target} ({how})\nclient:   {client}\ndecision: {}\nrule:     {}\n",

@@ -13,5 +13,6 @@ pub mod proxy;
 pub mod rules;
 pub mod server;
 pub mod stats;
+pub mod sys;
 pub mod tls;
 pub mod upstream;

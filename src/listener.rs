@@ -1,11 +1,15 @@
 //! Listeners: bind, accept loop with a connection limit (the permit is taken
 //! before accept), back-off on accept errors, per-connection HTTP/1 serving
-//! with header size/time limits, and graceful shutdown.
+//! with header size/time limits, and graceful shutdown. Transparent
+//! listeners first recover the connection's original destination.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -13,13 +17,24 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{self, Shared};
+use crate::proxy::{self, Body, Shared, transparent};
 
 /// Limits applied to every client connection.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
     pub max_header_size: usize,
     pub header_read_timeout: Duration,
+}
+
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// `proxy.listen`: an explicit proxy (CONNECT and absolute-form).
+    Explicit,
+    /// `transparent.http`: redirected plain HTTP, routed by Host.
+    TransparentHttp,
+    /// `transparent.https`: redirected TLS, routed by server name.
+    TransparentTls,
 }
 
 /// Binds `addr` with a deep accept backlog (bursts of new tunnels).
@@ -37,6 +52,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts until `shutdown` fires; each connection is served on a tracked task.
 pub async fn serve(
     listener: TcpListener,
+    entry: Entry,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     limits: ConnLimits,
@@ -61,6 +77,7 @@ pub async fn serve(
                 let conn = connection(
                     stream,
                     peer,
+                    entry,
                     shared.clone(),
                     permit,
                     limits,
@@ -81,6 +98,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
+    entry: Entry,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
     limits: ConnLimits,
@@ -89,7 +107,41 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     // The permit lives as long as the connection or a tunnel made from it.
     let slot: proxy::Slot = Arc::new(permit);
-    let service = service_fn(move |req| proxy::handle(shared.clone(), peer, slot.clone(), req));
+    if entry == Entry::Explicit {
+        let service = service_fn(move |req| proxy::handle(shared.clone(), peer, slot.clone(), req));
+        return serve_http1(stream, peer, service, limits, shutdown).await;
+    }
+    let original = match transparent::original_destination(&shared.policy, &stream) {
+        Ok(original) => original,
+        Err(why) => {
+            tracing::warn!(client = %peer, "transparent: refused: {why}");
+            return;
+        }
+    };
+    if entry == Entry::TransparentTls {
+        let deadline = limits.header_read_timeout;
+        return transparent::serve_tls(shared, peer, original, stream, slot, deadline).await;
+    }
+    let service = service_fn(move |req| {
+        transparent::handle_http(shared.clone(), peer, original, slot.clone(), req)
+    });
+    serve_http1(stream, peer, service, limits, shutdown).await
+}
+
+/// Serves HTTP/1 requests (and upgrades) on `stream` until it closes or
+/// shutdown asks it to finish.
+async fn serve_http1<S>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use modgate::config::{Config, LoadError, LogFormat};
+use modgate::listener::Entry;
 
 #[derive(Parser)]
 #[command(
@@ -157,10 +158,15 @@ fn run(path: Option<PathBuf>, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listeners = modgate::server::bind_all(&config.proxy.listen)?;
+    let listeners = modgate::server::bind_all(&config)?;
     let running = modgate::server::start(&config, listeners)?;
-    for addr in &running.addrs {
-        tracing::info!(%addr, "modgate listening (explicit proxy)");
+    for (entry, addr) in &running.bound {
+        let serves = match entry {
+            Entry::Explicit => "explicit proxy",
+            Entry::TransparentHttp => "transparent http",
+            Entry::TransparentTls => "transparent https",
+        };
+        tracing::info!(%addr, "modgate listening ({serves})");
     }
     wait_for_signal().await?;
     tracing::info!("shutting down: no new connections, draining");

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::gomod::{Gomod, GomodError};
-use crate::listener::{self, ConnLimits};
+use crate::listener::{self, ConnLimits, Entry};
 use crate::proxy::Mitm;
 use crate::proxy::{Auth, AuthFileError, Shared};
 use crate::rules::{InterceptRule, Policy};
@@ -34,12 +34,16 @@ pub enum StartError {
     Ca(#[from] CaError),
     #[error(transparent)]
     Gomod(#[from] GomodError),
+    #[error(transparent)]
+    Sys(#[from] crate::sys::SysError),
 }
 
 /// A started proxy.
 pub struct Running {
-    /// The addresses actually bound (port 0 resolved).
+    /// The explicit proxy's addresses actually bound (port 0 resolved).
     pub addrs: Vec<SocketAddr>,
+    /// Every listener, explicit and transparent, with what it serves.
+    pub bound: Vec<(Entry, SocketAddr)>,
     pub stats: Arc<Stats>,
     /// Stops accepting and starts draining.
     shutdown: CancellationToken,
@@ -49,26 +53,48 @@ pub struct Running {
     grace: Duration,
 }
 
-/// Binds every `proxy.listen` address.
-pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
-    addrs
+/// Binds every `proxy.listen` address and the transparent listeners.
+pub fn bind_all(config: &Config) -> Result<Vec<(Entry, TcpListener)>, StartError> {
+    let transparent = [
+        (Entry::TransparentHttp, config.transparent.http),
+        (Entry::TransparentTls, config.transparent.https),
+    ];
+    let explicit = config
+        .proxy
+        .listen
         .iter()
-        .map(|&addr| listener::bind(addr).map_err(|source| StartError::Bind { addr, source }))
+        .map(|&a| (Entry::Explicit, Some(a)));
+    explicit
+        .chain(transparent)
+        .filter_map(|(entry, addr)| addr.map(|a| (entry, a)))
+        .map(|(entry, addr)| {
+            let listener =
+                listener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+            Ok((entry, listener))
+        })
         .collect()
 }
 
 /// Starts serving on already-bound listeners (tests bind `127.0.0.1:0`).
-pub fn start(config: &Config, listeners: Vec<TcpListener>) -> Result<Running, StartError> {
-    let addrs: Vec<SocketAddr> = listeners
+pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Running, StartError> {
+    let bound: Vec<(Entry, SocketAddr)> = listeners
         .iter()
-        .filter_map(|l| l.local_addr().ok())
+        .filter_map(|(entry, l)| Some((*entry, l.local_addr().ok()?)))
         .collect();
-    let policy = Arc::new(policy(config, &addrs));
+    let own: Vec<SocketAddr> = bound.iter().map(|(_, addr)| *addr).collect();
+    let addrs: Vec<SocketAddr> = bound
+        .iter()
+        .filter(|(entry, _)| *entry == Entry::Explicit)
+        .map(|(_, addr)| *addr)
+        .collect();
+    let policy = Arc::new(policy(config, &own));
     let dialer = Arc::new(Dialer::new(
         policy.clone(),
         config.upstream.connect_timeout,
         config.upstream.proxy.clone(),
+        config.transparent.outbound_mark,
     ));
+    dialer.check_mark()?;
     let auth = config
         .proxy
         .auth_file
@@ -101,9 +127,10 @@ pub fn start(config: &Config, listeners: Vec<TcpListener>) -> Result<Running, St
         max_header_size: config.proxy.max_header_size,
         header_read_timeout: config.proxy.header_read_timeout,
     };
-    for listener in listeners {
+    for (entry, listener) in listeners {
         let serve = listener::serve(
             listener,
+            entry,
             shared.clone(),
             permits.clone(),
             limits,
@@ -113,6 +140,7 @@ pub fn start(config: &Config, listeners: Vec<TcpListener>) -> Result<Running, St
     }
     Ok(Running {
         addrs,
+        bound,
         stats,
         shutdown,
         force_stop,

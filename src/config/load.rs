@@ -13,7 +13,7 @@ use super::reader::{Reader, Table};
 use super::units::{parse_duration, parse_size};
 use super::{
     Config, ConfigError, GomodConfig, InterceptConfig, LogConfig, LogFormat, OnMirrorFailure,
-    ParentProxy, ProxyConfig, UpstreamConfig,
+    ParentProxy, ProxyConfig, TransparentConfig, UpstreamConfig,
 };
 use crate::gomod::Private;
 use crate::rules::{NoProxy, Target};
@@ -24,6 +24,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
         return Err(r.errors);
     };
     let proxy = proxy_section(&mut r, &mut root);
+    let transparent = transparent_section(&mut r, &mut root, &proxy.listen);
     let upstream = upstream_section(&mut r, &mut root);
     let intercept = intercept_section(&mut r, &mut root);
     let gomod = gomod_section(&mut r, &mut root);
@@ -32,6 +33,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     if r.errors.is_empty() {
         Ok(Config {
             proxy,
+            transparent,
             upstream,
             intercept,
             gomod,
@@ -86,6 +88,61 @@ fn proxy_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> ProxyConfig {
         header_read_timeout,
         idle_timeout,
         shutdown_grace,
+    }
+}
+
+fn transparent_section<'i>(
+    r: &mut Reader<'i>,
+    root: &mut Table<'i>,
+    explicit: &[SocketAddr],
+) -> TransparentConfig {
+    let mut t = r.section(root, "transparent");
+    let mut taken = explicit.to_vec();
+    let mut listener = |r: &mut Reader<'i>, t: &mut Table<'i>, key: &str| {
+        let s = r.string(t, key)?;
+        match s.get_ref().parse::<SocketAddr>() {
+            Ok(addr) if taken.contains(&addr) => {
+                r.error(
+                    s.span(),
+                    format!("transparent.{key}: {addr} is already a listener"),
+                );
+                None
+            }
+            Ok(addr) => {
+                taken.push(addr);
+                Some(addr)
+            }
+            Err(_) => {
+                r.error(
+                    s.span(),
+                    format!(
+                        "transparent.{key}: {:?} is not an IP:port address",
+                        s.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let http = listener(r, &mut t, "http");
+    let https = listener(r, &mut t, "https");
+    let outbound_mark =
+        r.integer(&mut t, "outbound_mark")
+            .and_then(|n| match u32::try_from(*n.get_ref()) {
+                Ok(mark) if mark > 0 => Some(mark),
+                _ => {
+                    r.error(
+                        n.span(),
+                        "transparent.outbound_mark must be a mark between 1 and 0xffffffff",
+                    );
+                    None
+                }
+            });
+    r.finish(t);
+    TransparentConfig {
+        http,
+        https,
+        outbound_mark,
     }
 }
 

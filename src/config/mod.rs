@@ -23,6 +23,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/modgate.toml");
 #[derive(Clone, Debug)]
 pub struct Config {
     pub proxy: ProxyConfig,
+    pub transparent: TransparentConfig,
     pub upstream: UpstreamConfig,
     pub intercept: InterceptConfig,
     pub gomod: GomodConfig,
@@ -86,6 +87,23 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+}
+
+/// `[transparent]`: listeners that REDIRECT rules send clients to.
+#[derive(Clone, Debug, Default)]
+pub struct TransparentConfig {
+    /// Redirected tcp/80: HTTP routed by `Host`.
+    pub http: Option<SocketAddr>,
+    /// Redirected tcp/443: TLS routed by the ClientHello's server name.
+    pub https: Option<SocketAddr>,
+    /// SO_MARK on every outbound socket, so REDIRECT rules can skip modgate's own traffic.
+    pub outbound_mark: Option<u32>,
+}
+
+impl TransparentConfig {
+    pub fn enabled(&self) -> bool {
+        self.http.is_some() || self.https.is_some()
+    }
 }
 
 #[derive(Clone, Debug)]

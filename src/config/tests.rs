@@ -54,3 +54,24 @@ fn bad_no_proxy_entries_are_errors() {
         .is_err()
     );
 }
+
+#[test]
+fn transparent_listeners_and_mark() {
+    let c = Config::parse(
+        "t.toml",
+        "[transparent]\nhttp = \"0.0.0.0:3129\"\nhttps = \"[::]:3130\"\noutbound_mark = 0x2a\n",
+    )
+    .unwrap();
+    assert_eq!(c.transparent.http, Some("0.0.0.0:3129".parse().unwrap()));
+    assert_eq!(c.transparent.https, Some("[::]:3130".parse().unwrap()));
+    assert_eq!(c.transparent.outbound_mark, Some(0x2a));
+    assert!(!Config::parse("d.toml", "").unwrap().transparent.enabled());
+
+    let text = "[proxy]\nlisten = [\"127.0.0.1:3128\"]\n[transparent]\nhttp = \"127.0.0.1:3128\"\nhttps = \"nope\"\noutbound_mark = -1\n";
+    let Err(LoadError::Invalid(errors)) = Config::parse("t.toml", text) else {
+        panic!("expected errors");
+    };
+    let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [4, 5, 6], "{errors:#?}");
+    assert!(errors[0].message.contains("already a listener"));
+}

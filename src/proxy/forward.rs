@@ -19,20 +19,25 @@ use super::{ProxyError, Shared, Slot, headers};
 use crate::rules::{Action, Kind, Target, decide};
 use crate::upstream::DialError;
 
+/// Forwards `req`; `original` is set for transparent requests, whose direct
+/// route goes to the address the client connected to, not to a fresh
+/// resolution of `Host`.
 pub async fn handle(
     shared: &Arc<Shared>,
     client: SocketAddr,
     slot: Slot,
     req: Request<Incoming>,
+    original: Option<SocketAddr>,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let target = req.uri().clone();
     let bytes_up = Arc::new(AtomicU64::new(0));
-    let (response, decision) = match forward(shared, client, slot, req, bytes_up.clone()).await {
-        Ok((response, action)) => (response, action.to_string()),
-        Err(err) => (err.response(), "refused".to_string()),
-    };
+    let (response, decision) =
+        match forward(shared, client, slot, req, original, bytes_up.clone()).await {
+            Ok((response, action)) => (response, action.to_string()),
+            Err(err) => (err.response(), "refused".to_string()),
+        };
     let status = response.status().as_u16();
     response.map(move |body| {
         let log = move |bytes_down: u64| {
@@ -52,6 +57,7 @@ async fn forward(
     client: SocketAddr,
     slot: Slot,
     mut req: Request<Incoming>,
+    original: Option<SocketAddr>,
     bytes_up: Arc<AtomicU64>,
 ) -> Result<(Response<Body>, Action), ProxyError> {
     let target = check_request(&req)?;
@@ -67,6 +73,9 @@ async fn forward(
     let upgrade = headers::upgrade_requested(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     prepare(&mut req, upgrade.as_ref());
+    if let (Action::Direct, Some(original)) = (&decision.action, original) {
+        pin_to(&mut req, original)?;
+    }
     let pool = match decision.action {
         Action::Parent => {
             shared.stats.via_parent.inc();
@@ -140,6 +149,18 @@ fn prepare(req: &mut Request<Incoming>, upgrade: Option<&HeaderValue>) {
         );
     }
     *req.version_mut() = Version::HTTP_11;
+}
+
+/// Sends the request to `addr` (the `Host` header, already set, stays).
+fn pin_to(req: &mut Request<Incoming>, addr: SocketAddr) -> Result<(), ProxyError> {
+    let mut parts = req.uri().clone().into_parts();
+    parts.authority = Some(
+        http::uri::Authority::try_from(addr.to_string())
+            .map_err(|e| ProxyError::BadRequest(format!("original destination: {e}")))?,
+    );
+    *req.uri_mut() = http::Uri::from_parts(parts)
+        .map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))?;
+    Ok(())
 }
 
 /// OPTIONS/TRACE with `Max-Forwards: 0` are answered here (RFC 9110 §7.6.2).

@@ -10,6 +10,7 @@ mod forward;
 mod headers;
 mod intercept;
 mod prefixed;
+pub mod transparent;
 mod tunnel;
 
 use std::convert::Infallible;
@@ -78,7 +79,9 @@ pub async fn handle(
         Ok(()) if req.method() == Method::CONNECT => {
             connect::handle(&shared, client, slot, req).await
         }
-        Ok(()) if req.uri().scheme().is_some() => forward::handle(&shared, client, slot, req).await,
+        Ok(()) if req.uri().scheme().is_some() => {
+            forward::handle(&shared, client, slot, req, None).await
+        }
         // GOPROXY=http://modgate:3128: origin-form requests are module requests.
         Ok(()) => match &shared.mitm {
             Some(mitm) => {

@@ -48,6 +48,10 @@ pub enum Kind {
     Connect,
     /// A forwarded absolute-form HTTP request.
     Http,
+    /// A TLS connection sent by a REDIRECT rule to `transparent.https`,
+    /// routed by its server name. The rule chose the port: `connect_ports`
+    /// does not apply.
+    TransparentTls,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,15 +120,15 @@ pub fn decide(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> D
     }
 }
 
-/// Intercept when the CONNECT target is a Go module host (on any allowed
-/// CONNECT port; the go command uses 443), unless
+/// Intercept when a CONNECT target or a redirected TLS server name is a Go
+/// module host (on any port allowed; the go command uses 443), unless
 /// a bypass rule says otherwise (then the bypass is the deciding rule).
 fn intercept(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> Option<Decision> {
     let rule = policy.intercept.as_ref()?;
     let Host::Name(name) = &target.host else {
         return None;
     };
-    if kind != Kind::Connect || !rule.hosts.contains(name) {
+    if kind == Kind::Http || !rule.hosts.contains(name) {
         return None;
     }
     let tunnel = if policy.parent.is_some() && policy.no_proxy.find(name, target.port).is_none() {
@@ -249,6 +253,14 @@ mod tests {
         assert_eq!(
             action("192.168.1.1", "proxy.golang.org:443", Kind::Connect),
             Deny(DenyReason::Client)
+        );
+        let redirected = Kind::TransparentTls;
+        assert_eq!(action(c, "proxy.golang.org:443", redirected), Intercept);
+        assert_eq!(action(c, "a.example:8443", redirected), Parent);
+        assert_eq!(action(c, "10.2.3.4:22", redirected), Parent);
+        assert_eq!(
+            action(c, "169.254.1.1:443", redirected),
+            Deny(DenyReason::Destination)
         );
     }
 

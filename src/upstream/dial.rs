@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::ParentProxy;
 use crate::rules::{Host, Policy, Target, denied_address};
@@ -22,6 +22,8 @@ pub struct Dialer {
     connect_timeout: Duration,
     /// `upstream.proxy`, if any.
     parent: Option<ParentProxy>,
+    /// `transparent.outbound_mark`: SO_MARK on every socket dialled here.
+    mark: Option<u32>,
 }
 
 /// Why a destination could not be reached; decides the status the client sees.
@@ -59,12 +61,24 @@ impl Dialer {
         policy: Arc<Policy>,
         connect_timeout: Duration,
         parent: Option<ParentProxy>,
+        mark: Option<u32>,
     ) -> Self {
         Dialer {
             policy,
             connect_timeout,
             parent,
+            mark,
         }
+    }
+
+    /// Fails now, with a clear error, if the outbound mark cannot be set.
+    pub fn check_mark(&self) -> Result<(), crate::sys::SysError> {
+        let Some(mark) = self.mark else {
+            return Ok(());
+        };
+        let probe =
+            TcpSocket::new_v4().map_err(|source| crate::sys::SysError::Mark { mark, source })?;
+        crate::sys::set_mark(&probe, mark)
     }
 
     pub fn parent(&self) -> Option<&ParentProxy> {
@@ -140,7 +154,7 @@ impl Dialer {
         }
         let mut last_error = None;
         for addr in addrs {
-            match TcpStream::connect(addr).await {
+            match connect(addr, self.mark).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
@@ -153,6 +167,19 @@ impl Dialer {
             source: last_error.unwrap_or_else(|| io::Error::other("no addresses")),
         })
     }
+}
+
+/// One TCP connect, the socket marked first when `mark` is set.
+async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(mark) = mark {
+        crate::sys::set_mark(&socket, mark).map_err(io::Error::other)?;
+    }
+    socket.connect(addr).await
 }
 
 async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, DialError> {

@@ -39,8 +39,9 @@ impl Proxy {
     }
 
     pub async fn start_on(listen: &str, toml: &str) -> Proxy {
-        let config = Config::parse("test.toml", toml).expect("test config is valid");
-        let listeners = server::bind_all(&[listen.parse().unwrap()]).unwrap();
+        let mut config = Config::parse("test.toml", toml).expect("test config is valid");
+        config.proxy.listen = vec![listen.parse().unwrap()];
+        let listeners = server::bind_all(&config).unwrap();
         let running = server::start(&config, listeners).unwrap();
         Proxy {
             addr: running.addrs[0],

@@ -1,0 +1,35 @@
+//! The only platform-specific code: the original destination of a
+//! connection redirected by netfilter (SO_ORIGINAL_DST) and the mark on
+//! modgate's own outbound sockets (SO_MARK). Linux only; elsewhere each call
+//! is a clear error.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    #[error(
+        "no original destination (was the connection redirected by an iptables/nftables REDIRECT rule?): {0}"
+    )]
+    NoOriginalDestination(io::Error),
+    #[error(
+        "cannot set SO_MARK {mark:#x} on an outbound socket (transparent.outbound_mark needs CAP_NET_ADMIN): {source}"
+    )]
+    Mark { mark: u32, source: io::Error },
+    #[error("{0} is only available on Linux")]
+    Unsupported(&'static str),
+}
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::{original_destination, set_mark};
+
+#[cfg(not(target_os = "linux"))]
+pub fn original_destination(_: &tokio::net::TcpStream) -> Result<std::net::SocketAddr, SysError> {
+    Err(SysError::Unsupported("transparent mode (SO_ORIGINAL_DST)"))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn set_mark(_: &tokio::net::TcpSocket, _: u32) -> Result<(), SysError> {
+    Err(SysError::Unsupported("transparent.outbound_mark (SO_MARK)"))
+}
