@@ -42,7 +42,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
-        TcpSocket::new_v6()?
+        let socket = TcpSocket::new_v6()?;
+        // `[::]:3128` beside `0.0.0.0:3128` must not collide.
+        socket2::SockRef::from(&socket).set_only_v6(true)?;
+        socket
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;

@@ -53,6 +53,20 @@ fn check_accepts_the_default_and_the_example_config() {
 }
 
 #[test]
+fn check_accepts_the_three_deployment_configs() {
+    for name in ["workstation", "gateway-explicit", "gateway-transparent"] {
+        let path = format!("{}/config/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        let out = modgate(&["check", "--config", &path]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "config OK\n");
+    }
+}
+
+#[test]
 fn explain_prints_decision_and_rule() {
     let out = modgate(&["explain", "https://example.org/x"]);
     let text = String::from_utf8_lossy(&out.stdout);

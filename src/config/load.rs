@@ -101,7 +101,7 @@ fn transparent_section<'i>(
     let mut listener = |r: &mut Reader<'i>, t: &mut Table<'i>, key: &str| {
         let s = r.string(t, key)?;
         match s.get_ref().parse::<SocketAddr>() {
-            Ok(addr) if taken.contains(&addr) => {
+            Ok(addr) if addr.port() != 0 && taken.contains(&addr) => {
                 r.error(
                     s.span(),
                     format!("transparent.{key}: {addr} is already a listener"),
