@@ -80,7 +80,8 @@ async fn setup_with_sumdb(
         &work.path().join("bundle.pem"),
     );
     let go = GoEnv {
-        proxy: proxy.addr,
+        proxy: Some(proxy.addr),
+        netns: None,
         work: work.path().to_path_buf(),
         cert_bundle: bundle,
         goproxy: goproxy.to_string(),
@@ -452,7 +453,8 @@ async fn the_ca_is_name_constrained() {
     let check = work.path().join("check");
     write_check_program(&check);
     let go = GoEnv {
-        proxy: "127.0.0.1:9".parse().unwrap(),
+        proxy: Some("127.0.0.1:9".parse().unwrap()),
+        netns: None,
         work: work.path().to_path_buf(),
         cert_bundle: bundle,
         goproxy: "off".into(),

@@ -35,11 +35,21 @@ const MAX_PEEK: usize = MAX_HELLO + 1024;
 
 /// Where a redirected connection was going, or why it is refused.
 pub fn original_destination(policy: &Policy, stream: &TcpStream) -> Result<SocketAddr, String> {
-    let original = crate::sys::original_destination(stream).map_err(|e| e.to_string())?;
     let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let original = match crate::sys::original_destination(stream) {
+        Ok(original) => original,
+        Err(crate::sys::SysError::NoOriginalDestination(err))
+            if err.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Err(format!(
+                "connection to {local} was not redirected (no NAT record): clients must not aim at a transparent port itself"
+            ));
+        }
+        Err(err) => return Err(err.to_string()),
+    };
     if is_own(policy, original, local) {
         return Err(format!(
-            "original destination {original} is modgate itself (redirect loop, or a client aimed at the transparent port)"
+            "original destination {original} is modgate's own listener (redirect loop, or a client aimed at a transparent port itself)"
         ));
     }
     Ok(original)
@@ -213,12 +223,13 @@ fn absolute_form(req: &mut Request<Incoming>, original: SocketAddr) -> Result<()
     if req.uri().scheme().is_some() {
         return Ok(());
     }
+    // The Host the client sent is kept as it is (port included or not).
     let authority = match req.headers().get(HOST) {
         Some(host) => {
             let text = host.to_str().unwrap_or_default();
-            let target = Target::parse(text, Some(original.port()))
+            Target::parse(text, Some(original.port()))
                 .map_err(|e| ProxyError::BadRequest(format!("Host {text:?}: {e}")))?;
-            target.to_string()
+            text.to_string()
         }
         None => original.to_string(),
     };

@@ -153,6 +153,10 @@ pub struct Mirror {
 impl Mirror {
     pub async fn start(root: PathBuf, behaviour: Behaviour) -> Mirror {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, root, behaviour)
+    }
+
+    pub fn serve(listener: TcpListener, root: PathBuf, behaviour: Behaviour) -> Mirror {
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let log_for_server = log.clone();
@@ -220,7 +224,10 @@ async fn answer(
 
 /// Runs the go command through modgate at `proxy` with a fresh GOPATH under `work`.
 pub struct GoEnv {
-    pub proxy: SocketAddr,
+    /// modgate's explicit listener, for HTTPS_PROXY; `None`: no proxy variables.
+    pub proxy: Option<SocketAddr>,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
     pub work: PathBuf,
     pub cert_bundle: PathBuf,
     pub goproxy: String,
@@ -249,8 +256,14 @@ impl GoEnv {
         let gopath = self.work.join("gopath");
         let empty_dir = self.work.join("empty-cert-dir");
         std::fs::create_dir_all(&empty_dir).unwrap();
-        let proxy = format!("http://{}", self.proxy);
-        let mut cmd = tokio::process::Command::new(go_binary());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = tokio::process::Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(go_binary());
+                cmd
+            }
+            None => tokio::process::Command::new(go_binary()),
+        };
         cmd.args(args)
             .current_dir(dir)
             .env_clear()
@@ -265,11 +278,13 @@ impl GoEnv {
             .env("GOTOOLCHAIN", "local")
             .env("GOTELEMETRY", "off")
             .env("CGO_ENABLED", "0")
-            .env("HTTPS_PROXY", &proxy)
-            .env("HTTP_PROXY", &proxy)
             .env("SSL_CERT_FILE", &self.cert_bundle)
             .env("SSL_CERT_DIR", &empty_dir)
             .kill_on_drop(true);
+        if let Some(proxy) = self.proxy {
+            let proxy = format!("http://{proxy}");
+            cmd.env("HTTPS_PROXY", &proxy).env("HTTP_PROXY", &proxy);
+        }
         tokio::time::timeout(Duration::from_secs(240), cmd.output())
             .await
             .expect("go finished in time")
@@ -291,9 +306,22 @@ pub struct SumDb {
 
 impl SumDb {
     pub async fn start(tree: &Path, name: &str) -> SumDb {
+        Self::start_in(None, tree, name).await
+    }
+
+    /// Starts the helper inside network namespace `netns` (on its loopback).
+    pub async fn start_in(netns: Option<&str>, tree: &Path, name: &str) -> SumDb {
         use tokio::io::AsyncBufReadExt;
         let helper = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/sumdb");
-        let mut child = tokio::process::Command::new(&helper)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&helper);
+                c
+            }
+            None => tokio::process::Command::new(&helper),
+        };
+        let mut child = command
             .arg(tree)
             .arg(name)
             .stdin(std::process::Stdio::piped())

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gomod;
+pub mod netns;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -83,7 +84,10 @@ pub struct Origin {
 
 impl Origin {
     pub async fn start(ip: &str) -> Origin {
-        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        Self::serve(TcpListener::bind((ip, 0)).await.unwrap())
+    }
+
+    pub fn serve(listener: TcpListener) -> Origin {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
@@ -183,19 +187,25 @@ fn upgrade(mut req: Request<Incoming>) -> Response<Body> {
         .unwrap()
 }
 
-/// A TLS origin with a self-signed certificate for `localhost`.
+/// A TLS origin with a self-signed certificate, counting TLS connections.
 pub struct TlsOrigin {
     pub addr: SocketAddr,
     pub cert_pem: PathBuf,
+    pub accepted: Arc<AtomicUsize>,
     _dir: tempfile::TempDir,
 }
 
 impl TlsOrigin {
+    /// On 127.0.0.1, with a certificate for `localhost` and `127.0.0.1`.
     pub async fn start() -> TlsOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, &["localhost", "127.0.0.1"])
+    }
+
+    pub fn serve(listener: TcpListener, names: &[&str]) -> TlsOrigin {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names).unwrap();
         let cert = params.self_signed(&key).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cert_pem = dir.path().join("origin.pem");
@@ -207,15 +217,18 @@ impl TlsOrigin {
             .unwrap();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(stream).await else {
                         return;
                     };
+                    counter.fetch_add(1, Ordering::SeqCst);
                     let service = service_fn(|_req: Request<Incoming>| async {
                         Ok::<_, Infallible>(Response::new(full("tls-origin-ok")))
                     });
@@ -228,6 +241,7 @@ impl TlsOrigin {
         TlsOrigin {
             addr,
             cert_pem,
+            accepted,
             _dir: dir,
         }
     }
