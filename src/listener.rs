@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{self, Body, Shared, transparent};
+use crate::rules::canonical_addr;
 
 /// Limits applied to every client connection.
 #[derive(Clone, Copy, Debug)]
@@ -38,13 +39,14 @@ pub enum Entry {
 }
 
 /// Binds `addr` with a deep accept backlog (bursts of new tunnels).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// An IPv6 address takes IPv4 too (mapped) unless `v6_only`, which lets
+/// `[::]:3128` and `0.0.0.0:3128` be bound side by side.
+pub fn bind(addr: SocketAddr, v6_only: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         let socket = TcpSocket::new_v6()?;
-        // `[::]:3128` beside `0.0.0.0:3128` must not collide.
-        socket2::SockRef::from(&socket).set_only_v6(true)?;
+        socket2::SockRef::from(&socket).set_only_v6(v6_only)?;
         socket
     };
     socket.set_reuseaddr(true)?;
@@ -76,6 +78,7 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let peer = canonical_addr(peer);
                 backoff = Duration::from_millis(5);
                 let conn = connection(
                     stream,

@@ -64,12 +64,22 @@ pub fn bind_all(config: &Config) -> Result<Vec<(Entry, TcpListener)>, StartError
         .listen
         .iter()
         .map(|&a| (Entry::Explicit, Some(a)));
-    explicit
+    let wanted: Vec<(Entry, SocketAddr)> = explicit
         .chain(transparent)
         .filter_map(|(entry, addr)| addr.map(|a| (entry, a)))
+        .collect();
+    // `[::]:P` beside `0.0.0.0:P` must be IPv6-only; alone it is dual-stack.
+    let v4_ports: Vec<u16> = wanted
+        .iter()
+        .filter(|(_, a)| a.is_ipv4() && a.port() != 0)
+        .map(|(_, a)| a.port())
+        .collect();
+    wanted
+        .into_iter()
         .map(|(entry, addr)| {
-            let listener =
-                listener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+            let v6_only = v4_ports.contains(&addr.port());
+            let listener = listener::bind(addr, v6_only)
+                .map_err(|source| StartError::Bind { addr, source })?;
             Ok((entry, listener))
         })
         .collect()

@@ -134,6 +134,22 @@ async fn client_outside_allow_clients_gets_403() {
     still_serves(&proxy, &origin).await;
 }
 
+/// A dual-stack `[::]` listener sees IPv4 clients as `::ffff:a.b.c.d`;
+/// they are matched (and logged) as the IPv4 clients they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_clients_of_a_dual_stack_listener_match_ipv4_rules() {
+    let origin = Origin::start("127.0.0.1").await;
+    let proxy = Proxy::start_on(
+        "[::]:0",
+        "[proxy]\nallow_clients = [\"127.0.0.1/32\"]\ndeny_destinations = []\n[intercept]\nenabled = false\n",
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{}", proxy.addr.port());
+    let out = curl(&["-i", "-x", &url, &origin.url("/bytes/1")]).await;
+    assert!(stdout(&out).starts_with("HTTP/1.1 200"), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(origin.hits(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_destinations_are_checked_after_dns() {
     let origin = Origin::start("127.0.0.2").await;

@@ -28,6 +28,7 @@ use common::{Origin, TlsOrigin};
 const MODULE_HOSTS: &str = "10.202.0.10";
 const ORIGIN: &str = "10.202.0.20";
 const ECHO: &str = "10.202.0.30";
+const ORIGIN6: &str = "fd00:202::20";
 /// Deadline for a redirected client's ClientHello (`proxy.header_read_timeout`).
 const HELLO_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -52,6 +53,8 @@ struct Gateway {
     sumdb: SumDb,
     tls_origin: TlsOrigin,
     origin: Origin,
+    tls_origin6: TlsOrigin,
+    origin6: Origin,
     // Dropped last: the namespaces the servers above live in.
     client: Netns,
     _gw: Netns,
@@ -61,13 +64,33 @@ async fn gateway(tag: &str) -> Gateway {
     require_root();
     let client = Netns::new(&format!("c{tag}"));
     let gw = Netns::new(&format!("g{tag}"));
-    let (_, lan_if) = veth(&client, "10.201.0.2/24", &gw, "10.201.0.1/24");
+    let (client_if, lan_if) = veth(&client, "10.201.0.2/24", &gw, "10.201.0.1/24");
     client.exec(&["ip", "route", "add", "default", "via", "10.201.0.1"]);
+    client.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "fd00:201::2/64",
+        "dev",
+        &client_if,
+        "nodad",
+    ]);
+    gw.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "fd00:201::1/64",
+        "dev",
+        &lan_if,
+        "nodad",
+    ]);
+    client.exec(&["ip", "-6", "route", "add", "default", "via", "fd00:201::1"]);
     for ip in [MODULE_HOSTS, ORIGIN, ECHO] {
         gw.exec(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
     }
+    gw.exec(&["ip", "addr", "add", &format!("{ORIGIN6}/128"), "dev", "lo"]);
     client.hosts(&format!(
-        "127.0.0.1 localhost\n{MODULE_HOSTS} proxy.golang.org sum.golang.org\n{ORIGIN} origin.test\n"
+        "127.0.0.1 localhost\n{MODULE_HOSTS} proxy.golang.org sum.golang.org\n{ORIGIN} origin.test\n{ORIGIN6} origin6.test\n"
     ));
 
     let tree = tempfile::tempdir().unwrap();
@@ -80,6 +103,8 @@ async fn gateway(tag: &str) -> Gateway {
     let sumdb = SumDb::start_in(Some(&gw.name), tree.path(), "sum.golang.org").await;
     let tls_origin = TlsOrigin::serve(gw.listener(&format!("{ORIGIN}:443")), &["origin.test"]);
     let origin = Origin::serve(gw.listener(&format!("{ORIGIN}:80")));
+    let tls_origin6 = TlsOrigin::serve(gw.listener(&format!("[{ORIGIN6}]:443")), &["origin6.test"]);
+    let origin6 = Origin::serve(gw.listener(&format!("[{ORIGIN6}]:80")));
     echo(gw.listener(&format!("{ECHO}:443")));
 
     let work = tempfile::tempdir().unwrap();
@@ -88,7 +113,7 @@ async fn gateway(tag: &str) -> Gateway {
         &config,
         format!(
             "[proxy]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"{}s\"\n\
-             [transparent]\nhttp = \"0.0.0.0:0\"\nhttps = \"0.0.0.0:0\"\n\
+             [transparent]\nhttp = \"[::]:0\"\nhttps = \"[::]:0\"\n\
              [upstream]\nconnect_timeout = \"2s\"\n\
              [intercept]\nca_dir = {:?}\n\
              [gomod]\nmirrors = [\"{}\"]\nsumdb_mirrors = [\"{}\"]\nmirror_timeout = \"5s\"\n",
@@ -116,6 +141,8 @@ async fn gateway(tag: &str) -> Gateway {
         sumdb,
         tls_origin,
         origin,
+        tls_origin6,
+        origin6,
         client,
         _gw: gw,
     }
@@ -221,9 +248,28 @@ async fn other_tls_is_tunnelled_and_http_is_forwarded_by_host() {
     assert!(headers.contains("via: 1.1 modgate"), "{headers}");
     assert_eq!(g.origin.hits(), 1);
 
+    // The same over IPv6.
+    let cert6 = g.tls_origin6.cert_pem.to_str().unwrap();
+    let out = curl_in(&g.client, &["--cacert", cert6, "https://origin6.test/"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "tls-origin-ok",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(g.tls_origin6.accepted.load(Ordering::SeqCst), 1);
+    let out = curl_in(&g.client, &["http://origin6.test/headers"]).await;
+    let headers = String::from_utf8_lossy(&out.stdout);
+    assert!(headers.contains("host: origin6.test\n"), "{}", text(&out));
+    assert_eq!(g.origin6.hits(), 1);
+
     let tunnelled = |log: &str| {
-        log.lines()
-            .any(|l| l.contains("transparent tunnel") && l.contains("origin.test:443"))
+        ["origin.test:443", &format!("original=[{ORIGIN6}]:443")]
+            .iter()
+            .all(|t| {
+                log.lines()
+                    .any(|l| l.contains("transparent tunnel") && l.contains(t))
+            })
     };
     let log = g.modgate.log_when(tunnelled).await;
     assert!(tunnelled(&log), "{log}");

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 
 use super::body::Body;
 use super::{ProxyError, Shared, Slot, forward, intercept, tunnel};
-use crate::rules::{Action, Host, Kind, Policy, Target, decide};
+use crate::rules::{Action, Host, Kind, Policy, Target, canonical_addr, decide};
 use crate::tls::client_hello::{self, ClientHello, MAX_HELLO, Peek};
 
 /// Bytes read while looking for the ClientHello (one full record plus a
@@ -35,9 +35,9 @@ const MAX_PEEK: usize = MAX_HELLO + 1024;
 
 /// Where a redirected connection was going, or why it is refused.
 pub fn original_destination(policy: &Policy, stream: &TcpStream) -> Result<SocketAddr, String> {
-    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let local = canonical_addr(stream.local_addr().map_err(|e| e.to_string())?);
     let original = match crate::sys::original_destination(stream) {
-        Ok(original) => original,
+        Ok(original) => canonical_addr(original),
         Err(crate::sys::SysError::NoOriginalDestination(err))
             if err.kind() == std::io::ErrorKind::NotFound =>
         {

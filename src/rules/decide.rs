@@ -171,11 +171,17 @@ pub fn denied_address(policy: &Policy, addr: SocketAddr) -> Option<String> {
 
 /// Maps IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) to IPv4 so that
 /// rules written for IPv4 cannot be side-stepped.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// [`canonical_ip`] for a socket address: IPv4 peers of a dual-stack
+/// `[::]` listener are seen, logged and matched as IPv4.
+pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical_ip(addr.ip()), addr.port())
 }
 
 impl fmt::Display for Action {

@@ -6,7 +6,8 @@ pub mod no_proxy;
 pub mod target;
 
 pub use decide::{
-    Action, Decision, DenyReason, InterceptRule, Kind, Policy, decide, denied_address,
+    Action, Decision, DenyReason, InterceptRule, Kind, Policy, canonical_addr, decide,
+    denied_address,
 };
 pub use no_proxy::NoProxy;
 pub use target::{Host, Target, TargetError};
