@@ -89,10 +89,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("modgate: {err:#}");
+            eprintln!("modgate: {}", report(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line; a cause already spelled out in
+/// the message before it (typed errors often embed their source) is not repeated.
+fn report(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn check(path: Option<PathBuf>) -> ExitCode {
@@ -158,6 +175,9 @@ fn run(path: Option<PathBuf>, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Watch SIGTERM before saying we listen: a supervisor may stop us at once.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
     let listeners = modgate::server::bind_all(&config)?;
     let running = modgate::server::start(&config, listeners)?;
     for (entry, addr) in &running.bound {
@@ -168,19 +188,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         };
         tracing::info!(%addr, "modgate listening ({serves})");
     }
-    wait_for_signal().await?;
-    tracing::info!("shutting down: no new connections, draining");
-    running.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
     tokio::select! {
         _ = term.recv() => {}
         result = tokio::signal::ctrl_c() => result.context("cannot watch ctrl-c")?,
     }
+    tracing::info!("shutting down: no new connections, draining");
+    running.shutdown().await;
     Ok(())
 }
 

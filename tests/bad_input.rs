@@ -146,7 +146,12 @@ async fn ipv4_clients_of_a_dual_stack_listener_match_ipv4_rules() {
     .await;
     let url = format!("http://127.0.0.1:{}", proxy.addr.port());
     let out = curl(&["-i", "-x", &url, &origin.url("/bytes/1")]).await;
-    assert!(stdout(&out).starts_with("HTTP/1.1 200"), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).starts_with("HTTP/1.1 200"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert_eq!(origin.hits(), 1);
 }
 

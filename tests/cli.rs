@@ -125,3 +125,43 @@ fn run_serves_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Without CAP_NET_ADMIN (as root the test drops to `nobody` with setpriv,
+/// which also drops every capability) `run` stops with a clear error.
+#[test]
+fn outbound_mark_without_cap_net_admin_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("mark.toml");
+    std::fs::write(
+        &file,
+        "[proxy]\nlisten = [\"127.0.0.1:0\"]\n[transparent]\noutbound_mark = 0x2a\n[intercept]\nenabled = false\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A copy nobody can reach, wherever the checkout lives.
+    let bin = dir.path().join("modgate");
+    std::fs::copy(env!("CARGO_BIN_EXE_modgate"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = file.to_str().unwrap();
+    let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let out = if as_root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(["run", "--config", config])
+            .output()
+            .unwrap()
+    } else {
+        modgate(&["run", "--config", config])
+    };
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("cannot set SO_MARK 0x2a")
+            && text.contains("needs CAP_NET_ADMIN")
+            && text.matches("Operation not permitted").count() == 1,
+        "{text}"
+    );
+}
