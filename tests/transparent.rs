@@ -49,6 +49,7 @@ struct Gateway {
     work: tempfile::TempDir,
     _tree: tempfile::TempDir,
     modgate: Modgate,
+    parent: Option<Modgate>,
     mirror: Mirror,
     sumdb: SumDb,
     tls_origin: TlsOrigin,
@@ -60,7 +61,9 @@ struct Gateway {
     _gw: Netns,
 }
 
-async fn gateway(tag: &str) -> Gateway {
+/// `with_parent`: a second modgate on `gw` is `upstream.proxy` for
+/// everything but loopback (the mirrors).
+async fn gateway(tag: &str, with_parent: bool) -> Gateway {
     require_root();
     let client = Netns::new(&format!("c{tag}"));
     let gw = Netns::new(&format!("g{tag}"));
@@ -108,13 +111,23 @@ async fn gateway(tag: &str) -> Gateway {
     echo(gw.listener(&format!("{ECHO}:443")));
 
     let work = tempfile::tempdir().unwrap();
+    let parent = match with_parent {
+        true => Some(parent_proxy(&gw, work.path()).await),
+        false => None,
+    };
+    let upstream = parent.as_ref().map_or(String::new(), |p| {
+        format!(
+            "proxy = \"http://127.0.0.1:{}\"\n",
+            p.port("explicit proxy")
+        )
+    });
     let config = work.path().join("modgate.toml");
     std::fs::write(
         &config,
         format!(
             "[proxy]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"{}s\"\n\
              [transparent]\nhttp = \"[::]:0\"\nhttps = \"[::]:0\"\n\
-             [upstream]\nconnect_timeout = \"2s\"\n\
+             [upstream]\nconnect_timeout = \"2s\"\n{upstream}\
              [intercept]\nca_dir = {:?}\n\
              [gomod]\nmirrors = [\"{}\"]\nsumdb_mirrors = [\"{}\"]\nmirror_timeout = \"5s\"\n",
             HELLO_DEADLINE.as_secs(),
@@ -137,6 +150,7 @@ async fn gateway(tag: &str) -> Gateway {
         work,
         _tree: tree,
         modgate,
+        parent,
         mirror,
         sumdb,
         tls_origin,
@@ -146,6 +160,19 @@ async fn gateway(tag: &str) -> Gateway {
         client,
         _gw: gw,
     }
+}
+
+/// A plain explicit modgate on `gw` (interception off) to chain to; `gw`'s
+/// /etc/hosts lets it resolve origin.test.
+async fn parent_proxy(gw: &Netns, work: &std::path::Path) -> Modgate {
+    gw.hosts(&format!("127.0.0.1 localhost\n{ORIGIN} origin.test\n"));
+    let config = work.join("parent.toml");
+    std::fs::write(
+        &config,
+        "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nenabled = false\n",
+    )
+    .unwrap();
+    Modgate::start(gw, &config, 1).await
 }
 
 /// A TCP echo server: shows what reached the original destination.
@@ -177,7 +204,7 @@ async fn curl_in(ns: &Netns, args: &[&str]) -> Output {
 /// builds through the redirect; modgate intercepts both module hosts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_builds_through_the_gateway_with_no_proxy_settings() {
-    let g = gateway("1").await;
+    let g = gateway("1", false).await;
     let bundle = cert_bundle(
         &g.work.path().join("certs/modgate-ca.pem"),
         &g.work.path().join("bundle.pem"),
@@ -228,7 +255,7 @@ async fn go_builds_through_the_gateway_with_no_proxy_settings() {
 /// origin's own certificate); plain HTTP is forwarded by Host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_tls_is_tunnelled_and_http_is_forwarded_by_host() {
-    let g = gateway("2").await;
+    let g = gateway("2", false).await;
     let cert = g.tls_origin.cert_pem.to_str().unwrap();
     // Only the origin's own certificate is trusted: success proves no interception.
     let out = curl_in(&g.client, &["--cacert", cert, "https://origin.test/"]).await;
@@ -285,7 +312,7 @@ async fn other_tls_is_tunnelled_and_http_is_forwarded_by_host() {
 /// client is closed at the deadline, and another client is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_on_the_transparent_port() {
-    let g = gateway("4").await;
+    let g = gateway("4", false).await;
     let echo_addr: SocketAddr = format!("{ECHO}:443").parse().unwrap();
     let hello = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -416,4 +443,42 @@ async fn single_host_rules_never_loop() {
         host.exec_env(&[&deploy(script), "down"], &ports);
     }
     assert_eq!(tls_origin.accepted.load(Ordering::SeqCst), 2);
+}
+
+/// Through a parent proxy: redirected TLS goes to the parent by its server
+/// name (CONNECT origin.test:443), redirected HTTP by its Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirected_traffic_takes_the_parent_by_name() {
+    let g = gateway("5", true).await;
+    let parent = g.parent.as_ref().unwrap();
+    let cert = g.tls_origin.cert_pem.to_str().unwrap();
+    let out = curl_in(&g.client, &["--cacert", cert, "https://origin.test/"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "tls-origin-ok",
+        "{}\nmodgate:\n{}\nparent:\n{}",
+        text(&out),
+        g.modgate.log(),
+        parent.log()
+    );
+    let out = curl_in(&g.client, &["http://origin.test/headers"]).await;
+    let headers = String::from_utf8_lossy(&out.stdout);
+    assert!(headers.contains("host: origin.test\n"), "{}", text(&out));
+    // Two hops, both modgate.
+    assert_eq!(headers.matches("via: 1.1 modgate").count(), 2, "{headers}");
+
+    let seen = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("CONNECT") && l.contains("origin.test:443"))
+            && log
+                .lines()
+                .any(|l| l.contains("forward") && l.contains("http://origin.test/headers"))
+    };
+    let log = parent.log_when(seen).await;
+    assert!(seen(&log), "{log}");
+    let log = g.modgate.log_when(|l| l.contains("decision=parent")).await;
+    assert!(
+        log.contains("transparent tunnel") && log.contains("decision=parent"),
+        "{log}"
+    );
 }
