@@ -188,8 +188,8 @@ fn echo(listener: tokio::net::TcpListener) {
 }
 
 async fn curl_in(ns: &Netns, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name, "curl", "-sS", "--max-time", "10"])
+    let mut cmd = common::command_in(Some(&ns.name), "curl");
+    cmd.args(["-sS", "--max-time", "10"])
         .args(args)
         .env_remove("http_proxy")
         .env_remove("https_proxy")

@@ -256,14 +256,7 @@ impl GoEnv {
         let gopath = self.work.join("gopath");
         let empty_dir = self.work.join("empty-cert-dir");
         std::fs::create_dir_all(&empty_dir).unwrap();
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut cmd = tokio::process::Command::new("ip");
-                cmd.args(["netns", "exec", ns]).arg(go_binary());
-                cmd
-            }
-            None => tokio::process::Command::new(go_binary()),
-        };
+        let mut cmd = super::command_in(self.netns.as_deref(), go_binary());
         cmd.args(args)
             .current_dir(dir)
             .env_clear()
@@ -313,15 +306,7 @@ impl SumDb {
     pub async fn start_in(netns: Option<&str>, tree: &Path, name: &str) -> SumDb {
         use tokio::io::AsyncBufReadExt;
         let helper = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/sumdb");
-        let mut command = match netns {
-            Some(ns) => {
-                let mut c = tokio::process::Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&helper);
-                c
-            }
-            None => tokio::process::Command::new(&helper),
-        };
-        let mut child = command
+        let mut child = super::command_in(netns, &helper)
             .arg(tree)
             .arg(name)
             .stdin(std::process::Stdio::piped())
@@ -338,13 +323,7 @@ impl SumDb {
         let mut words = ready.split_whitespace().skip(1);
         let key = words.next().unwrap().to_string();
         let addr = words.next().unwrap().to_string();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let log = super::collect_lines(lines, Vec::new());
         SumDb {
             key,
             addr,

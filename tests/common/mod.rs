@@ -55,6 +55,39 @@ impl Proxy {
     }
 }
 
+/// `program`, run inside network namespace `netns` (`ip netns exec`) when given.
+pub fn command_in(
+    netns: Option<&str>,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> tokio::process::Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = tokio::process::Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => tokio::process::Command::new(program),
+    }
+}
+
+/// Gathers the rest of a child's output lines, after `seen`, as they come.
+pub fn collect_lines<R>(
+    mut lines: tokio::io::Lines<tokio::io::BufReader<R>>,
+    seen: Vec<String>,
+) -> Arc<std::sync::Mutex<Vec<String>>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let log = Arc::new(std::sync::Mutex::new(seen));
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    log
+}
+
 /// Runs curl with a time limit; `--noproxy ''` so the environment cannot interfere.
 pub async fn curl(args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new("curl");

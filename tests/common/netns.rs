@@ -146,8 +146,7 @@ impl Modgate {
     /// Starts `modgate run --config <config>` in `ns` and waits until its
     /// `expected` listeners are up.
     pub async fn start(ns: &Netns, config: &Path, expected: usize) -> Modgate {
-        let mut child = tokio::process::Command::new("ip")
-            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_modgate")])
+        let mut child = super::command_in(Some(&ns.name), env!("CARGO_BIN_EXE_modgate"))
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -171,13 +170,7 @@ impl Modgate {
             }
             seen.push(line);
         }
-        let log = Arc::new(Mutex::new(seen));
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let log = super::collect_lines(lines, seen);
         Modgate {
             listening,
             log,
