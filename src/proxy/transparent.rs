@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri};
@@ -108,30 +108,57 @@ pub async fn serve_tls(
     };
     let decision = decide(&shared.policy, client.ip(), &target, Kind::TransparentTls);
     let early = peeked.freeze();
-    let upstream = match decision.action {
-        Action::Deny(_) => {
+    match (decision.action, &shared.mitm, name) {
+        (Action::Deny(_), _, _) => {
             shared.stats.denied.inc();
             tracing::warn!(%client, %original, %target, reason = %decision.rule, "transparent: refused");
-            return;
         }
-        Action::Intercept => {
-            if let (Some(mitm), Some(name)) = (&shared.mitm, &name) {
-                shared.stats.tunnels.inc();
-                intercept::serve(&shared, mitm, client, name, stream, early).await;
-            }
-            return;
+        (Action::Intercept, Some(mitm), Some(name)) => {
+            shared.stats.tunnels.inc();
+            intercept::serve(&shared, mitm, client, &name, stream, early).await;
         }
-        Action::Direct => shared
-            .dialer
-            .direct(&address(original))
-            .await
-            .map(|s| (s, Default::default())),
-        Action::Parent => {
-            shared.stats.via_parent.inc();
-            shared.dialer.parent_tunnel(&target).await
+        (action, _, _) => {
+            let route = Route {
+                client,
+                original,
+                target,
+                action,
+                started,
+            };
+            tunnel_to(&shared, route, stream, early).await;
         }
+    }
+}
+
+/// A redirected TLS connection that is tunnelled, not intercepted.
+struct Route {
+    client: SocketAddr,
+    original: SocketAddr,
+    /// By server name when the hello had one, else the original address.
+    target: Target,
+    /// Direct (to the original address) or Parent (by `target`).
+    action: Action,
+    started: Instant,
+}
+
+/// Dials the original address (or the parent, by name) and relays,
+/// replaying the bytes already read.
+async fn tunnel_to(shared: &Shared, route: Route, stream: TcpStream, early: Bytes) {
+    let Route {
+        client,
+        original,
+        target,
+        action,
+        started,
+    } = route;
+    let dialled = if action == Action::Parent {
+        shared.stats.via_parent.inc();
+        shared.dialer.parent_tunnel(&target).await
+    } else {
+        let upstream = shared.dialer.direct(&address(original)).await;
+        upstream.map(|s| (s, Bytes::new()))
     };
-    let (upstream, upstream_early) = match upstream {
+    let (upstream, upstream_early) = match dialled {
         Ok(pair) => pair,
         Err(err) => {
             tracing::info!(%client, %original, %target, reason = %err, "transparent: cannot reach the destination; closed");
@@ -152,7 +179,7 @@ pub async fn serve_tls(
         %client,
         %original,
         %target,
-        decision = %decision.action,
+        decision = %action,
         bytes_up = outcome.up,
         bytes_down = outcome.down,
         duration_ms = started.elapsed().as_millis() as u64,
