@@ -117,6 +117,11 @@ async fn relay(
         }
     };
     let client_stream = parts.io.into_inner();
+    // Bytes the client pipelined after CONNECT (a TLS hello), copied out:
+    // `read_buf` shares hyper's whole read buffer, which an idle tunnel
+    // must not keep alive.
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    drop(parts.read_buf);
     let Some(upstream) = opened.stream else {
         if let Some(mitm) = &shared.mitm {
             intercept::serve(
@@ -125,7 +130,7 @@ async fn relay(
                 client,
                 &opened.host,
                 client_stream,
-                parts.read_buf,
+                early,
             )
             .await;
         }
@@ -133,7 +138,7 @@ async fn relay(
     };
     let outcome = tunnel::relay(
         &client_stream,
-        &parts.read_buf,
+        &early,
         &upstream,
         &opened.early,
         shared.idle_timeout,
