@@ -105,6 +105,14 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
         config.transparent.outbound_mark,
     ));
     dialer.check_mark()?;
+    if config.transparent.enabled() {
+        crate::sys::transparent_supported()?;
+        if config.transparent.outbound_mark.is_none() {
+            tracing::info!(
+                "transparent listeners without transparent.outbound_mark: right for a gateway (PREROUTING rules); if this host's own traffic is redirected (OUTPUT rules), set outbound_mark and exclude it, or modgate's connections come back to it"
+            );
+        }
+    }
     let auth = config
         .proxy
         .auth_file

@@ -24,6 +24,16 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::{original_destination, set_mark};
 
+/// Fails on platforms without SO_ORIGINAL_DST, so transparent listeners
+/// are refused at start-up rather than on every connection.
+pub fn transparent_supported() -> Result<(), SysError> {
+    if cfg!(target_os = "linux") {
+        Ok(())
+    } else {
+        Err(SysError::Unsupported("transparent mode (SO_ORIGINAL_DST)"))
+    }
+}
+
 #[cfg(not(target_os = "linux"))]
 pub fn original_destination(_: &tokio::net::TcpStream) -> Result<std::net::SocketAddr, SysError> {
     Err(SysError::Unsupported("transparent mode (SO_ORIGINAL_DST)"))
