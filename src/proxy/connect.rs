@@ -124,15 +124,7 @@ async fn relay(
     drop(parts.read_buf);
     let Some(upstream) = opened.stream else {
         if let Some(mitm) = &shared.mitm {
-            intercept::serve(
-                shared,
-                mitm,
-                client,
-                &opened.host,
-                client_stream,
-                early,
-            )
-            .await;
+            intercept::serve(shared, mitm, client, &opened.host, client_stream, early).await;
         }
         return;
     };
