@@ -145,13 +145,7 @@ async fn ipv4_clients_of_a_dual_stack_listener_match_ipv4_rules() {
     )
     .await;
     let url = format!("http://127.0.0.1:{}", proxy.addr.port());
-    let out = curl(&["-i", "-x", &url, &origin.url("/bytes/1")]).await;
-    assert!(
-        stdout(&out).starts_with("HTTP/1.1 200"),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    forward_status(&url, &origin.url("/bytes/1"), 200).await;
     assert_eq!(origin.hits(), 1);
 }
 
@@ -164,38 +158,13 @@ async fn denied_destinations_are_checked_after_dns() {
     );
     let proxy = Proxy::start(&config).await;
     // `localhost` resolves to 127.0.0.1: denied, though the name is not an IP.
-    let out = curl(&[
-        "-i",
-        "-x",
-        &proxy.url(),
-        &format!("http://localhost:{port}/bytes/1"),
-    ])
-    .await;
-    assert!(stdout(&out).starts_with("HTTP/1.1 403"), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("deny_destinations"),
-        "{}",
-        stdout(&out)
-    );
-    let out = curl(&[
-        "-p",
-        "-x",
-        &proxy.url(),
-        &format!("http://localhost:{port}/bytes/1"),
-    ])
-    .await;
-    assert!(stderr(&out).contains("response 403"), "{}", stderr(&out));
-    let out = curl(&[
-        "-i",
-        "-x",
-        &proxy.url(),
-        &format!("http://127.0.0.1:{port}/"),
-    ])
-    .await;
-    assert!(stdout(&out).starts_with("HTTP/1.1 403"), "{}", stdout(&out));
+    let by_name = format!("http://localhost:{port}/bytes/1");
+    let answer = forward_status(&proxy.url(), &by_name, 403).await;
+    assert!(answer.contains("deny_destinations"), "{answer}");
+    tunnel_status(&proxy.url(), &by_name, 403).await;
+    forward_status(&proxy.url(), &format!("http://127.0.0.1:{port}/"), 403).await;
     // modgate's own listener is always denied (no request loops).
-    let out = curl(&["-i", "-x", &proxy.url(), &format!("{}/", proxy.url())]).await;
-    assert!(stdout(&out).starts_with("HTTP/1.1 403"), "{}", stdout(&out));
+    forward_status(&proxy.url(), &format!("{}/", proxy.url()), 403).await;
     assert_eq!(origin.hits(), 0);
     // The origin's own address is fine.
     let out = curl(&["-x", &proxy.url(), &origin.url("/bytes/7")]).await;

@@ -36,27 +36,10 @@ async fn refused_destination_gives_502() {
         l.local_addr().unwrap().port()
     };
     let proxy = Proxy::start(&base_config(&format!("connect_ports = [{port}]"), "")).await;
-    let out = curl(&[
-        "-p",
-        "-x",
-        &proxy.url(),
-        &format!("http://127.0.0.1:{port}/"),
-    ])
-    .await;
-    assert!(stderr(&out).contains("response 502"), "{}", stderr(&out));
-    let out = curl(&[
-        "-i",
-        "-x",
-        &proxy.url(),
-        &format!("http://127.0.0.1:{port}/"),
-    ])
-    .await;
-    assert!(stdout(&out).starts_with("HTTP/1.1 502"), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("cannot connect to 127.0.0.1"),
-        "{}",
-        stdout(&out)
-    );
+    let url = format!("http://127.0.0.1:{port}/");
+    tunnel_status(&proxy.url(), &url, 502).await;
+    let answer = forward_status(&proxy.url(), &url, 502).await;
+    assert!(answer.contains("cannot connect to 127.0.0.1"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,8 +71,7 @@ async fn unanswered_connect_gives_504_on_time() {
     );
     let proxy = Proxy::start(&config).await;
     let started = Instant::now();
-    let out = curl(&["-p", "-x", &proxy.url(), &format!("http://{addr}/")]).await;
-    assert!(stderr(&out).contains("response 504"), "{}", stderr(&out));
+    tunnel_status(&proxy.url(), &format!("http://{addr}/"), 504).await;
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 

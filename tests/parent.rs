@@ -97,15 +97,12 @@ async fn parent_credentials_are_sent_to_the_parent_only() {
     assert_eq!(stdout(&out), "tls-origin-ok", "{}", stderr(&out));
 
     // Without credentials the parent says 407; a tunnel then fails with 502.
-    let out = curl(&["-i", "-x", &without_auth.url(), &origin.url("/headers")]).await;
-    assert!(stdout(&out).starts_with("HTTP/1.1 407"), "{}", stdout(&out));
+    forward_status(&without_auth.url(), &origin.url("/headers"), 407).await;
     let out = curl(&["-x", &without_auth.url(), "--cacert", &cacert, &url]).await;
     assert!(stderr(&out).contains("response 502"), "{}", stderr(&out));
 
     // The parent itself asks clients for credentials.
-    let out = curl(&["-i", "-x", &parent.url(), &origin.url("/headers")]).await;
-    let text = stdout(&out);
-    assert!(text.starts_with("HTTP/1.1 407"), "{text}");
+    let text = forward_status(&parent.url(), &origin.url("/headers"), 407).await;
     assert!(
         text.to_ascii_lowercase()
             .contains("proxy-authenticate: basic realm=\"modgate\""),

@@ -4,16 +4,14 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::mirrors::MirrorSet;
 use super::path::{Route, classify, module_of};
 use crate::config::{GomodConfig, OnMirrorFailure};
-use crate::proxy::Body;
+use crate::proxy::{Body, plain_text};
 use crate::tls::roots::{RootsError, client_config};
 use crate::upstream::{Dialer, MirrorClient};
 
@@ -77,27 +75,31 @@ impl Gomod {
         path: &str,
     ) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(
+            return plain_text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "modgate: module requests are GET or HEAD\n",
             );
         }
         let route = classify(on_sumdb, path, &self.config.sumdb_hosts);
         match module_of(&route) {
-            Err(reason) => return text(StatusCode::BAD_REQUEST, format!("modgate: {reason}\n")),
+            Err(reason) => {
+                return plain_text(StatusCode::BAD_REQUEST, format!("modgate: {reason}\n"));
+            }
             Ok(Some(module)) => {
                 if let Some(pattern) = self.config.private.find(&module) {
                     let reason = format!(
                         "modgate: {module} matches gomod.private {pattern:?}; not sent to any mirror\n"
                     );
-                    return text(StatusCode::NOT_FOUND, reason);
+                    return plain_text(StatusCode::NOT_FOUND, reason);
                 }
             }
             Ok(None) => {}
         }
         match route {
-            Route::Supported => text(StatusCode::OK, ""),
-            Route::NotFound(reason) => text(StatusCode::NOT_FOUND, format!("modgate: {reason}\n")),
+            Route::Supported => plain_text(StatusCode::OK, ""),
+            Route::NotFound(reason) => {
+                plain_text(StatusCode::NOT_FOUND, format!("modgate: {reason}\n"))
+            }
             Route::Proxy(p) => self.fetch(&self.proxy_mirrors, host, p).await,
             Route::Sumdb(rest) => self.fetch(&self.sumdb_mirrors, host, rest).await,
         }
@@ -149,7 +151,7 @@ impl Gomod {
             .collect();
         let any_failed = misses.iter().any(|m| matches!(m, Miss::Failed(_)));
         if !any_failed {
-            return text(
+            return plain_text(
                 StatusCode::NOT_FOUND,
                 format!("modgate: not found on any mirror ({})\n", lines.join("; ")),
             );
@@ -158,7 +160,7 @@ impl Gomod {
             OnMirrorFailure::NotFound => StatusCode::NOT_FOUND,
             OnMirrorFailure::BadGateway => StatusCode::BAD_GATEWAY,
         };
-        text(
+        plain_text(
             status,
             format!("modgate: every mirror failed ({})\n", lines.join("; ")),
         )
@@ -181,18 +183,4 @@ fn relay(response: Response<Incoming>) -> Response<Body> {
     crate::proxy::strip_hop_by_hop(&mut parts.headers);
     parts.version = http::Version::HTTP_11;
     Response::from_parts(parts, body.boxed())
-}
-
-fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(
-        Full::new(message.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }

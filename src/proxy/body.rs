@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -17,6 +19,17 @@ pub fn text(message: impl Into<Bytes>) -> Body {
     Full::new(message.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// A `text/plain` answer with `status`: modgate's own short replies.
+pub fn plain_text(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(text(message));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 pub fn empty() -> Body {

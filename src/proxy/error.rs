@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use http::header::{CONNECTION, CONTENT_TYPE, PROXY_AUTHENTICATE};
+use http::header::{CONNECTION, PROXY_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
-use super::body::{Body, text};
+use super::body::{Body, plain_text};
 use crate::upstream::DialError;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +41,8 @@ impl ProxyError {
 
     /// A short `text/plain` answer.
     pub fn response(&self) -> Response<Body> {
-        let mut response = Response::new(text(format!("modgate: {self}\n")));
-        *response.status_mut() = self.status();
+        let mut response = plain_text(self.status(), format!("modgate: {self}\n"));
         let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
         match self {
             ProxyError::AuthRequired => {
                 headers.insert(

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{Auth, AuthFileError, sha256};
-pub use body::Body;
+pub use body::{Body, plain_text};
 pub use error::ProxyError;
 pub use intercept::Mitm;
 

@@ -71,8 +71,9 @@ enum Opening {
     Hello(ClientHello),
     /// Not routable by name; the reason, for the log.
     ByAddress(&'static str),
-    /// Nothing arrived before the deadline, or the client left.
-    Silent,
+    /// Nothing to relay: the client sent nothing in time, left, or its
+    /// connection failed; the reason, for the log.
+    Closed(&'static str),
 }
 
 /// Serves one connection redirected to `transparent.https`.
@@ -88,8 +89,8 @@ pub async fn serve_tls(
     let started = Instant::now();
     let mut peeked = BytesMut::with_capacity(2048);
     let name = match read_hello(&mut stream, &mut peeked, deadline).await {
-        Opening::Silent => {
-            tracing::info!(%client, %original, "transparent: nothing sent within {deadline:?}; closed");
+        Opening::Closed(why) => {
+            tracing::info!(%client, %original, ?deadline, "transparent: {why}; closed");
             return;
         }
         Opening::ByAddress(why) => {
@@ -204,10 +205,14 @@ async fn read_hello(stream: &mut TcpStream, peeked: &mut BytesMut, deadline: Dur
         let mut window = (&mut *peeked).limit(room);
         let read = tokio::time::timeout_at(until, stream.read_buf(&mut window)).await;
         match read {
-            Ok(Ok(0)) | Ok(Err(_)) if peeked.is_empty() => return Opening::Silent,
+            Ok(Ok(0)) if peeked.is_empty() => {
+                return Opening::Closed("client left without sending");
+            }
             Ok(Ok(0)) => return Opening::ByAddress("client closed before finishing its hello"),
-            Ok(Err(_)) => return Opening::Silent,
-            Err(_) if peeked.is_empty() => return Opening::Silent,
+            Ok(Err(_)) => return Opening::Closed("reading the client failed"),
+            Err(_) if peeked.is_empty() => {
+                return Opening::Closed("nothing sent within the deadline");
+            }
             Err(_) => return Opening::ByAddress("hello incomplete at the deadline"),
             Ok(Ok(_)) => {}
         }

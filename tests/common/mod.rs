@@ -101,6 +101,31 @@ pub async fn curl(args: &[&str]) -> Output {
     cmd.output().await.expect("curl runs")
 }
 
+/// `curl -i -x <proxy> <url>`: asserts that the answer has `status` and
+/// returns it (head and body).
+pub async fn forward_status(proxy: &str, url: &str, status: u16) -> String {
+    let out = curl(&["-i", "-x", proxy, url]).await;
+    let answer = stdout(&out);
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status}")),
+        "{url} via {proxy}: expected {status}:\n{answer}{}",
+        stderr(&out)
+    );
+    answer
+}
+
+/// `curl -p -x <proxy> <url>`: asserts that the CONNECT got `status`;
+/// returns curl's error output.
+pub async fn tunnel_status(proxy: &str, url: &str, status: u16) -> String {
+    let out = curl(&["-p", "-x", proxy, url]).await;
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("response {status}")),
+        "CONNECT for {url} via {proxy}: expected {status}:\n{said}"
+    );
+    said
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
