@@ -1,11 +1,13 @@
 //! `modgate explain`: the routing decision for a URL or host, in words.
+//! It calls the same [`route`] over the same policy, and the same gomod
+//! [`plan`], as a running modgate, so the two cannot disagree.
 
 use std::net::IpAddr;
 
 use crate::config::Config;
-use crate::gomod::path::{Route, classify, module_of};
-use crate::rules::{Action, Kind, Target, decide};
-use crate::server::policy;
+use crate::gomod::path::{Plan, Route, plan};
+use crate::rules::{Action, Kind, Target, mask_userinfo, route};
+use crate::server::{egress, policy};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot understand {input:?}: {reason}")]
@@ -18,10 +20,20 @@ pub struct ExplainError {
 /// `host[:port]`, which means a CONNECT, port 443 by default) from `client`.
 pub fn explain(config: &Config, input: &str, client: IpAddr) -> Result<String, ExplainError> {
     let (kind, target, path) = parse(input).map_err(|reason| ExplainError {
-        input: input.to_string(),
+        input: mask_userinfo(input).into_owned(),
         reason,
     })?;
-    let decision = decide(&policy(config, &config.proxy.listen), client, &target, kind);
+    let listeners: Vec<_> = config
+        .proxy
+        .listen
+        .iter()
+        .chain(&config.transparent.http)
+        .chain(&config.transparent.https)
+        .copied()
+        .collect();
+    let intercept = config.intercept.enabled.then_some(());
+    let policy = policy(config, egress(config, &listeners), intercept);
+    let decision = route(&policy, client, &target, kind);
     let how = match kind {
         Kind::Connect => "CONNECT tunnel",
         Kind::Http => "forwarded http:// request",
@@ -31,7 +43,7 @@ pub fn explain(config: &Config, input: &str, client: IpAddr) -> Result<String, E
         "target:   {target} ({how})\nclient:   {client}\ndecision: {}\nrule:     {}\n",
         decision.action, decision.rule
     );
-    if decision.action == Action::Intercept {
+    if decision.action == Action::Intercept(()) {
         out.push_str(&explain_gomod(config, &target, path));
     }
     Ok(out)
@@ -41,24 +53,27 @@ pub fn explain(config: &Config, input: &str, client: IpAddr) -> Result<String, E
 fn explain_gomod(config: &Config, target: &Target, path: &str) -> String {
     let gomod = &config.gomod;
     let host = target.host.to_string();
-    let on_sumdb = gomod.sumdb_hosts.contains(&host);
-    let route = classify(on_sumdb, path, &gomod.sumdb_hosts);
-    if let Ok(Some(module)) = module_of(&route)
-        && let Some(pattern) = gomod.private.find(&module)
-    {
-        return format!(
-            "module:   {module} is private (gomod.private {pattern:?}): answered 404 by modgate, never sent to a mirror\n"
-        );
-    }
-    let mirrors = match route {
-        Route::Supported => return "answer:   200 from modgate itself (sumdb supported)\n".into(),
-        Route::NotFound(reason) => return format!("answer:   404 from modgate ({reason})\n"),
-        Route::Proxy(_) => &gomod.mirrors,
-        Route::Sumdb(_) => &gomod.sumdb_mirrors,
+    let plan = plan(&host, path, &gomod.sumdb_hosts, &gomod.private);
+    let name = plan.name();
+    let what = match plan {
+        Plan::Invalid(reason) => format!("answer:   400 from modgate ({reason})"),
+        Plan::Private { module, pattern } => format!(
+            "module:   {module} is private (gomod.private {pattern:?}): answered 404 by modgate, never sent to a mirror"
+        ),
+        Plan::Serve(Route::Supported) => {
+            "answer:   200 from modgate itself (sumdb supported)".into()
+        }
+        Plan::Serve(Route::NotFound(reason)) => format!("answer:   404 from modgate ({reason})"),
+        Plan::Serve(Route::Proxy(_)) => mirrors(&gomod.mirrors),
+        Plan::Serve(Route::Sumdb(_)) => mirrors(&gomod.sumdb_mirrors),
     };
+    format!("plan:     {name}\n{what}\n")
+}
+
+fn mirrors(list: &[String]) -> String {
     format!(
-        "mirrors:  {} (healthy first, in this order)\n",
-        mirrors.join(", ")
+        "mirrors:  {} (healthy first, in this order)",
+        list.join(", ")
     )
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod explain;
 pub mod gomod;
 pub mod listener;
+pub mod message;
 pub mod percent;
 pub mod proxy;
 pub mod rules;

@@ -1,11 +1,13 @@
-//! Listeners: bind, accept loop with a connection limit (the permit is taken
-//! before accept), back-off on accept errors, per-connection HTTP/1 serving
-//! with header size/time limits, and graceful shutdown. Transparent
-//! listeners first recover the connection's original destination.
+//! Listeners: bind, accept loop with the connection limits (the global
+//! permit is taken before accept, the per-client share right after it),
+//! back-off on accept errors, per-connection HTTP/1 serving with header
+//! size/time limits, and graceful shutdown. Transparent listeners first
+//! recover the connection's original destination.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -14,17 +16,70 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{self, Body, Shared, transparent};
+use crate::proxy::{self, Body, Shared, SlotGuards, transparent};
 use crate::rules::canonical_addr;
 
 /// Limits applied to every client connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct ConnLimits {
     pub max_header_size: usize,
     pub header_read_timeout: Duration,
+    /// Connections each client address holds now.
+    pub per_client: Arc<ClientCounts>,
+}
+
+/// How many connections each client address holds, bounded by
+/// `proxy.max_connections_per_client`, so one client cannot take every
+/// connection permit.
+#[derive(Debug)]
+pub struct ClientCounts {
+    max: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's share of its client's limit; given back on drop.
+#[derive(Debug)]
+pub struct ClientSlot {
+    counts: Arc<ClientCounts>,
+    ip: IpAddr,
+}
+
+impl ClientCounts {
+    pub fn new(max: usize) -> Arc<ClientCounts> {
+        Arc::new(ClientCounts {
+            max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more connection from `ip`, unless it holds the maximum.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self.counts.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// What a listener serves.
@@ -80,13 +135,23 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 let peer = canonical_addr(peer);
                 backoff = Duration::from_millis(5);
+                let Some(per_client) = limits.per_client.admit(peer.ip()) else {
+                    // Closed at once: the permit goes back with it.
+                    shared.stats.denied.inc();
+                    tracing::debug!(client = %peer, "refused: proxy.max_connections_per_client reached");
+                    continue;
+                };
+                let slot = Arc::new(SlotGuards {
+                    global: permit,
+                    per_client,
+                });
                 let conn = connection(
                     stream,
                     peer,
                     entry,
                     shared.clone(),
-                    permit,
-                    limits,
+                    slot,
+                    limits.clone(),
                     shutdown.clone(),
                 );
                 shared.tasks.spawn(conn);
@@ -106,18 +171,17 @@ async fn connection(
     peer: SocketAddr,
     entry: Entry,
     shared: Arc<Shared>,
-    permit: OwnedSemaphorePermit,
+    slot: proxy::Slot,
     limits: ConnLimits,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    // The permit lives as long as the connection or a tunnel made from it.
-    let slot: proxy::Slot = Arc::new(permit);
+    // The slot lives as long as the connection or a tunnel made from it.
     if entry == Entry::Explicit {
         let service = service_fn(move |req| proxy::handle(shared.clone(), peer, slot.clone(), req));
         return serve_http1(stream, peer, service, limits, shutdown).await;
     }
-    let original = match transparent::original_destination(&shared.policy, &stream) {
+    let original = match transparent::original_destination(&shared.policy.egress, &stream) {
         Ok(original) => original,
         Err(why) => {
             tracing::warn!(client = %peer, "transparent: refused: {why}");
@@ -125,8 +189,7 @@ async fn connection(
         }
     };
     if entry == Entry::TransparentTls {
-        let deadline = limits.header_read_timeout;
-        return transparent::serve_tls(shared, peer, original, stream, slot, deadline).await;
+        return transparent::serve_tls(shared, peer, original, stream, slot).await;
     }
     let service = service_fn(move |req| {
         transparent::handle_http(shared.clone(), peer, original, slot.clone(), req)

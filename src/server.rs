@@ -13,10 +13,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::gomod::{Gomod, GomodError};
-use crate::listener::{self, ConnLimits, Entry};
-use crate::proxy::Mitm;
-use crate::proxy::{Auth, AuthFileError, Shared};
-use crate::rules::{InterceptRule, Policy};
+use crate::listener::{self, ClientCounts, ConnLimits, Entry};
+use crate::proxy::{Auth, AuthFileError, Mitm, Shared, Timeouts};
+use crate::rules::{Egress, Intercept, Policy, Via};
 use crate::stats::Stats;
 use crate::tls::{Ca, CaError, Leaves};
 use crate::upstream::{Dialer, new_client};
@@ -97,22 +96,15 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
         .filter(|(entry, _)| *entry == Entry::Explicit)
         .map(|(_, addr)| *addr)
         .collect();
-    let policy = Arc::new(policy(config, &own));
+    let egress = egress(config, &own);
     let dialer = Arc::new(Dialer::new(
-        policy.clone(),
+        Arc::new(egress.clone()),
         config.upstream.connect_timeout,
         config.upstream.proxy.clone(),
         config.transparent.outbound_mark,
     ));
     dialer.check_mark()?;
-    if config.transparent.enabled() {
-        crate::sys::transparent_supported()?;
-        if config.transparent.outbound_mark.is_none() {
-            tracing::info!(
-                "transparent listeners without transparent.outbound_mark: right for a gateway (PREROUTING rules); if this host's own traffic is redirected (OUTPUT rules), set outbound_mark and exclude it, or modgate's connections come back to it"
-            );
-        }
-    }
+    transparent_notes(config)?;
     let auth = config
         .proxy
         .auth_file
@@ -120,30 +112,38 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
         .map(Auth::load)
         .transpose()?;
     let mitm = if config.intercept.enabled {
-        Some(mitm(config, dialer.clone())?)
+        Some(Arc::new(mitm(config, dialer.clone())?))
     } else {
         None
     };
     let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    if let Some(mitm) = &mitm {
+        tasks.spawn(mitm.leaves.clone().renew_until(shutdown.clone()));
+    }
     let force_stop = CancellationToken::new();
     let stats = Arc::new(Stats::default());
     let shared = Arc::new(Shared {
-        policy,
+        policy: Arc::new(policy(config, egress, mitm)),
         direct: new_client(dialer.clone(), false),
         via_parent: new_client(dialer.clone(), true),
         dialer,
         auth,
-        idle_timeout: config.proxy.idle_timeout,
+        timeouts: Timeouts {
+            header_read: config.proxy.header_read_timeout,
+            idle: config.proxy.idle_timeout,
+            response: config.upstream.response_timeout,
+        },
         stats: stats.clone(),
         tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
         force_stop: force_stop.clone(),
-        mitm,
     });
-    let shutdown = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(config.proxy.max_connections));
     let limits = ConnLimits {
         max_header_size: config.proxy.max_header_size,
         header_read_timeout: config.proxy.header_read_timeout,
+        per_client: ClientCounts::new(config.proxy.max_connections_per_client),
     };
     for (entry, listener) in listeners {
         let serve = listener::serve(
@@ -151,7 +151,7 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
             entry,
             shared.clone(),
             permits.clone(),
-            limits,
+            limits.clone(),
             shutdown.clone(),
         );
         tasks.spawn(serve);
@@ -165,6 +165,18 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
         tasks,
         grace: config.proxy.shutdown_grace,
     })
+}
+
+fn transparent_notes(config: &Config) -> Result<(), StartError> {
+    if config.transparent.enabled() {
+        crate::sys::transparent_supported()?;
+        if config.transparent.outbound_mark.is_none() {
+            tracing::info!(
+                "transparent listeners without transparent.outbound_mark: right for a gateway (PREROUTING rules); if this host's own traffic is redirected (OUTPUT rules), set outbound_mark and exclude it, or modgate's connections come back to it"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Loads (or creates) the CA, mints the leaves, builds the gomod handler.
@@ -186,26 +198,45 @@ fn mitm(config: &Config, dialer: Arc<Dialer>) -> Result<Mitm, StartError> {
         );
     }
     let leaves = Arc::new(Leaves::new(ca, &hosts)?);
-    let gomod = Gomod::new(&config.gomod, dialer, config.upstream.no_proxy.clone())?;
+    let gomod = Gomod::new(&config.gomod, dialer, via(config))?;
     Ok(Mitm {
-        tls: crate::tls::leaves::server_config(leaves),
+        tls: crate::tls::leaves::server_config(leaves.clone()),
+        leaves,
         gomod: Arc::new(gomod),
     })
 }
 
-/// The routing policy for this config and these bound listeners.
-pub fn policy(config: &Config, own_listeners: &[SocketAddr]) -> Policy {
+/// The addresses never dialled, for this config and these bound listeners.
+pub fn egress(config: &Config, own_listeners: &[SocketAddr]) -> Egress {
+    Egress {
+        deny_destinations: config.proxy.deny_destinations.clone(),
+        own_listeners: own_listeners.to_vec(),
+        local_addrs: crate::sys::local_addresses(),
+    }
+}
+
+fn via(config: &Config) -> Via {
+    Via {
+        parent: config.upstream.proxy.as_ref().map(ToString::to_string),
+        no_proxy: config.upstream.no_proxy.clone(),
+    }
+}
+
+/// The routing policy for this config: `run` hands intercepted connections
+/// to the MITM (`with` is present exactly when interception is enabled and
+/// set up); `explain` passes `()`.
+pub fn policy<I>(config: &Config, egress: Egress, with: Option<I>) -> Policy<I> {
     Policy {
         allow_clients: config.proxy.allow_clients.clone(),
         connect_ports: config.proxy.connect_ports.clone(),
-        deny_destinations: config.proxy.deny_destinations.clone(),
-        own_listeners: own_listeners.to_vec(),
-        no_proxy: config.upstream.no_proxy.clone(),
-        parent: config.upstream.proxy.as_ref().map(ToString::to_string),
-        intercept: config.intercept.enabled.then(|| InterceptRule {
+        http_ports: config.proxy.http_ports.clone(),
+        egress,
+        via: via(config),
+        intercept: with.map(|with| Intercept {
             hosts: config.gomod.hosts(),
             bypass: config.intercept.bypass.clone(),
             bypass_clients: config.intercept.bypass_clients.clone(),
+            with,
         }),
     }
 }

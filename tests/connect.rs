@@ -39,7 +39,10 @@ async fn refused_destination_gives_502() {
     let url = format!("http://127.0.0.1:{port}/");
     tunnel_status(&proxy.url(), &url, 502).await;
     let answer = forward_status(&proxy.url(), &url, 502).await;
-    assert!(answer.contains("cannot connect to 127.0.0.1"), "{answer}");
+    assert!(
+        answer.contains("cannot connect to origin 127.0.0.1"),
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -295,7 +295,7 @@ async fn other_tls_is_tunnelled_and_http_is_forwarded_by_host() {
             .iter()
             .all(|t| {
                 log.lines()
-                    .any(|l| l.contains("transparent tunnel") && l.contains(t))
+                    .any(|l| l.contains("entry=\"transparent_tls\"") && l.contains(t))
             })
     };
     let log = g.modgate.log_when(tunnelled).await;
@@ -418,7 +418,7 @@ async fn single_host_rules_never_loop() {
         );
         // One client connection, one connection reaching the origin: no loop.
         assert_eq!(tls_origin.accepted.load(Ordering::SeqCst), n + 1);
-        let count = |log: &str| log.matches("transparent tunnel").count();
+        let count = |log: &str| log.matches("entry=\"transparent_tls\"").count();
         let log = modgate.log_when(|log| count(log) > n).await;
         assert_eq!(count(&log), n + 1, "{log}");
 
@@ -469,7 +469,7 @@ async fn redirected_traffic_takes_the_parent_by_name() {
 
     let seen = |log: &str| {
         log.lines()
-            .any(|l| l.contains("CONNECT") && l.contains("origin.test:443"))
+            .any(|l| l.contains("entry=\"connect\"") && l.contains("origin.test:443"))
             && log
                 .lines()
                 .any(|l| l.contains("forward") && l.contains("http://origin.test/headers"))
@@ -478,7 +478,7 @@ async fn redirected_traffic_takes_the_parent_by_name() {
     assert!(seen(&log), "{log}");
     let log = g.modgate.log_when(|l| l.contains("decision=parent")).await;
     assert!(
-        log.contains("transparent tunnel") && log.contains("decision=parent"),
+        log.contains("entry=\"transparent_tls\"") && log.contains("decision=parent"),
         "{log}"
     );
 }

@@ -2,6 +2,7 @@
 //! defaults below, which are the values written in `config/modgate.toml`.
 
 use std::net::SocketAddr;
+use std::ops::{Range, RangeInclusive};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,19 +16,27 @@ use super::{
     Config, ConfigError, GomodConfig, InterceptConfig, LogConfig, LogFormat, OnMirrorFailure,
     ParentProxy, ProxyConfig, TransparentConfig, UpstreamConfig,
 };
-use crate::gomod::Private;
-use crate::rules::{NoProxy, Target};
+use crate::rules::{NoProxy, PortRange, Private, Target, mask_userinfo};
 
 pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let (mut r, root) = Reader::parse(file, text);
     let Some(mut root) = root else {
         return Err(r.errors);
     };
-    let proxy = proxy_section(&mut r, &mut root);
+    let (proxy, listen_place) = proxy_section(&mut r, &mut root);
     let transparent = transparent_section(&mut r, &mut root, &proxy.listen);
+    if let Some(place) = listen_place
+        && proxy.listen.is_empty()
+        && !transparent.enabled()
+    {
+        r.error(
+            place,
+            "proxy.listen is empty and no transparent listener is set: modgate would serve nobody",
+        );
+    }
     let upstream = upstream_section(&mut r, &mut root);
     let intercept = intercept_section(&mut r, &mut root);
-    let gomod = gomod_section(&mut r, &mut root);
+    let gomod = gomod_section(&mut r, &mut root, intercept.enabled);
     let log = log_section(&mut r, &mut root);
     r.finish(root);
     if r.errors.is_empty() {
@@ -45,9 +54,18 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     }
 }
 
-fn proxy_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> ProxyConfig {
+/// The `[proxy]` section, and where `listen` is written (for the check
+/// that needs `[transparent]` too).
+fn proxy_section<'i>(
+    r: &mut Reader<'i>,
+    root: &mut Table<'i>,
+) -> (ProxyConfig, Option<Range<usize>>) {
     let mut t = r.section(root, "proxy");
+    let listen_place = t.place_of("listen");
+    let errors_before = r.errors.len();
     let listen = socket_addrs(r, &mut t, "listen", &["127.0.0.1:3128"]);
+    // An empty list is only worth a word of its own when nothing in it was wrong.
+    let listen_place = (r.errors.len() == errors_before).then_some(listen_place);
     let allow_clients = nets(
         r,
         &mut t,
@@ -66,29 +84,55 @@ fn proxy_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> ProxyConfig {
         r,
         &mut t,
         "deny_destinations",
-        &["169.254.0.0/16", "fe80::/10", "0.0.0.0/8"],
+        &[
+            "127.0.0.0/8",
+            "::1/128",
+            "::/128",
+            "169.254.0.0/16",
+            "fe80::/10",
+            "0.0.0.0/8",
+        ],
     );
+    let http_ports = parsed_list(r, &mut t, "http_ports", &["80", "443", "1024-65535"], |s| {
+        PortRange::parse(s)
+    });
     let auth_file = r
         .string(&mut t, "auth_file")
         .map(|s| PathBuf::from(s.into_inner()));
-    let max_connections = positive(r, &mut t, "max_connections", 25_000);
-    let max_header_size = size(r, &mut t, "max_header_size", 64 << 10, 8 << 10);
+    let max_connections = bounded(r, &mut t, "max_connections", 25_000, MAX_CONNECTIONS);
+    let max_connections_per_client = bounded(
+        r,
+        &mut t,
+        "max_connections_per_client",
+        1000,
+        MAX_CONNECTIONS,
+    );
+    let max_header_size = size(
+        r,
+        &mut t,
+        "max_header_size",
+        64 << 10,
+        (8 << 10)..=(1 << 20),
+    );
     let header_read_timeout = duration(r, &mut t, "header_read_timeout", Duration::from_secs(10));
     let idle_timeout = duration(r, &mut t, "idle_timeout", Duration::from_secs(300));
     let shutdown_grace = duration(r, &mut t, "shutdown_grace", Duration::from_secs(10));
     r.finish(t);
-    ProxyConfig {
+    let proxy = ProxyConfig {
         listen,
         allow_clients,
         connect_ports,
+        http_ports,
         deny_destinations,
         auth_file,
         max_connections,
+        max_connections_per_client,
         max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
         header_read_timeout,
         idle_timeout,
         shutdown_grace,
-    }
+    };
+    (proxy, listen_place)
 }
 
 fn transparent_section<'i>(
@@ -156,11 +200,13 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
     });
     let no_proxy = no_proxy(r, &mut t, "no_proxy", "localhost,127.0.0.0/8,::1");
     let connect_timeout = duration(r, &mut t, "connect_timeout", Duration::from_secs(10));
+    let response_timeout = duration(r, &mut t, "response_timeout", Duration::from_secs(60));
     r.finish(t);
     UpstreamConfig {
         proxy,
         no_proxy,
         connect_timeout,
+        response_timeout,
     }
 }
 
@@ -181,10 +227,17 @@ fn intercept_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> InterceptC
     }
 }
 
-fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> GomodConfig {
+fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, intercepting: bool) -> GomodConfig {
     let mut t = r.section(root, "gomod");
+    let hosts_place = t.place_of("proxy_hosts");
     let proxy_hosts = host_names(r, &mut t, "proxy_hosts", &["proxy.golang.org"]);
     let sumdb_hosts = host_names(r, &mut t, "sumdb_hosts", &["sum.golang.org"]);
+    if intercepting && proxy_hosts.is_empty() && sumdb_hosts.is_empty() {
+        r.error(
+            hosts_place,
+            "gomod.proxy_hosts and gomod.sumdb_hosts are both empty while intercept.enabled: the CA would be constrained to nothing (set intercept.enabled = false instead)",
+        );
+    }
     let mirrors = mirror_urls(
         r,
         &mut t,
@@ -296,14 +349,28 @@ fn ports<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: &[u16]) 
         .collect()
 }
 
-fn positive<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: usize) -> usize {
+/// The most connections any count may allow: well below what a semaphore
+/// or the kernel's descriptor table can hold.
+const MAX_CONNECTIONS: usize = 1 << 20;
+
+/// The longest duration a key may take: timers must stay far from overflow.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// An integer between 1 and `max`.
+fn bounded<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: usize,
+    max: usize,
+) -> usize {
     let Some(n) = r.integer(t, key) else {
         return default;
     };
     match usize::try_from(*n.get_ref()) {
-        Ok(v) if v > 0 => v,
+        Ok(v) if (1..=max).contains(&v) => v,
         _ => {
-            r.error(n.span(), format!("{key} must be a positive integer"));
+            r.error(n.span(), format!("{key} must be between 1 and {max}"));
             default
         }
     }
@@ -314,9 +381,13 @@ fn duration<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: Durat
         return default;
     };
     match parse_duration(s.get_ref()) {
-        Ok(d) if !d.is_zero() => d,
-        Ok(_) => {
+        Ok(d) if !d.is_zero() && d <= MAX_DURATION => d,
+        Ok(d) if d.is_zero() => {
             r.error(s.span(), format!("{key} must be longer than zero"));
+            default
+        }
+        Ok(_) => {
+            r.error(s.span(), format!("{key} must be at most 30 days"));
             default
         }
         Err(msg) => {
@@ -326,16 +397,26 @@ fn duration<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: Durat
     }
 }
 
-fn size<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: u64, min: u64) -> u64 {
+fn size<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: u64,
+    allowed: RangeInclusive<u64>,
+) -> u64 {
     let Some(s) = r.string(t, key) else {
         return default;
     };
     match parse_size(s.get_ref()) {
-        Ok(n) if n >= min => n,
+        Ok(n) if allowed.contains(&n) => n,
         Ok(n) => {
             r.error(
                 s.span(),
-                format!("{key}: {n} bytes is below the minimum of {min}"),
+                format!(
+                    "{key}: {n} bytes is outside {}..={} bytes",
+                    allowed.start(),
+                    allowed.end()
+                ),
             );
             default
         }
@@ -390,7 +471,10 @@ fn parsed_list<'i, T>(
         .into_iter()
         .filter_map(|s| {
             parse(s.get_ref())
-                .map_err(|why| r.error(s.span(), format!("{key}: {:?} {why}", s.get_ref())))
+                .map_err(|why| {
+                    let item = mask_userinfo(s.get_ref());
+                    r.error(s.span(), format!("{key}: {item:?} {why}"))
+                })
                 .ok()
         })
         .collect()
@@ -438,14 +522,20 @@ fn mirror_urls<'i>(
 ) -> Vec<String> {
     parsed_list(r, t, key, default, |s| {
         let url = s.trim_end_matches('/');
-        let valid = url == "origin"
-            || url.parse::<http::Uri>().is_ok_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https"))
-                    && u.host().is_some()
-                    && u.query().is_none()
-            });
-        valid
-            .then(|| url.to_string())
-            .ok_or_else(|| "is not an http(s):// URL or \"origin\"".to_string())
+        if url == "origin" {
+            return Ok(url.to_string());
+        }
+        let uri = url
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+            .ok_or("is not an http(s):// URL or \"origin\"")?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err("carries credentials (user:pass@): modgate sends none to mirrors".into());
+        }
+        if uri.query().is_some() {
+            return Err("has a query; a mirror base URL has none".into());
+        }
+        Ok(url.to_string())
     })
 }

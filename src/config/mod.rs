@@ -14,8 +14,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use ipnet::IpNet;
 
-use crate::gomod::Private;
-use crate::rules::{Host, NoProxy};
+use crate::rules::{Host, NoProxy, PortRange, Private};
 
 /// The embedded default configuration (same text as `config/modgate.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../../config/modgate.toml");
@@ -80,9 +79,13 @@ pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub allow_clients: Vec<IpNet>,
     pub connect_ports: Vec<u16>,
+    /// Ports plain http:// may reach (Squid's Safe_ports idea).
+    pub http_ports: Vec<PortRange>,
     pub deny_destinations: Vec<IpNet>,
     pub auth_file: Option<PathBuf>,
     pub max_connections: usize,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_client: usize,
     pub max_header_size: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -111,6 +114,8 @@ pub struct UpstreamConfig {
     pub proxy: Option<ParentProxy>,
     pub no_proxy: NoProxy,
     pub connect_timeout: Duration,
+    /// Time a forwarded request waits for the response head (then 504).
+    pub response_timeout: Duration,
 }
 
 /// `upstream.proxy`: an http:// parent proxy.

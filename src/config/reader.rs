@@ -199,6 +199,14 @@ impl<'i> Table<'i> {
         }
     }
 
+    /// Where `key`'s value is written, or the table itself when it is absent.
+    pub fn place_of(&self, key: &str) -> Range<usize> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map_or_else(|| self.span.clone(), |(_, v)| v.span())
+    }
+
     fn take(&mut self, key: &str) -> Option<Spanned<DeValue<'i>>> {
         let index = self.entries.iter().position(|(k, _)| k.get_ref() == key)?;
         Some(self.entries.swap_remove(index).1)

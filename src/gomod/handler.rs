@@ -8,10 +8,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use std::net::SocketAddr;
+use std::time::Instant;
+
 use super::mirrors::MirrorSet;
-use super::path::{Route, classify, module_of};
+use super::path::{Plan, Route, plan};
 use crate::config::{GomodConfig, OnMirrorFailure};
-use crate::proxy::{Body, plain_text};
+use crate::message::{Body, plain_text};
+use crate::rules::Via;
 use crate::tls::roots::{RootsError, client_config};
 use crate::upstream::{Dialer, MirrorClient};
 
@@ -36,72 +40,75 @@ enum Miss {
 }
 
 impl Gomod {
-    pub fn new(
-        config: &GomodConfig,
-        dialer: Arc<Dialer>,
-        no_proxy: crate::rules::NoProxy,
-    ) -> Result<Gomod, GomodError> {
+    pub fn new(config: &GomodConfig, dialer: Arc<Dialer>, via: Via) -> Result<Gomod, GomodError> {
         let tls = client_config(config.mirror_ca_file.as_deref())?;
+        // "origin" names the real hosts, which the admin named too.
+        let origin = config
+            .mirrors
+            .iter()
+            .chain(&config.sumdb_mirrors)
+            .any(|m| m == "origin");
+        let real_hosts = config.hosts().into_iter().filter(|_| origin);
+        let admin_named: Vec<String> = config
+            .mirrors
+            .iter()
+            .chain(&config.sumdb_mirrors)
+            .cloned()
+            .chain(real_hosts.map(|h| format!("https://{h}")))
+            .collect();
         Ok(Gomod {
             proxy_mirrors: MirrorSet::new(&config.mirrors, config.demote_for),
             sumdb_mirrors: MirrorSet::new(&config.sumdb_mirrors, config.demote_for),
-            client: MirrorClient::new(dialer, no_proxy, tls, config.mirror_timeout),
+            client: MirrorClient::new(dialer, via, &admin_named, tls, config.mirror_timeout),
             config: config.clone(),
         })
     }
 
-    pub fn is_sumdb_host(&self, host: &str) -> bool {
-        self.config.sumdb_hosts.iter().any(|h| h == host)
-    }
-
-    /// Serves `req`, which arrived for `host` (a proxy or sumdb host).
-    pub async fn serve(&self, host: &str, req: Request<Incoming>) -> Response<Body> {
-        let on_sumdb = self.is_sumdb_host(host);
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let response = self.route(host, on_sumdb, &req, &path).await;
-        tracing::info!(host, method = %req.method(), path, status = response.status().as_u16(), "gomod");
+    /// Serves `req` from `client`, which arrived for `host` (a proxy or sumdb host).
+    pub async fn serve(
+        &self,
+        client: SocketAddr,
+        host: &str,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let plan = plan(host, path, &self.config.sumdb_hosts, &self.config.private);
+        let planned = plan.name();
+        let response = if req.method() == Method::GET || req.method() == Method::HEAD {
+            self.carry_out(host, plan).await
+        } else {
+            plain_text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "modgate: module requests are GET or HEAD\n",
+            )
+        };
+        tracing::info!(
+            %client, host, method = %req.method(), path, plan = planned,
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "gomod"
+        );
         response
     }
 
-    async fn route(
-        &self,
-        host: &str,
-        on_sumdb: bool,
-        req: &Request<Incoming>,
-        path: &str,
-    ) -> Response<Body> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return plain_text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "modgate: module requests are GET or HEAD\n",
-            );
-        }
-        let route = classify(on_sumdb, path, &self.config.sumdb_hosts);
-        match module_of(&route) {
-            Err(reason) => {
-                return plain_text(StatusCode::BAD_REQUEST, format!("modgate: {reason}\n"));
+    async fn carry_out(&self, host: &str, plan: Plan<'_>) -> Response<Body> {
+        match plan {
+            Plan::Invalid(reason) => {
+                plain_text(StatusCode::BAD_REQUEST, format!("modgate: {reason}\n"))
             }
-            Ok(Some(module)) => {
-                if let Some(pattern) = self.config.private.find(&module) {
-                    let reason = format!(
-                        "modgate: {module} matches gomod.private {pattern:?}; not sent to any mirror\n"
-                    );
-                    return plain_text(StatusCode::NOT_FOUND, reason);
-                }
-            }
-            Ok(None) => {}
-        }
-        match route {
-            Route::Supported => plain_text(StatusCode::OK, ""),
-            Route::NotFound(reason) => {
+            Plan::Private { module, pattern } => plain_text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "modgate: {module} matches gomod.private {pattern:?}; not sent to any mirror\n"
+                ),
+            ),
+            Plan::Serve(Route::Supported) => plain_text(StatusCode::OK, ""),
+            Plan::Serve(Route::NotFound(reason)) => {
                 plain_text(StatusCode::NOT_FOUND, format!("modgate: {reason}\n"))
             }
-            Route::Proxy(p) => self.fetch(&self.proxy_mirrors, host, p).await,
-            Route::Sumdb(rest) => self.fetch(&self.sumdb_mirrors, host, rest).await,
+            Plan::Serve(Route::Proxy(p)) => self.fetch(&self.proxy_mirrors, host, p).await,
+            Plan::Serve(Route::Sumdb(rest)) => self.fetch(&self.sumdb_mirrors, host, rest).await,
         }
     }
 
@@ -180,7 +187,7 @@ impl Gomod {
 /// with an error (never a silent truncation).
 fn relay(response: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    crate::proxy::strip_hop_by_hop(&mut parts.headers);
+    crate::message::headers::strip_hop_by_hop(&mut parts.headers, None);
     parts.version = http::Version::HTTP_11;
     Response::from_parts(parts, body.boxed())
 }

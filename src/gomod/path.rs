@@ -14,6 +14,54 @@ pub enum Route<'a> {
     NotFound(&'static str),
 }
 
+/// What modgate does with one intercepted request: the single decision the
+/// gomod handler acts on and `modgate explain` prints.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan<'a> {
+    /// The path cannot be decoded (400).
+    Invalid(&'static str),
+    /// The module matches `gomod.private`: 404 from modgate, sent nowhere.
+    Private { module: String, pattern: String },
+    /// Served as the route says.
+    Serve(Route<'a>),
+}
+
+impl Plan<'_> {
+    /// A word for logs and `explain`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Plan::Invalid(_) => "invalid",
+            Plan::Private { .. } => "private",
+            Plan::Serve(Route::Supported) => "supported",
+            Plan::Serve(Route::NotFound(_)) => "not_served",
+            Plan::Serve(Route::Proxy(_)) => "proxy_mirrors",
+            Plan::Serve(Route::Sumdb(_)) => "sumdb_mirrors",
+        }
+    }
+}
+
+/// Plans `path` arriving for `host` (a proxy or a sumdb host).
+pub fn plan<'a>(
+    host: &str,
+    path: &'a str,
+    sumdb_hosts: &[String],
+    private: &crate::rules::Private,
+) -> Plan<'a> {
+    let on_sumdb = sumdb_hosts.iter().any(|h| h == host);
+    let route = classify(on_sumdb, path, sumdb_hosts);
+    match module_of(&route) {
+        Err(reason) => Plan::Invalid(reason),
+        Ok(Some(module)) => match private.find(&module) {
+            Some(pattern) => Plan::Private {
+                pattern: pattern.to_string(),
+                module,
+            },
+            None => Plan::Serve(route),
+        },
+        Ok(None) => Plan::Serve(route),
+    }
+}
+
 /// Classifies `path` (with query) arriving on a proxy host or a sumdb host.
 pub fn classify<'a>(on_sumdb_host: bool, path: &'a str, sumdb_names: &[String]) -> Route<'a> {
     if on_sumdb_host {

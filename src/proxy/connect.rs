@@ -1,5 +1,6 @@
-//! CONNECT: decide, dial first (only a connected upstream gets `200`), then
-//! relay bytes once the client's connection is handed over by hyper.
+//! CONNECT: the target is parsed, routed and opened by the [`pipeline`]
+//! (only a connected upstream gets `200`), then the client's connection,
+//! handed over by hyper, is driven by the same pipeline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,20 +13,10 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::{Body, empty};
-use super::{ProxyError, Shared, Slot, intercept, tunnel};
-use crate::rules::{Action, Kind, Target, TargetError, decide};
-
-/// A dialled upstream, ready to be relayed.
-struct Opened {
-    /// The upstream connection; `None` when intercepting (nothing is dialled).
-    stream: Option<TcpStream>,
-    /// The target host, for interception.
-    host: String,
-    /// Bytes the parent proxy sent after its `200`.
-    early: Bytes,
-    action: Action,
-}
+use super::pipeline::{self, Inbound};
+use super::{ProxyError, Shared, Slot};
+use crate::message::{Body, empty};
+use crate::rules::{Kind, Target, TargetError, mask_userinfo};
 
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -33,120 +24,71 @@ pub async fn handle(
     slot: Slot,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let started = Instant::now();
     let authority = req
         .uri()
         .authority()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let opened = match open(shared, client, &authority).await {
-        Ok(opened) => opened,
+    let target = match parse_target(&authority) {
+        Ok(target) => target,
         Err(err) => {
-            tracing::info!(%client, method = "CONNECT", target = %authority, status = err.status().as_u16(), reason = %err, "tunnel refused");
+            tracing::info!(%client, method = "CONNECT", target = %mask_userinfo(&authority), status = err.status().as_u16(), side = err.side(), reason = %err, "tunnel refused");
             return err.response();
         }
     };
-    shared.stats.tunnels.inc();
+    let inbound = Inbound {
+        client,
+        target,
+        kind: Kind::Connect,
+        original: None,
+        started: Instant::now(),
+    };
+    let decision = pipeline::decide(shared, &inbound);
+    let outbound = match pipeline::open(shared, &inbound, &decision).await {
+        Ok(outbound) => outbound,
+        Err(err) => {
+            pipeline::log_refused(&inbound, &decision, &err);
+            return err.response();
+        }
+    };
     let task_shared = shared.clone();
     shared.tasks.spawn(async move {
         let _slot = slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                relay(&task_shared, upgraded, opened, client, &authority, started).await;
+                let Some((stream, early)) = client_stream(upgraded) else {
+                    tracing::error!(%client, "tunnel: unexpected connection type");
+                    return;
+                };
+                pipeline::drive(&task_shared, &inbound, outbound, &decision, stream, early).await;
             }
-            Err(err) => tracing::debug!(%client, target = %authority, "client left before the tunnel: {err}"),
+            Err(err) => tracing::debug!(%client, target = %inbound.target, "client left before the tunnel: {err}"),
         }
     });
     Response::new(empty())
 }
 
-/// Checks the target and policy, then dials (directly or via the parent).
-async fn open(shared: &Shared, client: SocketAddr, authority: &str) -> Result<Opened, ProxyError> {
-    let target = Target::parse(authority, None).map_err(|err| match err {
+fn parse_target(authority: &str) -> Result<Target, ProxyError> {
+    Target::parse(authority, None).map_err(|err| match err {
         TargetError::MissingPort => ProxyError::BadRequest(format!(
-            "CONNECT target {authority:?} needs a port (host:port)"
+            "CONNECT target {:?} needs a port (host:port)",
+            mask_userinfo(authority)
         )),
-        other => ProxyError::BadRequest(format!("CONNECT target {authority:?}: {other}")),
-    })?;
-    let decision = decide(&shared.policy, client.ip(), &target, Kind::Connect);
-    match decision.action {
-        Action::Deny(_) => {
-            shared.stats.denied.inc();
-            Err(ProxyError::Forbidden(decision.rule))
-        }
-        Action::Intercept => Ok(Opened {
-            stream: None,
-            early: Bytes::new(),
-            action: Action::Intercept,
-            host: target.host.to_string(),
-        }),
-        Action::Direct => Ok(Opened {
-            stream: Some(shared.dialer.direct(&target).await?),
-            early: Bytes::new(),
-            action: Action::Direct,
-            host: target.host.to_string(),
-        }),
-        Action::Parent => {
-            let (stream, early) = shared.dialer.parent_tunnel(&target).await?;
-            shared.stats.via_parent.inc();
-            Ok(Opened {
-                stream: Some(stream),
-                early,
-                action: Action::Parent,
-                host: target.host.to_string(),
-            })
-        }
-    }
+        other => ProxyError::BadRequest(format!(
+            "CONNECT target {:?}: {other}",
+            mask_userinfo(authority)
+        )),
+    })
 }
 
-async fn relay(
-    shared: &Shared,
-    upgraded: Upgraded,
-    opened: Opened,
-    client: SocketAddr,
-    target: &str,
-    started: Instant,
-) {
+/// The client's TCP stream behind hyper's upgrade, and the bytes it
+/// pipelined after CONNECT (a TLS hello), copied out: `read_buf` shares
+/// hyper's whole read buffer, which an idle tunnel must not keep alive.
+fn client_stream(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
     // The server side always runs on a plain TcpStream, so this succeeds;
     // recovering it lets the relay wait on readiness without buffers.
-    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => parts,
-        Err(_) => {
-            tracing::error!(%client, %target, "tunnel: unexpected connection type");
-            return;
-        }
-    };
-    let client_stream = parts.io.into_inner();
-    // Bytes the client pipelined after CONNECT (a TLS hello), copied out:
-    // `read_buf` shares hyper's whole read buffer, which an idle tunnel
-    // must not keep alive.
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
     let early = Bytes::copy_from_slice(&parts.read_buf);
     drop(parts.read_buf);
-    let Some(upstream) = opened.stream else {
-        if let Some(mitm) = &shared.mitm {
-            intercept::serve(shared, mitm, client, &opened.host, client_stream, early).await;
-        }
-        return;
-    };
-    let outcome = tunnel::relay(
-        &client_stream,
-        &early,
-        &upstream,
-        &opened.early,
-        shared.idle_timeout,
-        &shared.force_stop,
-    )
-    .await;
-    tracing::info!(
-        %client,
-        method = "CONNECT",
-        %target,
-        decision = %opened.action,
-        status = 200,
-        bytes_up = outcome.up,
-        bytes_down = outcome.down,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = outcome.end,
-        "tunnel"
-    );
+    Some((parts.io.into_inner(), early))
 }

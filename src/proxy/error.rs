@@ -1,13 +1,16 @@
-//! What went wrong while serving a request, and which side it was on; the
-//! status the client gets follows from the variant, never from message text.
+//! What went wrong while serving a request, and which side it was on: the
+//! client (400/407), policy (403), the origin or the parent proxy (502/504),
+//! or modgate itself (500). The status follows from the variant, never from
+//! message text.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{CONNECTION, PROXY_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
-use super::body::{Body, plain_text};
-use crate::upstream::DialError;
+use crate::message::{Body, plain_text};
+use crate::upstream::{DialError, Side};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -20,12 +23,18 @@ pub enum ProxyError {
     /// Proxy credentials missing or wrong (407).
     #[error("proxy authentication required")]
     AuthRequired,
-    /// The destination could not be reached (403/502/504 by cause).
+    /// The origin or the parent could not be reached (403/502/504 by cause).
     #[error(transparent)]
     Dial(Arc<DialError>),
-    /// The upstream broke the exchange after connecting (502).
-    #[error("upstream failed: {0}")]
-    Upstream(String),
+    /// The far side broke the exchange after connecting (502).
+    #[error("{side} failed: {detail}")]
+    Upstream { side: Side, detail: String },
+    /// The far side sent no response head in time (504).
+    #[error("{side} sent no response within {after:?}")]
+    NoResponse { side: Side, after: Duration },
+    /// modgate itself could not do what was asked (500).
+    #[error("modgate: {0}")]
+    Internal(String),
 }
 
 impl ProxyError {
@@ -35,7 +44,22 @@ impl ProxyError {
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::Dial(err) => err.status(),
-            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::NoResponse { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Which side failed, for the log: client, policy, origin, parent, mirror or modgate.
+    pub fn side(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::AuthRequired => "client",
+            ProxyError::Forbidden(_) => "policy",
+            ProxyError::Dial(err) => side_name(err.side),
+            ProxyError::Upstream { side, .. } | ProxyError::NoResponse { side, .. } => {
+                side_name(*side)
+            }
+            ProxyError::Internal(_) => "modgate",
         }
     }
 
@@ -56,6 +80,14 @@ impl ProxyError {
             _ => {}
         }
         response
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Origin => "origin",
+        Side::Parent => "parent",
+        Side::Mirror => "mirror",
     }
 }
 

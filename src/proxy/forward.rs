@@ -1,6 +1,8 @@
-//! Absolute-form forwarding of plain http:// requests through the pooled
-//! client: streaming bodies both ways, hop-by-hop headers stripped, `Via`
-//! added, `Max-Forwards` honoured, upgrades (WebSocket) relayed.
+//! The forward driver: plain http:// requests (absolute-form, or redirected
+//! and routed by Host) through the pooled client: streaming bodies both
+//! ways, hop-by-hop headers stripped, `Via` added, `Max-Forwards` honoured,
+//! a response head due within `upstream.response_timeout` (else 504),
+//! upgrades (WebSocket) relayed until `proxy.idle_timeout` of silence.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,10 +16,11 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::body::{Body, Metered, text};
-use super::{ProxyError, Shared, Slot, headers};
-use crate::rules::{Action, Kind, Target, decide};
-use crate::upstream::DialError;
+use super::idle::{Activity, Watched};
+use super::{ProxyError, Shared, Slot};
+use crate::message::{Body, Metered, headers, text};
+use crate::rules::{Action, Kind, Target, mask_userinfo, route};
+use crate::upstream::{DialError, Side};
 
 /// Forwards `req`; `original` is set for transparent requests, whose direct
 /// route goes to the address the client connected to, not to a fresh
@@ -31,18 +34,33 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    let target = req.uri().clone();
+    let target = mask_userinfo(&req.uri().to_string()).into_owned();
     let bytes_up = Arc::new(AtomicU64::new(0));
-    let (response, decision) =
-        match forward(shared, client, slot, req, original, bytes_up.clone()).await {
-            Ok((response, action)) => (response, action.to_string()),
-            Err(err) => (err.response(), "refused".to_string()),
-        };
+    let mut line = Line::default();
+    let response = match forward(
+        shared,
+        client,
+        slot,
+        req,
+        original,
+        bytes_up.clone(),
+        &mut line,
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(err) => {
+            line.side = err.side();
+            line.reason = err.to_string();
+            err.response()
+        }
+    };
     let status = response.status().as_u16();
     response.map(move |body| {
         let log = move |bytes_down: u64| {
             tracing::info!(
-                %client, %method, %target, %decision, status,
+                %client, %method, %target, decision = line.decision, rule = %line.rule,
+                status, side = line.side, reason = %line.reason,
                 bytes_up = bytes_up.load(Ordering::Relaxed), bytes_down,
                 duration_ms = started.elapsed().as_millis() as u64,
                 "forward"
@@ -52,6 +70,17 @@ pub async fn handle(
     })
 }
 
+/// What the access line says beyond the request itself.
+#[derive(Default)]
+struct Line {
+    /// The routing decision (empty when the request never got that far).
+    decision: &'static str,
+    rule: String,
+    /// The side that failed, if one did.
+    side: &'static str,
+    reason: String,
+}
+
 async fn forward(
     shared: &Arc<Shared>,
     client: SocketAddr,
@@ -59,16 +88,24 @@ async fn forward(
     mut req: Request<Incoming>,
     original: Option<SocketAddr>,
     bytes_up: Arc<AtomicU64>,
-) -> Result<(Response<Body>, Action), ProxyError> {
+    line: &mut Line,
+) -> Result<Response<Body>, ProxyError> {
     let target = check_request(&req)?;
     let client_version = req.version();
-    let decision = decide(&shared.policy, client.ip(), &target, Kind::Http);
+    let decision = route(&shared.policy, client.ip(), &target, Kind::Http);
+    line.decision = match decision.action {
+        Action::Deny(_) => "deny",
+        Action::Intercept(_) => "intercept",
+        Action::Direct => "direct",
+        Action::Parent => "parent",
+    };
+    line.rule.clone_from(&decision.rule);
     if let Action::Deny(_) = decision.action {
         shared.stats.denied.inc();
         return Err(ProxyError::Forbidden(decision.rule));
     }
     if let Some(answer) = answer_max_forwards(&req) {
-        return Ok((answer, decision.action));
+        return Ok(answer);
     }
     let upgrade = headers::upgrade_requested(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -76,6 +113,10 @@ async fn forward(
     if let (Action::Direct, Some(original)) = (&decision.action, original) {
         pin_to(&mut req, original)?;
     }
+    let side = match decision.action {
+        Action::Parent => Side::Parent,
+        _ => Side::Origin,
+    };
     let pool = match decision.action {
         Action::Parent => {
             shared.stats.via_parent.inc();
@@ -88,7 +129,11 @@ async fn forward(
     };
     shared.stats.forwarded.inc();
     let req = req.map(|body| Metered::new(body, bytes_up, None).boxed());
-    let mut response = pool.request(req).await.map_err(client_error)?;
+    let after = shared.timeouts.response;
+    let mut response = tokio::time::timeout(after, pool.request(req))
+        .await
+        .map_err(|_| ProxyError::NoResponse { side, after })?
+        .map_err(|err| client_error(side, err))?;
     let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let keep_upgrade = switched
         .then(|| response.headers().get(UPGRADE).cloned())
@@ -106,7 +151,7 @@ async fn forward(
     headers::add_via(response.headers_mut(), version);
     // Our answer speaks the client's HTTP version, whatever the origin spoke.
     *response.version_mut() = client_version;
-    Ok((response.map(BodyExt::boxed), decision.action))
+    Ok(response.map(BodyExt::boxed))
 }
 
 /// Validates an absolute-form request and returns where it goes.
@@ -190,7 +235,9 @@ fn answer_max_forwards(req: &Request<Incoming>) -> Option<Response<Body>> {
     Some(response)
 }
 
-fn client_error(err: hyper_util::client::legacy::Error) -> ProxyError {
+/// The side that failed, from the pooled client's error: a dial error says
+/// it itself; anything after connecting is the `side` the request went to.
+fn client_error(side: Side, err: hyper_util::client::legacy::Error) -> ProxyError {
     let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {
         if let Some(dial) = cause.downcast_ref::<Arc<DialError>>() {
@@ -199,9 +246,11 @@ fn client_error(err: hyper_util::client::legacy::Error) -> ProxyError {
         source = cause.source();
     }
     let detail = std::error::Error::source(&err).map_or_else(|| err.to_string(), |s| s.to_string());
-    ProxyError::Upstream(detail)
+    ProxyError::Upstream { side, detail }
 }
 
+/// Relays an upgraded (WebSocket) connection until either side closes, no
+/// byte moves for `proxy.idle_timeout`, or the shutdown grace period ends.
 async fn relay_upgraded(shared: &Shared, client: OnUpgrade, upstream: OnUpgrade) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -210,14 +259,16 @@ async fn relay_upgraded(shared: &Shared, client: OnUpgrade, upstream: OnUpgrade)
             return;
         }
     };
-    let mut client = TokioIo::new(client);
+    let activity = Arc::new(Activity::new());
+    let mut client = Watched::new(TokioIo::new(client), activity.clone());
     let mut upstream = TokioIo::new(upstream);
-    tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-            if let Ok((up, down)) = result {
-                tracing::debug!(bytes_up = up, bytes_down = down, "upgraded connection closed");
-            }
-        }
-        () = shared.force_stop.cancelled() => {}
-    }
+    let end = tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
+            Ok(_) => "closed",
+            Err(_) => "error",
+        },
+        () = activity.idle_for(shared.timeouts.idle) => "idle timeout",
+        () = shared.force_stop.cancelled() => "shutdown",
+    };
+    tracing::debug!(end, "upgraded connection ended");
 }

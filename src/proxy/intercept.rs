@@ -1,32 +1,40 @@
-//! The MITM side of interception: TLS with a leaf from modgate's CA (ALPN h2
-//! and http/1.1), then HTTP/1 or HTTP/2 requests served by the gomod handler.
+//! The interception driver: TLS with a leaf from modgate's CA (ALPN h2 and
+//! http/1.1), then HTTP/1 or HTTP/2 requests served by the gomod handler.
+//! The handshake must finish within `proxy.header_read_timeout`, each
+//! HTTP/1 request head too; a connection with no bytes either way for
+//! `proxy.idle_timeout` is closed; shutdown lets requests in flight finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
+use super::idle::{Activity, Watched};
 use super::prefixed::Prefixed;
 use crate::gomod::Gomod;
-
-/// Time a client has to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::tls::Leaves;
 
 /// What interception needs, present when `intercept.enabled`.
 pub struct Mitm {
     pub tls: Arc<rustls::ServerConfig>,
+    pub leaves: Arc<Leaves>,
     pub gomod: Arc<Gomod>,
 }
 
+impl std::fmt::Debug for Mitm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mitm")
+    }
+}
+
 /// Terminates TLS on `stream` (after `early` bytes already read) and serves
-/// the requests for `host` until the client closes.
+/// the requests for `host` until the client closes; says how it ended.
 pub async fn serve(
     shared: &Shared,
     mitm: &Mitm,
@@ -34,36 +42,49 @@ pub async fn serve(
     host: &str,
     stream: TcpStream,
     early: Bytes,
-) {
+) -> &'static str {
+    let activity = Arc::new(Activity::new());
     let acceptor = TlsAcceptor::from(mitm.tls.clone());
-    let handshake = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        acceptor.accept(Prefixed::new(early, stream)),
-    );
+    let watched = Watched::new(Prefixed::new(early, stream), activity.clone());
+    let handshake = tokio::time::timeout(shared.timeouts.header_read, acceptor.accept(watched));
     let tls = match handshake.await {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
-            tracing::info!(%client, host, "intercepted TLS handshake failed: {err}");
-            return;
+            tracing::debug!(%client, host, "intercepted TLS handshake failed: {err}");
+            return "handshake failed";
         }
-        Err(_) => {
-            tracing::info!(%client, host, "intercepted TLS handshake timed out");
-            return;
-        }
+        Err(_) => return "handshake timeout",
     };
     let gomod = mitm.gomod.clone();
     let host: Arc<str> = Arc::from(host);
     let service = service_fn(move |req| {
         let gomod = gomod.clone();
         let host = host.clone();
-        async move { Ok::<_, std::convert::Infallible>(gomod.serve(&host, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(gomod.serve(client, &host, req).await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.timeouts.header_read);
+    builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
     tokio::select! {
-        result = conn => if let Err(err) = result {
-            tracing::debug!(%client, "intercepted connection ended: {err}");
+        result = conn.as_mut() => match result {
+            Ok(()) => "closed",
+            Err(err) => {
+                tracing::debug!(%client, "intercepted connection ended: {err}");
+                "error"
+            }
         },
-        () = shared.force_stop.cancelled() => {}
+        () = activity.idle_for(shared.timeouts.idle) => "idle timeout",
+        () = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => "shutdown",
+                () = shared.force_stop.cancelled() => "shutdown",
+            }
+        }
     }
 }

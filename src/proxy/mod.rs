@@ -1,14 +1,23 @@
-//! The proxy service: one function per request kind (CONNECT, absolute-form,
-//! anything else), all sharing [`Shared`]. The listener hands each request to
-//! [`handle`].
+//! The proxy: every entry (explicit CONNECT, absolute-form, origin-form,
+//! transparent TLS, transparent HTTP) states who the client is and where it
+//! wants to go; one [`route`](crate::rules::route) over one [`Policy`]
+//! decides; one driver per action runs it with the same timeouts, limits,
+//! logging and shutdown on every path:
+//!
+//! - [`pipeline`]: client streams (CONNECT, redirected TLS) → tunnel
+//!   ([`tunnel`]) or interception ([`intercept`]);
+//! - [`forward`]: http:// requests (absolute-form, redirected by Host),
+//!   upgraded relays included;
+//! - origin-form requests on the explicit listener: the GOPROXY endpoint,
+//!   served by the same gomod handler as intercepted requests.
 
 mod auth;
-mod body;
 mod connect;
 mod error;
 mod forward;
-mod headers;
+mod idle;
 mod intercept;
+mod pipeline;
 mod prefixed;
 pub mod transparent;
 mod tunnel;
@@ -24,18 +33,34 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::message::Body;
 pub use auth::{Auth, AuthFileError, sha256};
-pub use body::{Body, plain_text};
 pub use error::ProxyError;
 pub use intercept::Mitm;
 
-use crate::rules::Policy;
+use crate::rules::{Policy, mask_userinfo};
 use crate::stats::Stats;
 use crate::upstream::{Dialer, HttpClient};
 
+/// The routing policy as served: an intercept decision carries the MITM
+/// that carries it out.
+pub type ServePolicy = Policy<Arc<Mitm>>;
+
+/// Timeouts every driver applies, the same on every path.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A client's request head, TLS handshake or ClientHello must arrive within this.
+    pub header_read: Duration,
+    /// A tunnel, intercepted connection or upgraded relay with no bytes
+    /// either way for this long is closed.
+    pub idle: Duration,
+    /// A forwarded request's response head must arrive within this (504).
+    pub response: Duration,
+}
+
 /// State every request handler needs; built once per configuration.
 pub struct Shared {
-    pub policy: Arc<Policy>,
+    pub policy: Arc<ServePolicy>,
     pub dialer: Arc<Dialer>,
     /// Pooled client toward origins.
     pub direct: HttpClient,
@@ -43,27 +68,28 @@ pub struct Shared {
     pub via_parent: HttpClient,
     /// `proxy.auth_file`, when set.
     pub auth: Option<Auth>,
-    /// Tunnels and upgraded connections idle longer than this are closed.
-    pub idle_timeout: Duration,
+    pub timeouts: Timeouts,
     pub stats: Arc<Stats>,
     /// Tracks tunnels spawned after an upgrade, so shutdown waits for them.
     pub tasks: TaskTracker,
+    /// Fires when shutdown starts: finish what is in flight, take nothing new.
+    pub shutdown: CancellationToken,
     /// Fires when the shutdown grace period is over: cut remaining tunnels.
     pub force_stop: CancellationToken,
-    /// Interception (CA leaves + gomod handler), when enabled.
-    pub mitm: Option<Mitm>,
 }
 
-/// Strips hop-by-hop headers from a relayed message.
-pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    headers::strip_hop_by_hop(headers, None);
+/// A client connection's share of the connection limits (`proxy.max_connections`
+/// and `proxy.max_connections_per_client`); tunnels and upgraded connections
+/// keep it until they end.
+pub type Slot = Arc<SlotGuards>;
+
+/// What a [`Slot`] holds: released when the last user of the connection ends.
+pub struct SlotGuards {
+    pub global: OwnedSemaphorePermit,
+    pub per_client: crate::listener::ClientSlot,
 }
 
-/// A client connection's share of `proxy.max_connections`; tunnels and
-/// upgraded connections keep it until they end.
-pub type Slot = Arc<OwnedSemaphorePermit>;
-
-/// Serves one request from `client`.
+/// Serves one request from `client` on the explicit listener.
 pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
@@ -73,7 +99,16 @@ pub async fn handle(
     shared.stats.requests.inc();
     let response = match admit(&shared, client, &req) {
         Err(err) => {
-            tracing::warn!(%client, method = %req.method(), target = %req.uri(), status = err.status().as_u16(), reason = %err, "refused");
+            let decision = if err.status() == http::StatusCode::FORBIDDEN {
+                "deny"
+            } else {
+                "refused"
+            };
+            tracing::warn!(
+                %client, method = %req.method(), target = %mask_userinfo(&req.uri().to_string()),
+                decision, rule = %err, status = err.status().as_u16(), side = err.side(),
+                "refused"
+            );
             err.response()
         }
         Ok(()) if req.method() == Method::CONNECT => {
@@ -82,26 +117,29 @@ pub async fn handle(
         Ok(()) if req.uri().scheme().is_some() => {
             forward::handle(&shared, client, slot, req, None).await
         }
-        // GOPROXY=http://modgate:3128: origin-form requests are module requests.
-        Ok(()) => match &shared.mitm {
-            Some(mitm) => {
-                let host = shared
-                    .policy
-                    .intercept
-                    .as_ref()
-                    .and_then(|i| i.hosts.first().cloned());
-                mitm.gomod
-                    .serve(host.as_deref().unwrap_or("proxy.golang.org"), req)
-                    .await
-            }
-            None => ProxyError::BadRequest(
-                "modgate is a proxy: send absolute-form requests (http://host/path) or CONNECT"
-                    .into(),
-            )
-            .response(),
-        },
+        Ok(()) => goproxy_endpoint(&shared, client, req).await,
     };
     Ok(response)
+}
+
+/// `GOPROXY=http://modgate:3128`: origin-form requests are module requests
+/// for the first intercepted host, served by the same gomod handler.
+async fn goproxy_endpoint(
+    shared: &Shared,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let Some(intercept) = &shared.policy.intercept else {
+        return ProxyError::BadRequest(
+            "modgate is a proxy: send absolute-form requests (http://host/path) or CONNECT".into(),
+        )
+        .response();
+    };
+    let host = intercept
+        .hosts
+        .first()
+        .map_or("proxy.golang.org", String::as_str);
+    intercept.with.gomod.serve(client, host, req).await
 }
 
 /// Client allow-list and proxy authentication, before anything else.

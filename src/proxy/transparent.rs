@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri};
@@ -24,9 +24,10 @@ use hyper::body::Incoming;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::body::Body;
-use super::{ProxyError, Shared, Slot, forward, intercept, tunnel};
-use crate::rules::{Action, Host, Kind, Policy, Target, canonical_addr, decide};
+use super::pipeline::{self, Inbound};
+use super::{ProxyError, Shared, Slot, forward};
+use crate::message::Body;
+use crate::rules::{Egress, Host, Kind, Target, canonical_addr};
 use crate::tls::client_hello::{self, ClientHello, MAX_HELLO, Peek};
 
 /// Bytes read while looking for the ClientHello (one full record plus a
@@ -34,7 +35,7 @@ use crate::tls::client_hello::{self, ClientHello, MAX_HELLO, Peek};
 const MAX_PEEK: usize = MAX_HELLO + 1024;
 
 /// Where a redirected connection was going, or why it is refused.
-pub fn original_destination(policy: &Policy, stream: &TcpStream) -> Result<SocketAddr, String> {
+pub fn original_destination(egress: &Egress, stream: &TcpStream) -> Result<SocketAddr, String> {
     let local = canonical_addr(stream.local_addr().map_err(|e| e.to_string())?);
     let original = match crate::sys::original_destination(stream) {
         Ok(original) => canonical_addr(original),
@@ -47,7 +48,7 @@ pub fn original_destination(policy: &Policy, stream: &TcpStream) -> Result<Socke
         }
         Err(err) => return Err(err.to_string()),
     };
-    if is_own(policy, original, local) {
+    if is_own(egress, original, local) {
         return Err(format!(
             "original destination {original} is modgate's own listener (redirect loop, or a client aimed at a transparent port itself)"
         ));
@@ -57,9 +58,9 @@ pub fn original_destination(policy: &Policy, stream: &TcpStream) -> Result<Socke
 
 /// The original destination is one of modgate's own listeners: the address
 /// the connection arrived on, or a listener's port on that address.
-fn is_own(policy: &Policy, original: SocketAddr, local: SocketAddr) -> bool {
+fn is_own(egress: &Egress, original: SocketAddr, local: SocketAddr) -> bool {
     original == local
-        || policy.own_listeners.iter().any(|own| {
+        || egress.own_listeners.iter().any(|own| {
             own.port() == original.port()
                 && (own.ip() == original.ip()
                     || (own.ip().is_unspecified() && original.ip() == local.ip()))
@@ -76,17 +77,19 @@ enum Opening {
     Closed(&'static str),
 }
 
-/// Serves one connection redirected to `transparent.https`.
+/// Serves one connection redirected to `transparent.https`: the hello is
+/// read within `header_read_timeout`, then the connection goes through the
+/// same pipeline as a CONNECT, routed by the server name.
 pub async fn serve_tls(
     shared: Arc<Shared>,
     client: SocketAddr,
     original: SocketAddr,
     mut stream: TcpStream,
     slot: Slot,
-    deadline: Duration,
 ) {
     let _slot = slot;
     let started = Instant::now();
+    let deadline = shared.timeouts.header_read;
     let mut peeked = BytesMut::with_capacity(2048);
     let name = match read_hello(&mut stream, &mut peeked, deadline).await {
         Opening::Closed(why) => {
@@ -100,99 +103,28 @@ pub async fn serve_tls(
         Opening::Hello(hello) if hello.ech => None,
         Opening::Hello(hello) => hello.server_name,
     };
-    let target = match &name {
+    let target = match name {
         Some(name) => Target {
-            host: Host::Name(name.clone()),
+            host: Host::Name(name),
             port: original.port(),
         },
-        None => address(original),
+        None => pipeline::by_address(original),
     };
-    let decision = decide(&shared.policy, client.ip(), &target, Kind::TransparentTls);
-    let early = peeked.freeze();
-    match (decision.action, &shared.mitm, name) {
-        (Action::Deny(_), _, _) => {
-            shared.stats.denied.inc();
-            tracing::warn!(%client, %original, %target, reason = %decision.rule, "transparent: refused");
-        }
-        (Action::Intercept, Some(mitm), Some(name)) => {
-            shared.stats.tunnels.inc();
-            intercept::serve(&shared, mitm, client, &name, stream, early).await;
-        }
-        (action, _, _) => {
-            let route = Route {
-                client,
-                original,
-                target,
-                action,
-                started,
-            };
-            tunnel_to(&shared, route, stream, early).await;
-        }
-    }
-}
-
-/// A redirected TLS connection that is tunnelled, not intercepted.
-struct Route {
-    client: SocketAddr,
-    original: SocketAddr,
-    /// By server name when the hello had one, else the original address.
-    target: Target,
-    /// Direct (to the original address) or Parent (by `target`).
-    action: Action,
-    started: Instant,
-}
-
-/// Dials the original address (or the parent, by name) and relays,
-/// replaying the bytes already read.
-async fn tunnel_to(shared: &Shared, route: Route, stream: TcpStream, early: Bytes) {
-    let Route {
+    let inbound = Inbound {
         client,
-        original,
         target,
-        action,
+        kind: Kind::TransparentTls,
+        original: Some(original),
         started,
-    } = route;
-    let dialled = if action == Action::Parent {
-        shared.stats.via_parent.inc();
-        shared.dialer.parent_tunnel(&target).await
-    } else {
-        let upstream = shared.dialer.direct(&address(original)).await;
-        upstream.map(|s| (s, Bytes::new()))
     };
-    let (upstream, upstream_early) = match dialled {
-        Ok(pair) => pair,
-        Err(err) => {
-            tracing::info!(%client, %original, %target, reason = %err, "transparent: cannot reach the destination; closed");
-            return;
+    let decision = pipeline::decide(&shared, &inbound);
+    match pipeline::open(&shared, &inbound, &decision).await {
+        // A refusal cannot be answered inside TLS: the connection is closed.
+        Err(err) => pipeline::log_refused(&inbound, &decision, &err),
+        Ok(outbound) => {
+            let early = peeked.freeze();
+            pipeline::drive(&shared, &inbound, outbound, &decision, stream, early).await;
         }
-    };
-    shared.stats.tunnels.inc();
-    let outcome = tunnel::relay(
-        &stream,
-        &early,
-        &upstream,
-        &upstream_early,
-        shared.idle_timeout,
-        &shared.force_stop,
-    )
-    .await;
-    tracing::info!(
-        %client,
-        %original,
-        %target,
-        decision = %action,
-        bytes_up = outcome.up,
-        bytes_down = outcome.down,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = outcome.end,
-        "transparent tunnel"
-    );
-}
-
-fn address(addr: SocketAddr) -> Target {
-    Target {
-        host: Host::Ip(addr.ip()),
-        port: addr.port(),
     }
 }
 
@@ -285,15 +217,15 @@ mod tests {
 
     #[test]
     fn own_addresses_are_loops() {
-        let policy = Policy {
+        let egress = Egress {
             own_listeners: vec![
                 "0.0.0.0:3130".parse().unwrap(),
                 "127.0.0.1:3128".parse().unwrap(),
             ],
-            ..Policy::default()
+            ..Egress::default()
         };
         let local: SocketAddr = "10.0.0.1:3130".parse().unwrap();
-        let own = |a: &str| is_own(&policy, a.parse().unwrap(), local);
+        let own = |a: &str| is_own(&egress, a.parse().unwrap(), local);
         assert!(own("10.0.0.1:3130"));
         assert!(own("127.0.0.1:3128"));
         assert!(!own("10.0.0.1:443"));

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::idle::Activity;
 
 /// Bytes moved per readiness wake-up before yielding the buffer.
 const BUF_SIZE: usize = 64 * 1024;
@@ -38,16 +39,15 @@ pub async fn relay(
     idle: Duration,
     stop: &CancellationToken,
 ) -> Outcome {
-    let start = Instant::now();
-    let activity = AtomicU64::new(0);
+    let activity = Activity::new();
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let pumps = async {
         write_all(upstream, client_early).await?;
         write_all(client, upstream_early).await?;
         tokio::try_join!(
-            pump(client, upstream, &up, &activity, start),
-            pump(upstream, client, &down, &activity, start),
+            pump(client, upstream, &up, &activity),
+            pump(upstream, client, &down, &activity),
         )
     };
     let end = tokio::select! {
@@ -55,7 +55,7 @@ pub async fn relay(
             Ok(_) => "closed",
             Err(_) => "error",
         },
-        () = idle_watch(&activity, start, idle) => "idle timeout",
+        () = activity.idle_for(idle) => "idle timeout",
         () = stop.cancelled() => "shutdown",
     };
     Outcome {
@@ -69,8 +69,7 @@ async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     moved: &AtomicU64,
-    activity: &AtomicU64,
-    start: Instant,
+    activity: &Activity,
 ) -> io::Result<()> {
     loop {
         src.readable().await?;
@@ -85,7 +84,7 @@ async fn pump(
                 Ok(n) => {
                     write_all(dst, &buf[..n]).await?;
                     moved.fetch_add(n as u64, Ordering::Relaxed);
-                    activity.store(millis_since(start), Ordering::Relaxed);
+                    activity.touch();
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => return Err(err),
@@ -104,20 +103,4 @@ async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Returns once no byte moved for `idle`.
-async fn idle_watch(activity: &AtomicU64, start: Instant, idle: Duration) {
-    loop {
-        let last = start + Duration::from_millis(activity.load(Ordering::Relaxed));
-        let deadline = last + idle;
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline).await;
-    }
-}
-
-fn millis_since(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,13 +1,17 @@
-//! Pure rule logic: the NO_PROXY matcher, request targets and the routing
-//! decision. Nothing here does I/O.
+//! Pure rule logic: the NO_PROXY and GOPRIVATE matchers, request targets,
+//! port ranges, the egress check and the routing decision. Nothing here
+//! does I/O.
 
-pub mod decide;
+pub mod egress;
 pub mod no_proxy;
+pub mod ports;
+pub mod private;
+pub mod route;
 pub mod target;
 
-pub use decide::{
-    Action, Decision, DenyReason, InterceptRule, Kind, Policy, canonical_addr, decide,
-    denied_address,
-};
+pub use egress::{Egress, Exemption, canonical_addr, canonical_ip};
 pub use no_proxy::NoProxy;
-pub use target::{Host, Target, TargetError};
+pub use ports::PortRange;
+pub use private::{PatternError, Private};
+pub use route::{Action, Decision, DenyReason, Intercept, Kind, Policy, Via, Way, route};
+pub use target::{Host, Target, TargetError, mask_userinfo};

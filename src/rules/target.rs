@@ -2,7 +2,7 @@
 //! parsed from an authority (`host:port`, `[v6]:port`). Pure.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Host {
@@ -56,6 +56,11 @@ impl Host {
             return Ok(Host::Ip(ip));
         }
         let name = text.strip_suffix('.').unwrap_or(text);
+        // `127.1`, `0x7f.1`, `2130706433`: what resolvers accept as IPv4
+        // (inet_aton) is an address, never a name to look up.
+        if let Some(ip) = loose_ipv4(name) {
+            return Ok(Host::Ip(IpAddr::V4(ip)));
+        }
         let valid = !name.is_empty()
             && name.len() <= 253
             && name
@@ -67,6 +72,63 @@ impl Host {
             return Err(TargetError::BadHost);
         }
         Ok(Host::Name(name.to_ascii_lowercase()))
+    }
+}
+
+/// The inet_aton forms of an IPv4 address: one to four dot-separated parts,
+/// each decimal, `0x` hex or `0`-led octal, the last filling the remaining
+/// bytes. `None` when `text` is not entirely such a number.
+fn loose_ipv4(text: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let numbers: Vec<u64> = parts
+        .iter()
+        .map(|p| loose_number(p))
+        .collect::<Option<_>>()?;
+    let (last, leading) = numbers.split_last()?;
+    if leading.iter().any(|n| *n > 255) {
+        return None;
+    }
+    let last_bits = 8 * (4 - leading.len() as u32);
+    if *last >= 1u64 << last_bits {
+        return None;
+    }
+    let high = leading
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (i, n)| acc | (n << (24 - 8 * i as u32)));
+    u32::try_from(high | last).ok().map(Ipv4Addr::from)
+}
+
+fn loose_number(part: &str) -> Option<u64> {
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
+    if digits.is_empty() && radix == 16 {
+        return Some(0);
+    }
+    if digits.is_empty() || digits.len() > 12 || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
+/// `url` with any `user:pass@` in its authority replaced by `***@`, for
+/// logs and answers: credentials are never shown.
+pub fn mask_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..after_scheme], &rest[at..]).into(),
+        None => url.into(),
     }
 }
 
@@ -133,5 +195,46 @@ mod tests {
         assert_eq!(Target::parse("exa mple:1", None), Err(TargetError::BadHost));
         assert_eq!(Target::parse("[::1", None), Err(TargetError::BadHost));
         assert_eq!(Target::parse(":443", None), Err(TargetError::BadHost));
+    }
+
+    #[test]
+    fn userinfo_is_masked() {
+        assert_eq!(mask_userinfo("http://u:p@h:1/a@b"), "http://***@h:1/a@b");
+        assert_eq!(mask_userinfo("https://h/x@y"), "https://h/x@y");
+        assert_eq!(mask_userinfo("h:443"), "h:443");
+        assert_eq!(mask_userinfo("u:p@h:443"), "***@h:443");
+    }
+
+    #[test]
+    fn every_ipv4_spelling_is_an_address() {
+        for spelling in [
+            "127.0.0.1",
+            "127.1",
+            "0x7f.1",
+            "0x7F.0.0.1",
+            "2130706433",
+            "0177.0.0.1",
+            "127.0.1",
+            "0x7f000001",
+            "127.0.0.1.",
+        ] {
+            assert_eq!(
+                Host::parse(spelling),
+                Ok(Host::Ip("127.0.0.1".parse().unwrap())),
+                "{spelling}"
+            );
+        }
+        assert_eq!(Host::parse("0"), Ok(Host::Ip("0.0.0.0".parse().unwrap())));
+        for name in [
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "09.1.1.1",
+            "1.2.3.x",
+            "4294967296",
+            "a1",
+            "1a.example",
+        ] {
+            assert!(!matches!(Host::parse(name), Ok(Host::Ip(_))), "{name}");
+        }
     }
 }

@@ -43,3 +43,19 @@ pub fn original_destination(_: &tokio::net::TcpStream) -> Result<std::net::Socke
 pub fn set_mark(_: &tokio::net::TcpSocket, _: u32) -> Result<(), SysError> {
     Err(SysError::Unsupported("transparent.outbound_mark (SO_MARK)"))
 }
+
+/// This host's interface addresses (IPv4-mapped ones as IPv4); empty when
+/// they cannot be read, which leaves the self-connection check after each
+/// connect as the loop guard.
+pub fn local_addresses() -> Vec<std::net::IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces
+            .into_iter()
+            .map(|i| crate::rules::canonical_ip(i.ip()))
+            .collect(),
+        Err(err) => {
+            tracing::warn!("cannot read this host's addresses: {err}");
+            Vec::new()
+        }
+    }
+}

@@ -1,11 +1,13 @@
-//! modgate's local CA: ECDSA P-256, generated per install, key file 0600,
-//! with X.509 name constraints permitting only the intercepted host names,
-//! so a leaked key cannot impersonate any other site. Leaves are minted for
-//! permitted names only.
+//! modgate's local CA: ECDSA P-256, generated per install, with X.509 name
+//! constraints permitting only the intercepted host names, so a leaked key
+//! cannot impersonate any other site. Leaves are minted for permitted names
+//! only. Key hygiene: the directory is created 0700, files are created anew
+//! (never through a symlink planted at their path), the key is 0600, and a
+//! key readable by group or others is refused at load.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,14 @@ pub enum CaError {
     Invalid { path: PathBuf, reason: String },
     #[error("{0} is outside the CA's name constraints; no certificate is issued for it")]
     NotPermitted(String),
+    #[error(
+        "no intercepted host names (gomod.proxy_hosts and gomod.sumdb_hosts are empty): a CA constrained to nothing would be unconstrained; nothing was written"
+    )]
+    NoHosts,
+    #[error(
+        "{path} is readable by group or others (mode {mode:04o}); a CA key must be private: chmod 600 {path}"
+    )]
+    KeyExposed { path: PathBuf, mode: u32 },
 }
 
 /// A loaded CA, able to mint leaves.
@@ -52,20 +62,27 @@ pub struct Ca {
 
 /// Creates a CA in `dir` permitting exactly `hosts`.
 pub fn init(dir: &Path, hosts: &[String], force: bool) -> Result<PathBuf, CaError> {
+    if hosts.is_empty() {
+        return Err(CaError::NoHosts);
+    }
     let cert_path = dir.join(CERT_FILE);
     let key_path = dir.join(KEY_FILE);
     if !force {
         for path in [&cert_path, &key_path] {
-            if path.exists() {
+            if path.symlink_metadata().is_ok() {
                 return Err(CaError::Exists(path.clone()));
             }
         }
     }
-    fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
     let key = KeyPair::generate()?;
     let cert = ca_params(hosts).self_signed(&key)?;
-    write_private(&key_path, key.serialize_pem().as_bytes())?;
-    fs::write(&cert_path, cert.pem()).map_err(|source| io_error(&cert_path, source))?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| io_error(dir, source))?;
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
     Ok(cert_path)
 }
 
@@ -93,16 +110,35 @@ fn ca_params(hosts: &[String]) -> CertificateParams {
     params
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), CaError> {
+/// Writes a new file with `mode`. Whatever is at `path` (a file, or a
+/// symlink planted there) is removed first, and the file is created
+/// exclusively, which never follows a symlink.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
     let _ = fs::remove_file(path);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .map_err(|source| io_error(path, source))?;
     file.write_all(data)
         .map_err(|source| io_error(path, source))
+}
+
+/// Refuses a key file that group or others may read or write.
+fn check_private(path: &Path) -> Result<(), CaError> {
+    let mode = fs::metadata(path)
+        .map_err(|source| io_error(path, source))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CaError::KeyExposed {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> CaError {
@@ -117,6 +153,7 @@ impl Ca {
     pub fn load(dir: &Path) -> Result<Ca, CaError> {
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(KEY_FILE);
+        check_private(&key_path)?;
         let cert_pem = fs::read_to_string(&cert_path).map_err(|s| io_error(&cert_path, s))?;
         let key_pem = fs::read_to_string(&key_path).map_err(|s| io_error(&key_path, s))?;
         let invalid = |reason: String| CaError::Invalid {
@@ -200,4 +237,58 @@ impl Ca {
 fn pem_to_der(pem: &str) -> Option<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> Vec<String> {
+        vec!["proxy.golang.org".into(), "sum.golang.org".into()]
+    }
+
+    #[test]
+    fn directory_is_private_and_planted_symlinks_are_not_followed() {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("ca");
+        init(&dir, &hosts(), false).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+        // A symlink planted at the certificate path toward a file elsewhere.
+        let victim = work.path().join("victim");
+        fs::write(&victim, "keep me").unwrap();
+        fs::remove_file(dir.join(CERT_FILE)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(CERT_FILE)).unwrap();
+        assert!(matches!(
+            init(&dir, &hosts(), false),
+            Err(CaError::Exists(_))
+        ));
+        init(&dir, &hosts(), true).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+        assert!(!dir.join(CERT_FILE).symlink_metadata().unwrap().is_symlink());
+        Ca::load(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_exposed_key_is_refused_with_the_fix() {
+        let work = tempfile::tempdir().unwrap();
+        init(work.path(), &hosts(), false).unwrap();
+        let key = work.path().join(KEY_FILE);
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let Err(err) = Ca::load(work.path()) else {
+            panic!("a 0644 key must be refused");
+        };
+        let text = err.to_string();
+        assert!(text.contains("chmod 600"), "{text}");
+        assert!(text.contains("0644"), "{text}");
+    }
+
+    #[test]
+    fn no_hosts_writes_nothing() {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("ca");
+        assert!(matches!(init(&dir, &[], false), Err(CaError::NoHosts)));
+        assert!(!dir.exists());
+    }
 }

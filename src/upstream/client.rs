@@ -12,10 +12,10 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::{DialError, Dialer};
-use crate::rules::Target;
+use super::{DialError, Dialer, Failure, Side};
+use crate::rules::{Exemption, Target};
 
-pub type HttpClient = Client<Connector, crate::proxy::Body>;
+pub type HttpClient = Client<Connector, crate::message::Body>;
 
 /// Builds a pooled client whose connections come from `dialer`, directly or
 /// through the parent proxy.
@@ -53,9 +53,17 @@ impl tower_service::Service<Uri> for Connector {
                 dialer.parent_connection().await.map_err(Arc::new)?
             } else {
                 let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-                let target = Target::parse(authority, Some(80))
-                    .map_err(|e| Arc::new(DialError::ParentProtocol(format!("bad target: {e}"))))?;
-                dialer.direct(&target).await.map_err(Arc::new)?
+                let target = Target::parse(authority, Some(80)).map_err(|e| {
+                    Arc::new(DialError {
+                        side: Side::Origin,
+                        target: authority.to_string(),
+                        failure: Failure::BadAddress(e.to_string()),
+                    })
+                })?;
+                dialer
+                    .direct(Side::Origin, &target, Exemption::None)
+                    .await
+                    .map_err(Arc::new)?
             };
             Ok(Conn {
                 io: TokioIo::new(stream),

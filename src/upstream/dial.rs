@@ -1,7 +1,10 @@
-//! Dialling a destination: resolve, refuse denied addresses (every resolved
-//! address is checked, so a name cannot smuggle a denied IP), connect under
-//! `upstream.connect_timeout`. Also dials the parent proxy.
+//! Every outbound TCP connection modgate makes (to origins, the parent proxy,
+//! mirrors and each of their redirect hops) is opened here: resolve, run the
+//! one egress check on every resolved address (so a name cannot smuggle a
+//! denied IP), connect under `upstream.connect_timeout` with the outbound
+//! mark, and refuse a connection that came back to modgate itself.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +15,12 @@ use http::StatusCode;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::ParentProxy;
-use crate::rules::{Host, Policy, Target, denied_address};
+use crate::rules::{Egress, Exemption, Host, Target};
 
 /// Opens TCP connections toward destinations and the parent proxy.
 pub struct Dialer {
-    /// Deny rules checked against resolved addresses.
-    policy: Arc<Policy>,
+    /// Addresses never dialled; modgate's own listeners.
+    egress: Arc<Egress>,
     /// Budget for resolve + connect (+ the parent's CONNECT answer).
     connect_timeout: Duration,
     /// `upstream.proxy`, if any.
@@ -26,45 +29,98 @@ pub struct Dialer {
     mark: Option<u32>,
 }
 
-/// Why a destination could not be reached; decides the status the client sees.
-#[derive(Debug, thiserror::Error)]
-pub enum DialError {
-    #[error("cannot resolve {host}: {source}")]
-    Resolve { host: String, source: io::Error },
-    #[error("destination denied: {0}")]
+/// Who is on the far end of an outbound connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The destination a client asked for.
+    Origin,
+    /// `upstream.proxy`.
+    Parent,
+    /// A Go module mirror or checksum database mirror (or a redirect hop of one).
+    Mirror,
+}
+
+/// Why a destination could not be reached, and on which side.
+#[derive(Debug)]
+pub struct DialError {
+    pub side: Side,
+    /// The address or name being dialled (never with credentials).
+    pub target: String,
+    pub failure: Failure,
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    Resolve(io::Error),
     Denied(String),
-    #[error("cannot connect to {target}: {source}")]
-    Connect { target: String, source: io::Error },
-    #[error("connecting to {target} timed out after {after:?}")]
-    Timeout { target: String, after: Duration },
-    #[error("parent proxy refused the tunnel with status {status}")]
-    ParentStatus { status: u16 },
-    #[error("parent proxy: {0}")]
+    Connect(io::Error),
+    Timeout(Duration),
+    /// The parent answered CONNECT with this status.
+    ParentStatus(u16),
+    /// The parent broke the CONNECT exchange.
     ParentProtocol(String),
+    BadAddress(String),
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (side, target) = (self.side, &self.target);
+        match &self.failure {
+            Failure::Resolve(err) => write!(f, "cannot resolve {side} {target}: {err}"),
+            Failure::Denied(why) => write!(f, "{side} {target} denied: {why}"),
+            Failure::Connect(err) => write!(f, "cannot connect to {side} {target}: {err}"),
+            Failure::Timeout(after) => {
+                write!(f, "connecting to {side} {target} timed out after {after:?}")
+            }
+            Failure::ParentStatus(status) => write!(
+                f,
+                "parent proxy {target} refused the tunnel with status {status}"
+            ),
+            Failure::ParentProtocol(why) => write!(f, "parent proxy {target}: {why}"),
+            Failure::BadAddress(why) => write!(f, "{side} {target} is not an address: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DialError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.failure {
+            Failure::Resolve(err) | Failure::Connect(err) => Some(err),
+            _ => None,
+        }
+    }
 }
 
 impl DialError {
     /// The status a client gets for this failure.
     pub fn status(&self) -> StatusCode {
-        match self {
-            DialError::Denied(_) => StatusCode::FORBIDDEN,
-            DialError::Timeout { .. } | DialError::ParentStatus { status: 504 } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+        match self.failure {
+            Failure::Denied(_) => StatusCode::FORBIDDEN,
+            Failure::Timeout(_) | Failure::ParentStatus(504) => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 }
 
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Origin => "origin",
+            Side::Parent => "parent proxy",
+            Side::Mirror => "mirror",
+        })
+    }
+}
+
 impl Dialer {
     pub fn new(
-        policy: Arc<Policy>,
+        egress: Arc<Egress>,
         connect_timeout: Duration,
         parent: Option<ParentProxy>,
         mark: Option<u32>,
     ) -> Self {
         Dialer {
-            policy,
+            egress,
             connect_timeout,
             parent,
             mark,
@@ -85,43 +141,60 @@ impl Dialer {
         self.parent.as_ref()
     }
 
-    /// Connects straight to `target`.
-    pub async fn direct(&self, target: &Target) -> Result<TcpStream, DialError> {
-        self.within_timeout(target, self.resolve_and_connect(target, true))
-            .await
-    }
-
-    /// Connects to an admin-configured destination (a mirror): no deny check.
-    pub async fn trusted(&self, target: &Target) -> Result<TcpStream, DialError> {
-        self.within_timeout(target, self.resolve_and_connect(target, false))
+    /// Connects straight to `target` for `side`; `exemption` lets an
+    /// admin-named destination (a mirror's own origin) inside `deny_destinations`.
+    pub async fn direct(
+        &self,
+        side: Side,
+        target: &Target,
+        exemption: Exemption,
+    ) -> Result<TcpStream, DialError> {
+        self.within_timeout(side, target, self.open(side, target, exemption))
             .await
     }
 
     /// Connects to the parent proxy (for absolute-form forwarding).
     pub async fn parent_connection(&self) -> Result<TcpStream, DialError> {
         let parent = self.parent_target()?;
-        self.within_timeout(&parent, self.resolve_and_connect(&parent, false))
+        self.direct(Side::Parent, &parent, Exemption::AdminNamed)
             .await
     }
 
-    /// Opens a tunnel to `target` through the parent proxy; returns the
-    /// stream and any bytes the parent sent after its answer.
-    pub async fn parent_tunnel(&self, target: &Target) -> Result<(TcpStream, Bytes), DialError> {
+    /// Opens a tunnel to `target` (on `side`) through the parent proxy;
+    /// returns the stream and any bytes the parent sent after its answer.
+    /// The parent resolves names; an IP literal is checked here.
+    pub async fn parent_tunnel(
+        &self,
+        side: Side,
+        target: &Target,
+    ) -> Result<(TcpStream, Bytes), DialError> {
+        if let Host::Ip(ip) = target.host
+            && let Some(reason) = self
+                .egress
+                .refusal(SocketAddr::new(ip, target.port), Exemption::None)
+        {
+            return Err(failed(side, target, Failure::Denied(reason)));
+        }
         let parent = self.parent_target()?;
         let auth = self.parent.as_ref().and_then(|p| p.authorization.as_ref());
-        self.within_timeout(target, async {
-            let mut stream = self.resolve_and_connect(&parent, false).await?;
-            let leftover = super::parent::handshake(&mut stream, target, auth).await?;
+        self.within_timeout(Side::Parent, &parent, async {
+            let mut stream = self
+                .open(Side::Parent, &parent, Exemption::AdminNamed)
+                .await?;
+            let leftover = super::parent::handshake(&mut stream, target, auth)
+                .await
+                .map_err(|failure| failed(Side::Parent, &parent, failure))?;
             Ok((stream, leftover))
         })
         .await
     }
 
     fn parent_target(&self) -> Result<Target, DialError> {
-        let parent = self
-            .parent
-            .as_ref()
-            .ok_or_else(|| DialError::ParentProtocol("no parent proxy configured".into()))?;
+        let parent = self.parent.as_ref().ok_or_else(|| DialError {
+            side: Side::Parent,
+            target: "(none)".into(),
+            failure: Failure::ParentProtocol("no parent proxy configured".into()),
+        })?;
         Ok(Target {
             host: parent.host.clone(),
             port: parent.port,
@@ -130,31 +203,39 @@ impl Dialer {
 
     async fn within_timeout<T>(
         &self,
+        side: Side,
         target: &Target,
         work: impl Future<Output = Result<T, DialError>>,
     ) -> Result<T, DialError> {
         tokio::time::timeout(self.connect_timeout, work)
             .await
-            .unwrap_or_else(|_| {
-                Err(DialError::Timeout {
-                    target: target.to_string(),
-                    after: self.connect_timeout,
-                })
-            })
+            .unwrap_or_else(|_| Err(failed(side, target, Failure::Timeout(self.connect_timeout))))
     }
 
-    async fn resolve_and_connect(
+    /// Resolve, check every address, connect to the first that answers.
+    async fn open(
         &self,
+        side: Side,
         target: &Target,
-        check: bool,
+        exemption: Exemption,
     ) -> Result<TcpStream, DialError> {
-        let addrs = resolve(target).await?;
-        if check && let Some(reason) = addrs.iter().find_map(|a| denied_address(&self.policy, *a)) {
-            return Err(DialError::Denied(reason));
+        let addrs = resolve(target)
+            .await
+            .map_err(|err| failed(side, target, Failure::Resolve(err)))?;
+        if let Some(reason) = addrs
+            .iter()
+            .find_map(|a| self.egress.refusal(*a, exemption))
+        {
+            return Err(failed(side, target, Failure::Denied(reason)));
         }
         let mut last_error = None;
         for addr in addrs {
             match connect(addr, self.mark).await {
+                Ok(stream) if self.comes_back(&stream) => {
+                    let reason =
+                        format!("{addr} leads back to modgate's own listener (request loop)");
+                    return Err(failed(side, target, Failure::Denied(reason)));
+                }
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
@@ -162,10 +243,25 @@ impl Dialer {
                 Err(err) => last_error = Some(err),
             }
         }
-        Err(DialError::Connect {
-            target: target.to_string(),
-            source: last_error.unwrap_or_else(|| io::Error::other("no addresses")),
-        })
+        let err = last_error.unwrap_or_else(|| io::Error::other("no addresses"));
+        Err(failed(side, target, Failure::Connect(err)))
+    }
+
+    /// A connection to this host on one of modgate's listening ports,
+    /// through an address that appeared after start-up.
+    fn comes_back(&self, stream: &TcpStream) -> bool {
+        match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(local), Ok(peer)) => self.egress.is_self_connection(local, peer),
+            _ => false,
+        }
+    }
+}
+
+fn failed(side: Side, target: &Target, failure: Failure) -> DialError {
+    DialError {
+        side,
+        target: target.to_string(),
+        failure,
     }
 }
 
@@ -182,16 +278,11 @@ async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
     socket.connect(addr).await
 }
 
-async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, DialError> {
+async fn resolve(target: &Target) -> io::Result<Vec<SocketAddr>> {
     match &target.host {
         Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, target.port)]),
         Host::Name(name) => {
-            let found = tokio::net::lookup_host((name.as_str(), target.port))
-                .await
-                .map_err(|source| DialError::Resolve {
-                    host: name.clone(),
-                    source,
-                })?;
+            let found = tokio::net::lookup_host((name.as_str(), target.port)).await?;
             Ok(found.collect())
         }
     }

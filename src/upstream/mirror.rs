@@ -1,7 +1,11 @@
 //! The client toward Go module mirrors: pooled, HTTP/2 when the mirror
 //! offers it, TLS with webpki + system roots (+ `gomod.mirror_ca_file`),
-//! egress through the parent proxy unless `upstream.no_proxy` matches,
-//! redirects followed (also cross-host) but never from https to http.
+//! egress through the parent proxy unless `upstream.no_proxy` matches (the
+//! same [`Via`] as clients' traffic), redirects followed (also cross-host)
+//! but never from https to http. Every connection goes through the
+//! [`Dialer`]'s egress check; only a configured mirror's own origin (scheme,
+//! host, port) may be inside `deny_destinations`, never a redirect hop
+//! elsewhere.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,8 +22,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::dial::{Failure, Side};
 use super::{DialError, Dialer};
-use crate::rules::{NoProxy, Target};
+use crate::rules::{Exemption, Target, Via, Way, mask_userinfo};
 
 const MAX_REDIRECTS: usize = 5;
 
@@ -42,15 +47,19 @@ pub struct MirrorClient {
 }
 
 impl MirrorClient {
+    /// `mirrors`: the configured base URLs, whose origins are admin-named.
     pub fn new(
         dialer: Arc<Dialer>,
-        no_proxy: NoProxy,
+        via: Via,
+        mirrors: &[String],
         tls: Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> MirrorClient {
+        let origins = mirrors.iter().filter_map(|m| Origin::of(m)).collect();
         let egress = EgressConnector {
             dialer,
-            no_proxy: Arc::new(no_proxy),
+            via: Arc::new(via),
+            admin_named: Arc::new(origins),
         };
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
@@ -84,6 +93,7 @@ impl MirrorClient {
                 return Ok(response);
             }
             uri = redirect_target(&uri, response.headers().get(LOCATION))?;
+            tracing::debug!(to = %mask_userinfo(&uri.to_string()), "mirror redirect");
         }
         Err(MirrorError::Redirect(format!(
             "more than {MAX_REDIRECTS} redirects"
@@ -106,7 +116,8 @@ fn redirect_target(base: &Uri, location: Option<&HeaderValue>) -> Result<Uri, Mi
     .map_err(|_| MirrorError::Redirect(format!("bad Location {location:?}")))?;
     match (base.scheme_str(), next.scheme_str()) {
         (Some("https"), Some("http")) => Err(MirrorError::Redirect(format!(
-            "https -> http downgrade to {next}"
+            "https -> http downgrade to {}",
+            mask_userinfo(&next.to_string())
         ))),
         (_, Some("http" | "https")) => Ok(next),
         _ => Err(MirrorError::Redirect(format!(
@@ -126,11 +137,33 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// A scheme, host and port: what a mirror's base URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Origin {
+    https: bool,
+    target: Target,
+}
+
+impl Origin {
+    fn of(url: &str) -> Option<Origin> {
+        let uri: Uri = url.parse().ok()?;
+        let https = uri.scheme_str() == Some("https");
+        let target = Target::parse(
+            uri.authority()?.as_str(),
+            Some(if https { 443 } else { 80 }),
+        )
+        .ok()?;
+        Some(Origin { https, target })
+    }
+}
+
 /// TCP toward mirrors: direct, or a CONNECT tunnel through the parent proxy.
 #[derive(Clone)]
 pub struct EgressConnector {
     dialer: Arc<Dialer>,
-    no_proxy: Arc<NoProxy>,
+    via: Arc<Via>,
+    /// The configured mirrors' origins: dialled even inside `deny_destinations`.
+    admin_named: Arc<Vec<Origin>>,
 }
 
 impl tower_service::Service<Uri> for EgressConnector {
@@ -143,29 +176,45 @@ impl tower_service::Service<Uri> for EgressConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
-        let no_proxy = self.no_proxy.clone();
+        let connector = self.clone();
         Box::pin(async move {
-            let default_port = if uri.scheme_str() == Some("http") {
-                80
-            } else {
-                443
-            };
+            let https = uri.scheme_str() != Some("http");
             let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-            let target = Target::parse(authority, Some(default_port))
-                .map_err(|e| DialError::ParentProtocol(format!("mirror URL {uri}: {e}")))?;
-            let via_parent = dialer.parent().is_some()
-                && !no_proxy.matches(&target.host.to_string(), target.port);
-            let stream = if via_parent {
-                let (stream, early) = dialer.parent_tunnel(&target).await?;
-                if !early.is_empty() {
-                    return Err(DialError::ParentProtocol(
-                        "data before the client spoke".into(),
-                    ));
+            let target =
+                Target::parse(authority, Some(if https { 443 } else { 80 })).map_err(|e| {
+                    DialError {
+                        side: Side::Mirror,
+                        target: mask_userinfo(authority).into_owned(),
+                        failure: Failure::BadAddress(e.to_string()),
+                    }
+                })?;
+            let stream = match connector.via.way(&target).0 {
+                Way::Parent => {
+                    let (stream, early) = connector
+                        .dialer
+                        .parent_tunnel(Side::Mirror, &target)
+                        .await?;
+                    if !early.is_empty() {
+                        return Err(DialError {
+                            side: Side::Parent,
+                            target: target.to_string(),
+                            failure: Failure::ParentProtocol("data before the client spoke".into()),
+                        });
+                    }
+                    stream
                 }
-                stream
-            } else {
-                dialer.trusted(&target).await?
+                Way::Direct => {
+                    let origin = Origin { https, target };
+                    let exemption = if connector.admin_named.contains(&origin) {
+                        Exemption::AdminNamed
+                    } else {
+                        Exemption::None
+                    };
+                    connector
+                        .dialer
+                        .direct(Side::Mirror, &origin.target, exemption)
+                        .await?
+                }
             };
             Ok(TokioIo::new(stream))
         })

@@ -7,5 +7,5 @@ mod mirror;
 mod parent;
 
 pub use client::{Connector, HttpClient, new_client};
-pub use dial::{DialError, Dialer};
+pub use dial::{DialError, Dialer, Failure, Side};
 pub use mirror::{MirrorClient, MirrorError};

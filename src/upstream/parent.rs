@@ -5,7 +5,7 @@ use http::HeaderValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::DialError;
+use super::dial::Failure;
 use crate::rules::Target;
 
 /// Largest answer head accepted from the parent.
@@ -17,7 +17,7 @@ pub async fn handshake(
     stream: &mut TcpStream,
     target: &Target,
     authorization: Option<&HeaderValue>,
-) -> Result<Bytes, DialError> {
+) -> Result<Bytes, Failure> {
     let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
     if let Some(value) = authorization {
         request.extend_from_slice(b"Proxy-Authorization: ");
@@ -30,7 +30,7 @@ pub async fn handshake(
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if stream.read_buf(&mut buf).await.map_err(protocol)? == 0 {
-            return Err(DialError::ParentProtocol(
+            return Err(Failure::ParentProtocol(
                 "closed before answering CONNECT".into(),
             ));
         }
@@ -40,19 +40,19 @@ pub async fn handshake(
             Ok(httparse::Status::Complete(len)) => {
                 let status = response.code.unwrap_or(0);
                 if !(200..300).contains(&status) {
-                    return Err(DialError::ParentStatus { status });
+                    return Err(Failure::ParentStatus(status));
                 }
                 return Ok(buf.split_off(len).freeze());
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
             Ok(httparse::Status::Partial) => {
-                return Err(DialError::ParentProtocol("answer head too large".into()));
+                return Err(Failure::ParentProtocol("answer head too large".into()));
             }
-            Err(err) => return Err(DialError::ParentProtocol(format!("bad answer: {err}"))),
+            Err(err) => return Err(Failure::ParentProtocol(format!("bad answer: {err}"))),
         }
     }
 }
 
-fn protocol(err: std::io::Error) -> DialError {
-    DialError::ParentProtocol(err.to_string())
+fn protocol(err: std::io::Error) -> Failure {
+    Failure::ParentProtocol(err.to_string())
 }

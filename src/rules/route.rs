@@ -1,44 +1,88 @@
 //! The routing decision: one pure function from (client, target, kind) to
 //! what modgate does, together with the rule that made the decision, so that
-//! `modgate explain` and the logs can say why.
+//! `modgate explain` and the logs say the same thing `run` does.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::IpNet;
 
+use super::egress::{Egress, Exemption};
 use super::no_proxy::NoProxy;
+use super::ports::PortRange;
 use super::target::{Host, Target};
 
 /// Everything the decision depends on, compiled once from the config.
-#[derive(Clone, Debug, Default)]
-pub struct Policy {
+/// `I` is what an intercepted connection is handed to: the MITM when
+/// serving, `()` for `modgate explain`. An intercept decision carries it,
+/// so interception is never decided without the means to do it.
+#[derive(Clone, Debug)]
+pub struct Policy<I = ()> {
     /// Clients that may use the proxy at all.
     pub allow_clients: Vec<IpNet>,
     /// Destination ports CONNECT may reach.
     pub connect_ports: Vec<u16>,
-    /// Destination addresses never dialled (checked on literals here and on
-    /// every resolved address by the dialer).
-    pub deny_destinations: Vec<IpNet>,
-    /// modgate's own listening addresses: dialling them would loop.
-    pub own_listeners: Vec<SocketAddr>,
-    /// Destinations that go direct even when a parent proxy is configured.
-    pub no_proxy: NoProxy,
-    /// The parent proxy, as shown to people (never with its password).
-    pub parent: Option<String>,
+    /// Destination ports plain http:// may reach.
+    pub http_ports: Vec<PortRange>,
+    /// Addresses never dialled (checked on literals here, on every resolved
+    /// address by the dialer).
+    pub egress: Egress,
+    /// Parent proxy or direct.
+    pub via: Via,
     /// Interception of the Go module hosts, when enabled.
-    pub intercept: Option<InterceptRule>,
+    pub intercept: Option<Intercept<I>>,
 }
 
-/// Which CONNECT targets are intercepted.
+/// Whether traffic leaves through the parent proxy: the one place this is
+/// decided, for clients' traffic and for modgate's own mirror traffic.
 #[derive(Clone, Debug, Default)]
-pub struct InterceptRule {
+pub struct Via {
+    /// The parent proxy, as shown to people (never with its password).
+    pub parent: Option<String>,
+    /// Destinations that go direct even when a parent proxy is configured.
+    pub no_proxy: NoProxy,
+}
+
+/// The way out for one target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    Direct,
+    Parent,
+}
+
+impl Via {
+    /// Parent or direct for `target`, and the rule that says so.
+    pub fn way(&self, target: &Target) -> (Way, String) {
+        let Some(parent) = &self.parent else {
+            return (Way::Direct, "no upstream.proxy configured".into());
+        };
+        match self.no_proxy.find(&target.host.to_string(), target.port) {
+            Some(entry) => (Way::Direct, format!("upstream.no_proxy entry {entry:?}")),
+            None => (Way::Parent, format!("upstream.proxy {parent}")),
+        }
+    }
+}
+
+impl<I> From<Way> for Action<I> {
+    fn from(way: Way) -> Self {
+        match way {
+            Way::Direct => Action::Direct,
+            Way::Parent => Action::Parent,
+        }
+    }
+}
+
+/// Which targets are intercepted, and what serves them.
+#[derive(Clone, Debug)]
+pub struct Intercept<I> {
     /// Intercepted host names (gomod proxy and sumdb hosts).
     pub hosts: Vec<String>,
     /// `intercept.bypass`: tunnelled untouched.
     pub bypass: NoProxy,
     /// `intercept.bypass_clients`: never intercepted.
     pub bypass_clients: Vec<IpNet>,
+    /// What an intercepted connection is handed to.
+    pub with: I,
 }
 
 /// How the request arrived.
@@ -46,7 +90,7 @@ pub struct InterceptRule {
 pub enum Kind {
     /// A CONNECT tunnel.
     Connect,
-    /// A forwarded absolute-form HTTP request.
+    /// A forwarded http:// request (absolute-form, or redirected by Host).
     Http,
     /// A TLS connection sent by a REDIRECT rule to `transparent.https`,
     /// routed by its server name. The rule chose the port: `connect_ports`
@@ -62,10 +106,10 @@ pub enum DenyReason {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum Action<I = ()> {
     Deny(DenyReason),
     /// Terminate TLS with modgate's CA and serve from mirrors.
-    Intercept,
+    Intercept(I),
     /// Dial the destination ourselves.
     Direct,
     /// Go through `upstream.proxy`.
@@ -73,14 +117,14 @@ pub enum Action {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub action: Action,
+pub struct Decision<I = ()> {
+    pub action: Action<I>,
     /// The rule that decided, in words (`allow_clients`, `no_proxy entry ".corp"` …).
     pub rule: String,
 }
 
-impl Decision {
-    fn new(action: Action, rule: impl Into<String>) -> Self {
+impl<I> Decision<I> {
+    fn new(action: Action<I>, rule: impl Into<String>) -> Self {
         Decision {
             action,
             rule: rule.into(),
@@ -89,41 +133,68 @@ impl Decision {
 }
 
 /// Decides what to do with a request from `client` to `target`.
-pub fn decide(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> Decision {
+pub fn route<I: Clone>(
+    policy: &Policy<I>,
+    client: IpAddr,
+    target: &Target,
+    kind: Kind,
+) -> Decision<I> {
     if !policy.allow_clients.iter().any(|net| net.contains(&client)) {
         return Decision::new(
             Action::Deny(DenyReason::Client),
             format!("client {client} is not in proxy.allow_clients"),
         );
     }
-    if kind == Kind::Connect && !policy.connect_ports.contains(&target.port) {
-        return Decision::new(
-            Action::Deny(DenyReason::Port),
-            format!("port {} is not in proxy.connect_ports", target.port),
-        );
+    if let Some(rule) = port_refusal(policy, target.port, kind) {
+        return Decision::new(Action::Deny(DenyReason::Port), rule);
     }
-    if let Host::Ip(ip) = target.host
-        && let Some(rule) = denied_address(policy, SocketAddr::new(ip, target.port))
+    if let Some(ip) = literal_address(&target.host)
+        && let Some(rule) = policy
+            .egress
+            .refusal(SocketAddr::new(ip, target.port), Exemption::None)
     {
         return Decision::new(Action::Deny(DenyReason::Destination), rule);
     }
     if let Some(decision) = intercept(policy, client, target, kind) {
         return decision;
     }
-    let Some(parent) = &policy.parent else {
-        return Decision::new(Action::Direct, "no upstream.proxy configured");
-    };
-    let host = target.host.to_string();
-    match policy.no_proxy.find(&host, target.port) {
-        Some(entry) => Decision::new(Action::Direct, format!("upstream.no_proxy entry {entry:?}")),
-        None => Decision::new(Action::Parent, format!("upstream.proxy {parent}")),
+    let (way, rule) = policy.via.way(target);
+    Decision::new(way.into(), rule)
+}
+
+fn port_refusal<I>(policy: &Policy<I>, port: u16, kind: Kind) -> Option<String> {
+    match kind {
+        Kind::Connect if !policy.connect_ports.contains(&port) => {
+            Some(format!("port {port} is not in proxy.connect_ports"))
+        }
+        Kind::Http if !policy.http_ports.iter().any(|r| r.contains(port)) => {
+            Some(format!("port {port} is not in proxy.http_ports"))
+        }
+        _ => None,
+    }
+}
+
+/// The address a host stands for without asking DNS: an IP literal, or a
+/// `localhost` name (RFC 6761: always loopback).
+fn literal_address(host: &Host) -> Option<IpAddr> {
+    match host {
+        Host::Ip(ip) => Some(*ip),
+        Host::Name(name) if name == "localhost" || name.ends_with(".localhost") => {
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        }
+        Host::Name(_) => None,
     }
 }
 
 /// Intercept when a CONNECT target or a redirected TLS server name is a Go
 /// module host (on any port allowed; the go command uses 443), unless
 /// a bypass rule says otherwise (then the bypass is the deciding rule).
-fn intercept(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> Option<Decision> {
+fn intercept<I: Clone>(
+    policy: &Policy<I>,
+    client: IpAddr,
+    target: &Target,
+    kind: Kind,
+) -> Option<Decision<I>> {
     let rule = policy.intercept.as_ref()?;
     let Host::Name(name) = &target.host else {
         return None;
@@ -131,11 +202,7 @@ fn intercept(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> Op
     if kind == Kind::Http || !rule.hosts.contains(name) {
         return None;
     }
-    let tunnel = if policy.parent.is_some() && policy.no_proxy.find(name, target.port).is_none() {
-        Action::Parent
-    } else {
-        Action::Direct
-    };
+    let tunnel: Action<I> = policy.via.way(target).0.into();
     if let Some(net) = rule.bypass_clients.iter().find(|n| n.contains(&client)) {
         return Some(Decision::new(
             tunnel,
@@ -149,46 +216,16 @@ fn intercept(policy: &Policy, client: IpAddr, target: &Target, kind: Kind) -> Op
         ));
     }
     Some(Decision::new(
-        Action::Intercept,
+        Action::Intercept(rule.with.clone()),
         format!("{name} is a gomod host (intercept.enabled)"),
     ))
 }
 
-/// Says why dialling `addr` is forbidden, if it is: a `deny_destinations`
-/// network, or one of modgate's own listeners (a request loop).
-pub fn denied_address(policy: &Policy, addr: SocketAddr) -> Option<String> {
-    let ip = canonical_ip(addr.ip());
-    if let Some(net) = policy.deny_destinations.iter().find(|n| n.contains(&ip)) {
-        return Some(format!("{ip} is in proxy.deny_destinations {net}"));
-    }
-    let is_own = policy.own_listeners.iter().any(|own| {
-        own.port() == addr.port()
-            && (canonical_ip(own.ip()) == ip
-                || (own.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
-    });
-    is_own.then(|| format!("{addr} is modgate's own listener (request loop)"))
-}
-
-/// Maps IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) to IPv4 so that
-/// rules written for IPv4 cannot be side-stepped.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// [`canonical_ip`] for a socket address: IPv4 peers of a dual-stack
-/// `[::]` listener are seen, logged and matched as IPv4.
-pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(canonical_ip(addr.ip()), addr.port())
-}
-
-impl fmt::Display for Action {
+impl<I> fmt::Display for Action<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::Deny(_) => f.write_str("deny"),
-            Action::Intercept => f.write_str("intercept"),
+            Action::Intercept(_) => f.write_str("intercept"),
             Action::Direct => f.write_str("direct"),
             Action::Parent => f.write_str("parent"),
         }
@@ -203,14 +240,24 @@ mod tests {
         Policy {
             allow_clients: vec!["10.0.0.0/8".parse().unwrap()],
             connect_ports: vec![443],
-            deny_destinations: vec!["169.254.0.0/16".parse().unwrap()],
-            own_listeners: vec!["0.0.0.0:3128".parse().unwrap()],
-            no_proxy: NoProxy::parse(".corp.example").unwrap(),
-            parent: Some("http://parent:8080".into()),
-            intercept: Some(InterceptRule {
+            http_ports: PortRange::parse_list(&["80", "443", "1024-65535"]).unwrap(),
+            egress: Egress {
+                deny_destinations: vec![
+                    "169.254.0.0/16".parse().unwrap(),
+                    "127.0.0.0/8".parse().unwrap(),
+                ],
+                own_listeners: vec!["0.0.0.0:3128".parse().unwrap()],
+                local_addrs: vec![],
+            },
+            via: Via {
+                no_proxy: NoProxy::parse(".corp.example").unwrap(),
+                parent: Some("http://parent:8080".into()),
+            },
+            intercept: Some(Intercept {
                 hosts: vec!["proxy.golang.org".into()],
                 bypass: NoProxy::default(),
                 bypass_clients: vec!["10.9.0.0/16".parse().unwrap()],
+                with: (),
             }),
         }
     }
@@ -220,7 +267,7 @@ mod tests {
     }
 
     fn action(client: &str, t: &str, kind: Kind) -> Action {
-        decide(&policy(), client.parse().unwrap(), &target(t), kind).action
+        route(&policy(), client.parse().unwrap(), &target(t), kind).action
     }
 
     #[test]
@@ -244,13 +291,31 @@ mod tests {
             action(c, "[::ffff:169.254.169.254]:80", Kind::Http),
             Deny(DenyReason::Destination)
         );
+        for loopback in [
+            "127.0.0.1:8080",
+            "127.1:8080",
+            "0x7f.1:8080",
+            "2130706433:8080",
+            "localhost.:8080",
+            "a.localhost:8080",
+        ] {
+            assert_eq!(
+                action(c, loopback, Kind::Http),
+                Deny(DenyReason::Destination),
+                "{loopback}"
+            );
+        }
         assert_eq!(
-            action(c, "127.0.0.1:3128", Kind::Http),
-            Deny(DenyReason::Destination)
+            action(c, "a.example:25", Kind::Http),
+            Deny(DenyReason::Port)
         );
+        assert_eq!(action(c, "a.example:80", Kind::Http), Parent);
         assert_eq!(action(c, "git.corp.example:443", Kind::Connect), Direct);
         assert_eq!(action(c, "a.example:443", Kind::Connect), Parent);
-        assert_eq!(action(c, "proxy.golang.org:443", Kind::Connect), Intercept);
+        assert_eq!(
+            action(c, "proxy.golang.org:443", Kind::Connect),
+            Intercept(())
+        );
         assert_eq!(action(c, "proxy.golang.org:80", Kind::Http), Parent);
         assert_eq!(
             action("10.9.1.1", "proxy.golang.org:443", Kind::Connect),
@@ -261,7 +326,7 @@ mod tests {
             Deny(DenyReason::Client)
         );
         let redirected = Kind::TransparentTls;
-        assert_eq!(action(c, "proxy.golang.org:443", redirected), Intercept);
+        assert_eq!(action(c, "proxy.golang.org:443", redirected), Intercept(()));
         assert_eq!(action(c, "a.example:8443", redirected), Parent);
         assert_eq!(action(c, "10.2.3.4:22", redirected), Parent);
         assert_eq!(
@@ -273,8 +338,8 @@ mod tests {
     #[test]
     fn without_parent_everything_allowed_goes_direct() {
         let mut p = policy();
-        p.parent = None;
-        let d = decide(
+        p.via.parent = None;
+        let d = route(
             &p,
             "10.0.0.1".parse().unwrap(),
             &target("a.example:443"),
@@ -285,7 +350,7 @@ mod tests {
 
     #[test]
     fn explains_the_rule() {
-        let d = decide(
+        let d = route(
             &policy(),
             "10.0.0.1".parse().unwrap(),
             &target("x.corp.example:443"),

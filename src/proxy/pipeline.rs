@@ -1,0 +1,185 @@
+//! The stream pipeline shared by CONNECT and redirected TLS: an
+//! [`Inbound`] (client, target, how it arrived, the original destination)
+//! is routed once and opened (only a connected upstream, or a MITM ready to
+//! serve, comes back), then driven (byte tunnel or interception) until it
+//! ends, and logged in one line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use super::{Mitm, ProxyError, Shared, intercept, tunnel};
+use crate::rules::{Action, Decision, Exemption, Host, Kind, Target, route};
+use crate::upstream::Side;
+
+/// A client stream whose destination is known.
+pub struct Inbound {
+    pub client: SocketAddr,
+    pub target: Target,
+    pub kind: Kind,
+    /// For redirected connections: where the client was going. A direct
+    /// route dials this address, never a fresh resolution of the name.
+    pub original: Option<SocketAddr>,
+    pub started: Instant,
+}
+
+/// Where an opened inbound stream goes.
+pub enum Outbound {
+    /// Served by modgate's MITM for this host.
+    Intercept { mitm: Arc<Mitm>, host: String },
+    /// A connected upstream (origin, or a tunnel through the parent), with
+    /// any bytes it already sent.
+    Tunnel { upstream: TcpStream, early: Bytes },
+}
+
+/// The routing decision for `inbound`: the same call `modgate explain` makes.
+pub fn decide(shared: &Shared, inbound: &Inbound) -> Decision<Arc<Mitm>> {
+    route(
+        &shared.policy,
+        inbound.client.ip(),
+        &inbound.target,
+        inbound.kind,
+    )
+}
+
+/// Dials what `decision` needs for `inbound`.
+pub async fn open(
+    shared: &Shared,
+    inbound: &Inbound,
+    decision: &Decision<Arc<Mitm>>,
+) -> Result<Outbound, ProxyError> {
+    let outbound = match &decision.action {
+        Action::Deny(_) => {
+            shared.stats.denied.inc();
+            return Err(ProxyError::Forbidden(decision.rule.clone()));
+        }
+        Action::Intercept(mitm) => {
+            let Host::Name(host) = &inbound.target.host else {
+                return Err(ProxyError::Internal(
+                    "interception without a host name".into(),
+                ));
+            };
+            Outbound::Intercept {
+                mitm: mitm.clone(),
+                host: host.clone(),
+            }
+        }
+        Action::Direct => {
+            let dialled = match inbound.original {
+                Some(addr) => by_address(addr),
+                None => inbound.target.clone(),
+            };
+            let upstream = shared
+                .dialer
+                .direct(Side::Origin, &dialled, Exemption::None)
+                .await?;
+            Outbound::Tunnel {
+                upstream,
+                early: Bytes::new(),
+            }
+        }
+        Action::Parent => {
+            shared.stats.via_parent.inc();
+            let (upstream, early) = shared
+                .dialer
+                .parent_tunnel(Side::Origin, &inbound.target)
+                .await?;
+            Outbound::Tunnel { upstream, early }
+        }
+    };
+    Ok(outbound)
+}
+
+/// Runs the driver for `outbound` on the client's `stream` (after `early`
+/// bytes already read from it) until the connection ends, then logs it.
+pub async fn drive(
+    shared: &Shared,
+    inbound: &Inbound,
+    outbound: Outbound,
+    decision: &Decision<Arc<Mitm>>,
+    stream: TcpStream,
+    early: Bytes,
+) {
+    shared.stats.tunnels.inc();
+    let (up, down, end) = match outbound {
+        Outbound::Intercept { mitm, host } => {
+            let end = intercept::serve(shared, &mitm, inbound.client, &host, stream, early).await;
+            (0, 0, end)
+        }
+        Outbound::Tunnel {
+            upstream,
+            early: upstream_early,
+        } => {
+            let outcome = tunnel::relay(
+                &stream,
+                &early,
+                &upstream,
+                &upstream_early,
+                shared.timeouts.idle,
+                &shared.force_stop,
+            )
+            .await;
+            (outcome.up, outcome.down, outcome.end)
+        }
+    };
+    tracing::info!(
+        client = %inbound.client,
+        entry = entry_name(inbound.kind),
+        target = %inbound.target,
+        original = %OrNone(inbound.original),
+        decision = %decision.action,
+        rule = %decision.rule,
+        bytes_up = up,
+        bytes_down = down,
+        duration_ms = inbound.started.elapsed().as_millis() as u64,
+        end,
+        "tunnel"
+    );
+}
+
+/// Logs an inbound stream that was refused or could not be opened.
+pub fn log_refused(inbound: &Inbound, decision: &Decision<Arc<Mitm>>, err: &ProxyError) {
+    tracing::info!(
+        client = %inbound.client,
+        entry = entry_name(inbound.kind),
+        target = %inbound.target,
+        original = %OrNone(inbound.original),
+        decision = %decision.action,
+        rule = %decision.rule,
+        status = err.status().as_u16(),
+        side = err.side(),
+        reason = %err,
+        "tunnel refused"
+    );
+}
+
+fn entry_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Connect => "connect",
+        Kind::TransparentTls => "transparent_tls",
+        Kind::Http => "http",
+    }
+}
+
+/// An optional address as a log field: the address, or `-`.
+struct OrNone(Option<SocketAddr>);
+
+impl std::fmt::Display for OrNone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// A target naming an address, not a host.
+pub fn by_address(addr: SocketAddr) -> Target {
+    Target {
+        host: Host::Ip(addr.ip()),
+        port: addr.port(),
+    }
+}
