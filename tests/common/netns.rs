@@ -146,9 +146,24 @@ impl Modgate {
     /// Starts `modgate run --config <config>` in `ns` and waits until its
     /// `expected` listeners are up.
     pub async fn start(ns: &Netns, config: &Path, expected: usize) -> Modgate {
-        let mut child = super::command_in(Some(&ns.name), env!("CARGO_BIN_EXE_modgate"))
-            .args(["run", "--config"])
-            .arg(config)
+        let config = config.to_str().unwrap();
+        Self::spawn(Some(ns), &["run", "--config", config], None, expected).await
+    }
+
+    /// Starts `modgate <args>` (in `ns` when given, in `cwd` when given) and
+    /// waits until its `expected` listeners are up.
+    pub async fn spawn(
+        ns: Option<&Netns>,
+        args: &[&str],
+        cwd: Option<&Path>,
+        expected: usize,
+    ) -> Modgate {
+        let mut cmd = super::command_in(ns.map(|n| n.name.as_str()), env!("CARGO_BIN_EXE_modgate"));
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -186,6 +201,19 @@ impl Modgate {
             .unwrap_or_else(|| panic!("no {serves} listener in {:?}", self.listening))
     }
 
+    /// The modgate process (with `ip netns exec`, which execs, the same one).
+    pub fn pid(&self) -> u32 {
+        self._child.id().expect("modgate runs")
+    }
+
+    pub fn addr(&self, serves: &str) -> SocketAddr {
+        self.listening
+            .iter()
+            .find(|(s, _)| s == serves)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no {serves} listener in {:?}", self.listening))
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -205,7 +233,16 @@ impl Modgate {
 }
 
 /// `… modgate listening (transparent https) addr=0.0.0.0:41234`
+/// (or the same as a JSON log line).
 fn listening_line(line: &str) -> Option<(String, SocketAddr)> {
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        let fields = &json["fields"];
+        let message = fields["message"].as_str()?;
+        let serves = message
+            .strip_prefix("modgate listening (")?
+            .strip_suffix(')')?;
+        return Some((serves.to_string(), fields["addr"].as_str()?.parse().ok()?));
+    }
     let rest = line.split("modgate listening (").nth(1)?;
     let (serves, rest) = rest.split_once(')')?;
     let addr = rest.split("addr=").nth(1)?.split_whitespace().next()?;
