@@ -165,3 +165,86 @@ fn outbound_mark_without_cap_net_admin_is_a_clear_error() {
         "{text}"
     );
 }
+
+/// `check` on `text`: exit 1, and each `(line, words)` shown at `file:line:`.
+fn refused_at(text: &str, expected: &[(usize, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = modgate(&["check", "--config", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{said}");
+    for (line, words) in expected {
+        let place = format!("{}:{line}:", file.display());
+        assert!(
+            said.lines()
+                .any(|l| l.starts_with(&place) && l.contains(words)),
+            "expected {words:?} at line {line}:\n{said}"
+        );
+    }
+    assert!(!said.contains("secret"), "credentials shown: {said}");
+}
+
+#[test]
+fn check_refuses_unsafe_and_impossible_configs_with_locations() {
+    refused_at(
+        "[proxy]\nmax_connections = 2305843009213693952\nmax_connections_per_client = 0\nmax_header_size = \"2GiB\"\nidle_timeout = \"100000h\"\n",
+        &[
+            (2, "max_connections must be between 1 and"),
+            (3, "max_connections_per_client must be between 1 and"),
+            (4, "max_header_size"),
+            (5, "idle_timeout must be at most 30 days"),
+        ],
+    );
+    refused_at("[proxy]\nlisten = []\n", &[(2, "proxy.listen is empty")]);
+    refused_at(
+        "[proxy]\nhttp_ports = [\"80\", \"90-80\", \"0\"]\n",
+        &[(2, "empty range"), (2, "is not a port")],
+    );
+    refused_at(
+        "[gomod]\nproxy_hosts = []\nsumdb_hosts = []\n",
+        &[(2, "both empty while intercept.enabled")],
+    );
+    refused_at(
+        "[gomod]\nmirrors = [\"https://user:secret@mirror.example/goproxy\"]\nsumdb_mirrors = [\"https://sum.example/?x=1\"]\n",
+        &[(2, "carries credentials"), (3, "has a query")],
+    );
+    // A transparent listener alone is a valid way to serve.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ok.toml");
+    std::fs::write(
+        &file,
+        "[proxy]\nlisten = []\n[transparent]\nhttps = \"0.0.0.0:3130\"\n",
+    )
+    .unwrap();
+    let out = modgate(&["check", "--config", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ca_init_without_hosts_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nohosts.toml");
+    std::fs::write(
+        &config,
+        "[intercept]\nenabled = false\n[gomod]\nproxy_hosts = []\nsumdb_hosts = []\n",
+    )
+    .unwrap();
+    let ca_dir = dir.path().join("ca");
+    let out = modgate(&[
+        "ca",
+        "init",
+        "--dir",
+        ca_dir.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no intercepted host names"), "{said}");
+    assert!(!ca_dir.exists(), "ca init wrote {}", ca_dir.display());
+}
