@@ -7,6 +7,7 @@
 pub mod config;
 pub mod explain;
 pub mod gomod;
+pub mod limits;
 pub mod listener;
 pub mod message;
 pub mod percent;

@@ -4,10 +4,9 @@
 //! size/time limits, and graceful shutdown. Transparent listeners first
 //! recover the connection's original destination.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,7 +18,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{self, Body, Shared, SlotGuards, transparent};
+use crate::limits::{ClientCounts, SlotGuards};
+use crate::proxy::{self, Body, Shared, transparent};
 use crate::rules::canonical_addr;
 
 /// Limits applied to every client connection.
@@ -29,57 +29,6 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// Connections each client address holds now.
     pub per_client: Arc<ClientCounts>,
-}
-
-/// How many connections each client address holds, bounded by
-/// `proxy.max_connections_per_client`, so one client cannot take every
-/// connection permit.
-#[derive(Debug)]
-pub struct ClientCounts {
-    max: usize,
-    held: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One connection's share of its client's limit; given back on drop.
-#[derive(Debug)]
-pub struct ClientSlot {
-    counts: Arc<ClientCounts>,
-    ip: IpAddr,
-}
-
-impl ClientCounts {
-    pub fn new(max: usize) -> Arc<ClientCounts> {
-        Arc::new(ClientCounts {
-            max,
-            held: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// A slot for one more connection from `ip`, unless it holds the maximum.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let count = held.entry(ip).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot {
-            counts: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut held = self.counts.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = held.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// What a listener serves.

@@ -13,7 +13,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::gomod::{Gomod, GomodError};
-use crate::listener::{self, ClientCounts, ConnLimits, Entry};
+use crate::limits::ClientCounts;
+use crate::listener::{self, ConnLimits, Entry};
 use crate::proxy::{Auth, AuthFileError, Mitm, Shared, Timeouts};
 use crate::rules::{Egress, Intercept, Policy, Via};
 use crate::stats::Stats;

@@ -229,3 +229,25 @@ async fn max_forwards_zero_is_answered_by_the_proxy() {
         stdout(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_target_never_travel_further() {
+    let origin = Origin::start("127.0.0.1").await;
+    let proxy = Proxy::start(&base_config("", "")).await;
+    let request = format!(
+        "GET http://user:secret@{}/headers HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        origin.addr, origin.addr
+    );
+    let answer = common::raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The origin's echo of what it received: no credentials anywhere.
+    assert!(
+        answer.contains(&format!("host: {}\n", origin.addr)),
+        "{answer}"
+    );
+    assert!(!answer.contains("secret"), "{answer}");
+    let bad = "GET http://user:secret@exa%mple/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = common::raw_exchange(proxy.addr, bad.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(!answer.contains("secret"), "{answer}");
+}

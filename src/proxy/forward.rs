@@ -90,7 +90,7 @@ async fn forward(
     bytes_up: Arc<AtomicU64>,
     line: &mut Line,
 ) -> Result<Response<Body>, ProxyError> {
-    let target = check_request(&req)?;
+    let target = check_request(&mut req)?;
     let client_version = req.version();
     let decision = route(&shared.policy, client.ip(), &target, Kind::Http);
     line.decision = match decision.action {
@@ -154,24 +154,38 @@ async fn forward(
     Ok(response.map(BodyExt::boxed))
 }
 
-/// Validates an absolute-form request and returns where it goes.
-fn check_request(req: &Request<Incoming>) -> Result<Target, ProxyError> {
+/// Validates an absolute-form request, drops any `user:pass@` from its
+/// target (credentials never travel further, nor into logs or answers),
+/// and returns where it goes.
+fn check_request(req: &mut Request<Incoming>) -> Result<Target, ProxyError> {
     let uri = req.uri();
     if uri.scheme_str() != Some("http") {
+        let shown = mask_userinfo(&uri.to_string()).into_owned();
         return Err(ProxyError::BadRequest(format!(
-            "cannot forward {uri}: only http:// is forwarded, https:// goes through CONNECT"
+            "cannot forward {shown}: only http:// is forwarded, https:// goes through CONNECT"
         )));
     }
     let authority = uri
         .authority()
         .ok_or_else(|| ProxyError::BadRequest("request target has no host".into()))?;
+    let host_port = match authority.port() {
+        Some(port) => format!("{}:{port}", authority.host()),
+        None => authority.host().to_string(),
+    };
     if let Some(conflict) = headers::framing_conflict(req.headers()) {
         return Err(ProxyError::BadRequest(format!(
             "bad message framing: {conflict}"
         )));
     }
-    Target::parse(authority.as_str(), Some(80))
-        .map_err(|err| ProxyError::BadRequest(format!("request target {authority}: {err}")))
+    let target = Target::parse(&host_port, Some(80))
+        .map_err(|err| ProxyError::BadRequest(format!("request target {host_port}: {err}")))?;
+    if authority.as_str() != host_port {
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = http::uri::Authority::try_from(host_port.as_str()).ok();
+        *req.uri_mut() = http::Uri::from_parts(parts)
+            .map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))?;
+    }
+    Ok(target)
 }
 
 /// Rewrites the request for the next hop.
@@ -217,7 +231,11 @@ fn answer_max_forwards(req: &Request<Incoming>) -> Option<Response<Body>> {
         return None;
     }
     let mut response = if method == Method::TRACE {
-        let mut r = Response::new(text(format!("TRACE {} HTTP/1.1\r\n\r\n", req.uri())));
+        let line = format!(
+            "TRACE {} HTTP/1.1\r\n\r\n",
+            mask_userinfo(&req.uri().to_string())
+        );
+        let mut r = Response::new(text(line));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("message/http"));
         r

@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -78,16 +77,7 @@ pub struct Shared {
     pub force_stop: CancellationToken,
 }
 
-/// A client connection's share of the connection limits (`proxy.max_connections`
-/// and `proxy.max_connections_per_client`); tunnels and upgraded connections
-/// keep it until they end.
-pub type Slot = Arc<SlotGuards>;
-
-/// What a [`Slot`] holds: released when the last user of the connection ends.
-pub struct SlotGuards {
-    pub global: OwnedSemaphorePermit,
-    pub per_client: crate::listener::ClientSlot,
-}
+pub use crate::limits::{Slot, SlotGuards};
 
 /// Serves one request from `client` on the explicit listener.
 pub async fn handle(

@@ -1,0 +1,72 @@
+//! The connection limits a client connection holds a share of:
+//! `proxy.max_connections` (a semaphore permit, taken before accept) and
+//! `proxy.max_connections_per_client` (a count per client address, taken
+//! right after). Tunnels and upgraded relays keep the share until they end.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+/// A client connection's share of the connection limits (`proxy.max_connections`
+/// and `proxy.max_connections_per_client`); tunnels and upgraded connections
+/// keep it until they end.
+pub type Slot = Arc<SlotGuards>;
+
+/// What a [`Slot`] holds: released when the last user of the connection ends.
+pub struct SlotGuards {
+    pub global: OwnedSemaphorePermit,
+    pub per_client: ClientSlot,
+}
+
+/// How many connections each client address holds, bounded by
+/// `proxy.max_connections_per_client`, so one client cannot take every
+/// connection permit.
+#[derive(Debug)]
+pub struct ClientCounts {
+    max: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's share of its client's limit; given back on drop.
+#[derive(Debug)]
+pub struct ClientSlot {
+    counts: Arc<ClientCounts>,
+    ip: IpAddr,
+}
+
+impl ClientCounts {
+    pub fn new(max: usize) -> Arc<ClientCounts> {
+        Arc::new(ClientCounts {
+            max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more connection from `ip`, unless it holds the maximum.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self.counts.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
