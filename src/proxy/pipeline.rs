@@ -106,7 +106,10 @@ pub async fn drive(
     shared.stats.tunnels.inc();
     let (up, down, end) = match outbound {
         Outbound::Intercept { mitm, host } => {
-            let end = intercept::serve(shared, &mitm, inbound.client, &host, stream, early).await;
+            // Boxed: the MITM's connection state is large, and an idle
+            // byte tunnel must not reserve room for it.
+            let serving = intercept::serve(shared, &mitm, inbound.client, &host, stream, early);
+            let end = Box::pin(serving).await;
             (0, 0, end)
         }
         Outbound::Tunnel {
