@@ -26,7 +26,6 @@ use crate::rules::canonical_addr;
 #[derive(Clone)]
 pub struct ConnLimits {
     pub max_header_size: usize,
-    pub header_read_timeout: Duration,
     /// Connections each client address holds now.
     pub per_client: Arc<ClientCounts>,
 }
@@ -125,10 +124,11 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let head_limits = (limits.max_header_size, shared.timeouts.header_read);
     // The slot lives as long as the connection or a tunnel made from it.
     if entry == Entry::Explicit {
         let service = service_fn(move |req| proxy::handle(shared.clone(), peer, slot.clone(), req));
-        return serve_http1(stream, peer, service, limits, shutdown).await;
+        return serve_http1(stream, peer, service, head_limits, shutdown).await;
     }
     let original = match transparent::original_destination(&shared.policy.egress, &stream) {
         Ok(original) => original,
@@ -143,7 +143,7 @@ async fn connection(
     let service = service_fn(move |req| {
         transparent::handle_http(shared.clone(), peer, original, slot.clone(), req)
     });
-    serve_http1(stream, peer, service, limits, shutdown).await
+    serve_http1(stream, peer, service, head_limits, shutdown).await
 }
 
 /// Serves HTTP/1 requests (and upgrades) on `stream` until it closes or
@@ -152,7 +152,7 @@ async fn serve_http1<S>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
-    limits: ConnLimits,
+    (max_header_size, header_read_timeout): (usize, Duration),
     shutdown: CancellationToken,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
@@ -162,8 +162,8 @@ async fn serve_http1<S>(
 {
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_size)
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_header_size)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();

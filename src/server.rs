@@ -143,7 +143,6 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
     let permits = Arc::new(Semaphore::new(config.proxy.max_connections));
     let limits = ConnLimits {
         max_header_size: config.proxy.max_header_size,
-        header_read_timeout: config.proxy.header_read_timeout,
         per_client: ClientCounts::new(config.proxy.max_connections_per_client),
     };
     for (entry, listener) in listeners {

@@ -172,15 +172,6 @@ impl Gomod {
             format!("modgate: every mirror failed ({})\n", lines.join("; ")),
         )
     }
-
-    pub fn mirrors_for(&self, sumdb: bool) -> Vec<String> {
-        let set = if sumdb {
-            &self.sumdb_mirrors
-        } else {
-            &self.proxy_mirrors
-        };
-        set.bases().map(str::to_string).collect()
-    }
 }
 
 /// Streams a mirror's answer; a mirror failing mid-body ends the response

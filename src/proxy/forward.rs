@@ -93,12 +93,7 @@ async fn forward(
     let target = check_request(&mut req)?;
     let client_version = req.version();
     let decision = route(&shared.policy, client.ip(), &target, Kind::Http);
-    line.decision = match decision.action {
-        Action::Deny(_) => "deny",
-        Action::Intercept(_) => "intercept",
-        Action::Direct => "direct",
-        Action::Parent => "parent",
-    };
+    line.decision = decision.action.name();
     line.rule.clone_from(&decision.rule);
     if let Action::Deny(_) = decision.action {
         shared.stats.denied.inc();

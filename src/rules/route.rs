@@ -221,14 +221,21 @@ fn intercept<I: Clone>(
     ))
 }
 
+impl<I> Action<I> {
+    /// The action's word in logs and `explain`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Deny(_) => "deny",
+            Action::Intercept(_) => "intercept",
+            Action::Direct => "direct",
+            Action::Parent => "parent",
+        }
+    }
+}
+
 impl<I> fmt::Display for Action<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Action::Deny(_) => f.write_str("deny"),
-            Action::Intercept(_) => f.write_str("intercept"),
-            Action::Direct => f.write_str("direct"),
-            Action::Parent => f.write_str("parent"),
-        }
+        f.write_str(self.name())
     }
 }
 

@@ -56,10 +56,6 @@ impl Leaves {
         })
     }
 
-    pub fn ca(&self) -> &Ca {
-        &self.ca
-    }
-
     /// The leaf for exactly `host`, if it is a configured host.
     pub fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         self.current
