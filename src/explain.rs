@@ -65,7 +65,7 @@ fn explain_gomod(config: &Config, target: &Target, path: &str) -> String {
         }
         Plan::Serve(Route::NotFound(reason)) => format!("answer:   404 from modgate ({reason})"),
         Plan::Serve(Route::Proxy(_)) => mirrors(&gomod.mirrors),
-        Plan::Serve(Route::Sumdb(_)) => mirrors(&gomod.sumdb_mirrors),
+        Plan::Serve(Route::Sumdb { .. }) => mirrors(&gomod.sumdb_mirrors),
     };
     format!("plan:     {name}\n{what}\n")
 }

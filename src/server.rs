@@ -198,11 +198,24 @@ fn mitm(config: &Config, dialer: Arc<Dialer>) -> Result<Mitm, StartError> {
         );
     }
     let leaves = Arc::new(Leaves::new(ca, &hosts)?);
-    let gomod = Gomod::new(&config.gomod, dialer, via(config))?;
+    let gomod = Gomod::new(&config.gomod, cache_settings(config), dialer, via(config))?;
     Ok(Mitm {
         tls: crate::tls::leaves::server_config(leaves.clone()),
         leaves,
         gomod: Arc::new(gomod),
+    })
+}
+
+/// `[cache]` as the cache takes it, when enabled.
+pub fn cache_settings(config: &Config) -> Option<crate::cache::Settings> {
+    let cache = &config.cache;
+    cache.enabled.then(|| crate::cache::Settings {
+        dir: cache.dir.clone(),
+        max_size: cache.max_size,
+        mutable_ttl: cache.mutable_ttl,
+        negative_ttl: cache.negative_ttl,
+        offline: cache.offline,
+        read_timeout: config.gomod.mirror_timeout,
     })
 }
 

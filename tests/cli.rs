@@ -96,6 +96,7 @@ fn run_serves_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_modgate"))
         .args(["run", "--listen", "127.0.0.1:0"])
         .current_dir(dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

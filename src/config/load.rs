@@ -13,8 +13,8 @@ use ipnet::IpNet;
 use super::reader::{Reader, Table};
 use super::units::{parse_duration, parse_size};
 use super::{
-    Config, ConfigError, GomodConfig, InterceptConfig, LogConfig, LogFormat, OnMirrorFailure,
-    ParentProxy, ProxyConfig, TransparentConfig, UpstreamConfig,
+    CacheConfig, Config, ConfigError, GomodConfig, InterceptConfig, LogConfig, LogFormat,
+    OnMirrorFailure, ParentProxy, ProxyConfig, TransparentConfig, UpstreamConfig,
 };
 use crate::rules::{NoProxy, PortRange, Private, Target, mask_userinfo};
 
@@ -37,6 +37,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let upstream = upstream_section(&mut r, &mut root);
     let intercept = intercept_section(&mut r, &mut root);
     let gomod = gomod_section(&mut r, &mut root, intercept.enabled);
+    let cache = cache_section(&mut r, &mut root);
     let log = log_section(&mut r, &mut root);
     r.finish(root);
     if r.errors.is_empty() {
@@ -46,6 +47,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
             upstream,
             intercept,
             gomod,
+            cache,
             log,
         })
     } else {
@@ -289,6 +291,54 @@ fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, intercepting: boo
         mirror_ca_file,
         mirror_timeout,
         demote_for,
+    }
+}
+
+fn cache_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> CacheConfig {
+    let mut t = r.section(root, "cache");
+    let enabled = r.boolean(&mut t, "enabled").is_none_or(|b| *b.get_ref());
+    let dir_place = t.place_of("dir");
+    let dir = match r.string(&mut t, "dir") {
+        Some(s) if !PathBuf::from(s.get_ref()).is_absolute() => {
+            r.error(
+                s.span(),
+                format!(
+                    "cache.dir {:?} must be an absolute path (a relative one would change with the working directory)",
+                    s.get_ref()
+                ),
+            );
+            PathBuf::new()
+        }
+        Some(s) => PathBuf::from(s.into_inner()),
+        None => CacheConfig::default_dir().unwrap_or_else(|| {
+            if enabled {
+                r.error(
+                    dir_place.clone(),
+                    "cache.dir is not set and there is no user cache directory ($XDG_CACHE_HOME or $HOME): set cache.dir",
+                );
+            }
+            PathBuf::new()
+        }),
+    };
+    let max_size = size(r, &mut t, "max_size", 20 << 30, 1..=(1 << 50));
+    let mutable_ttl = duration(r, &mut t, "mutable_ttl", Duration::from_secs(60));
+    let negative_ttl = duration(r, &mut t, "negative_ttl", Duration::from_secs(30));
+    let offline_place = t.place_of("offline");
+    let offline = r.boolean(&mut t, "offline").is_some_and(|b| *b.get_ref());
+    if offline && !enabled {
+        r.error(
+            offline_place,
+            "cache.offline needs cache.enabled: there would be nothing to serve",
+        );
+    }
+    r.finish(t);
+    CacheConfig {
+        enabled,
+        dir,
+        max_size,
+        mutable_ttl,
+        negative_ttl,
+        offline,
     }
 }
 

@@ -26,7 +26,30 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub intercept: InterceptConfig,
     pub gomod: GomodConfig,
+    pub cache: CacheConfig,
     pub log: LogConfig,
+}
+
+/// `[cache]`: the office module cache.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Absolute; a GOPROXY tree.
+    pub dir: PathBuf,
+    pub max_size: u64,
+    /// How long `@v/list`, `@latest`, queries and sumdb `latest` are served unasked.
+    pub mutable_ttl: Duration,
+    /// How long a 404/410 from every mirror is remembered.
+    pub negative_ttl: Duration,
+    /// Serve from the cache alone; never dial a mirror.
+    pub offline: bool,
+}
+
+impl CacheConfig {
+    /// The default `cache.dir`: the user's cache directory (`$XDG_CACHE_HOME/modgate`).
+    pub fn default_dir() -> Option<PathBuf> {
+        dirs::cache_dir().map(|dir| dir.join("modgate"))
+    }
 }
 
 #[derive(Clone, Debug)]

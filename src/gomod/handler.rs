@@ -1,18 +1,20 @@
 //! Serves intercepted Go module requests: `supported` answered here, private
-//! modules answered 404 here (never sent anywhere), everything else from the
-//! mirrors in health order with failover, streamed to the client.
-
-use std::sync::Arc;
-
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+//! modules answered 404 here (never sent anywhere), everything else through
+//! the cache (when enabled and the request is cacheable) or straight from
+//! the mirrors, streamed to the client.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::fetch::Mirrors;
 use super::mirrors::MirrorSet;
 use super::path::{Plan, Route, plan};
+use crate::cache::key::{Key, Upstream, proxy_key, sumdb_key};
+use crate::cache::{Cache, Fetched, How, Miss, Outcome, Settings};
 use crate::config::{GomodConfig, OnMirrorFailure};
 use crate::message::{Body, plain_text};
 use crate::rules::Via;
@@ -22,46 +24,68 @@ use crate::upstream::{Dialer, MirrorClient};
 /// Everything the handler needs; built once per config.
 pub struct Gomod {
     config: GomodConfig,
-    proxy_mirrors: MirrorSet,
-    sumdb_mirrors: MirrorSet,
-    client: MirrorClient,
+    mirrors: Arc<Mirrors>,
+    cache: Option<Cache>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum GomodError {
     #[error("gomod.mirror_ca_file: {0}")]
     Roots(#[from] RootsError),
+    #[error("cache.dir {dir}: {source}")]
+    Cache {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// The outcome of one mirror attempt that did not produce an answer.
-enum Miss {
-    NotFound(String),
-    Failed(String),
+/// One answer and what the access log says of it.
+struct Answer {
+    response: Response<Body>,
+    /// `None`: the cache was not used.
+    cache: Option<How>,
+    mirror: Option<Arc<str>>,
+}
+
+impl Answer {
+    fn plain(response: Response<Body>) -> Answer {
+        Answer {
+            response,
+            cache: None,
+            mirror: None,
+        }
+    }
 }
 
 impl Gomod {
-    pub fn new(config: &GomodConfig, dialer: Arc<Dialer>, via: Via) -> Result<Gomod, GomodError> {
-        let tls = client_config(config.mirror_ca_file.as_deref())?;
-        // "origin" names the real hosts, which the admin named too.
-        let origin = config
-            .mirrors
-            .iter()
-            .chain(&config.sumdb_mirrors)
-            .any(|m| m == "origin");
-        let real_hosts = config.hosts().into_iter().filter(|_| origin);
-        let admin_named: Vec<String> = config
-            .mirrors
-            .iter()
-            .chain(&config.sumdb_mirrors)
-            .cloned()
-            .chain(real_hosts.map(|h| format!("https://{h}")))
-            .collect();
+    /// `cache`: `[cache]` when it is enabled.
+    pub fn new(
+        config: &GomodConfig,
+        cache: Option<Settings>,
+        dialer: Arc<Dialer>,
+        via: Via,
+    ) -> Result<Gomod, GomodError> {
+        let mirrors = Arc::new(mirrors(config, dialer, via)?);
+        let cache = match cache {
+            None => None,
+            Some(settings) => {
+                let dir = settings.dir.clone();
+                let source: Arc<dyn crate::cache::Source> = mirrors.clone();
+                Some(
+                    Cache::open(settings, source)
+                        .map_err(|source| GomodError::Cache { dir, source })?,
+                )
+            }
+        };
         Ok(Gomod {
-            proxy_mirrors: MirrorSet::new(&config.mirrors, config.demote_for),
-            sumdb_mirrors: MirrorSet::new(&config.sumdb_mirrors, config.demote_for),
-            client: MirrorClient::new(dialer, via, &admin_named, tls, config.mirror_timeout),
+            mirrors,
+            cache,
             config: config.clone(),
         })
+    }
+
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
     }
 
     /// Serves `req` from `client`, which arrived for `host` (a proxy or sumdb host).
@@ -75,25 +99,27 @@ impl Gomod {
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let plan = plan(host, path, &self.config.sumdb_hosts, &self.config.private);
         let planned = plan.name();
-        let response = if req.method() == Method::GET || req.method() == Method::HEAD {
-            self.carry_out(host, plan).await
+        let answer = if req.method() == Method::GET || req.method() == Method::HEAD {
+            self.carry_out(plan).await
         } else {
-            plain_text(
+            Answer::plain(plain_text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "modgate: module requests are GET or HEAD\n",
-            )
+            ))
         };
         tracing::info!(
             %client, host, method = %req.method(), path, plan = planned,
-            status = response.status().as_u16(),
+            cache = answer.cache.map_or("none", How::name),
+            mirror = answer.mirror.as_deref().unwrap_or("-"),
+            status = answer.response.status().as_u16(),
             duration_ms = started.elapsed().as_millis() as u64,
             "gomod"
         );
-        response
+        answer.response
     }
 
-    async fn carry_out(&self, host: &str, plan: Plan<'_>) -> Response<Body> {
-        match plan {
+    async fn carry_out(&self, plan: Plan<'_>) -> Answer {
+        let response = match plan {
             Plan::Invalid(reason) => {
                 plain_text(StatusCode::BAD_REQUEST, format!("modgate: {reason}\n"))
             }
@@ -107,78 +133,94 @@ impl Gomod {
             Plan::Serve(Route::NotFound(reason)) => {
                 plain_text(StatusCode::NOT_FOUND, format!("modgate: {reason}\n"))
             }
-            Plan::Serve(Route::Proxy(p)) => self.fetch(&self.proxy_mirrors, host, p).await,
-            Plan::Serve(Route::Sumdb(rest)) => self.fetch(&self.sumdb_mirrors, host, rest).await,
+            Plan::Serve(Route::Proxy(path)) => {
+                return self.file(Upstream::Proxy, proxy_key(path), path).await;
+            }
+            Plan::Serve(Route::Sumdb { db, path }) => {
+                let upstream = Upstream::Sumdb { db: db.to_string() };
+                return self.file(upstream, sumdb_key(db, path), path).await;
+            }
+        };
+        Answer::plain(response)
+    }
+
+    /// A module or checksum database file: through the cache when it can
+    /// hold `key`, else straight from the mirrors (never when offline).
+    async fn file(&self, upstream: Upstream, key: Option<Key>, suffix: &str) -> Answer {
+        match (&self.cache, key) {
+            (Some(cache), Some(key)) => match cache.get(&key).await {
+                Outcome::Served {
+                    response,
+                    how,
+                    mirror,
+                } => Answer {
+                    response,
+                    cache: Some(how),
+                    mirror,
+                },
+                Outcome::Missed(miss, how) => Answer {
+                    response: self.missed(&miss),
+                    cache: Some(how),
+                    mirror: None,
+                },
+            },
+            (Some(cache), None) if cache.settings().offline => Answer::plain(plain_text(
+                StatusCode::NOT_FOUND,
+                "modgate: this request is never cached, and cache.offline is set: no mirror is asked\n",
+            )),
+            _ => match self.mirrors.fetch(&upstream, suffix).await {
+                Fetched::Found { response, mirror } => Answer {
+                    response,
+                    cache: None,
+                    mirror: Some(Arc::from(mirror.as_str())),
+                },
+                Fetched::Missed(miss) => Answer::plain(self.missed(&miss)),
+            },
         }
     }
 
-    /// Tries each mirror in health order; the first 2xx is streamed back.
-    async fn fetch(&self, set: &MirrorSet, host: &str, suffix: &str) -> Response<Body> {
-        let mut misses = Vec::new();
-        for index in set.order() {
-            let base = set.base(index);
-            let url = if base == "origin" {
-                format!("https://{host}{suffix}")
-            } else {
-                format!("{base}{suffix}")
-            };
-            match self.client.get(&url).await {
-                Ok(response) if response.status().is_success() => {
-                    set.restore(index);
-                    return relay(response);
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let miss = format!("{base}: {status}");
-                    if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-                        misses.push(Miss::NotFound(miss));
-                    } else {
-                        if status.is_server_error() {
-                            set.demote(index, &miss);
-                        }
-                        misses.push(Miss::Failed(miss));
-                    }
-                }
-                Err(err) => {
-                    let miss = format!("{base}: {err}");
-                    set.demote(index, &miss);
-                    misses.push(Miss::Failed(miss));
-                }
+    fn missed(&self, miss: &Miss) -> Response<Body> {
+        match miss {
+            Miss::NotFound(reason) => plain_text(
+                StatusCode::NOT_FOUND,
+                format!("modgate: not found ({reason})\n"),
+            ),
+            Miss::Failed(reason) => {
+                let status = match self.config.on_mirror_failure {
+                    OnMirrorFailure::NotFound => StatusCode::NOT_FOUND,
+                    OnMirrorFailure::BadGateway => StatusCode::BAD_GATEWAY,
+                };
+                plain_text(status, format!("modgate: every mirror failed ({reason})\n"))
             }
         }
-        self.all_missed(&misses)
-    }
-
-    fn all_missed(&self, misses: &[Miss]) -> Response<Body> {
-        let lines: Vec<&str> = misses
-            .iter()
-            .map(|m| match m {
-                Miss::NotFound(s) | Miss::Failed(s) => s.as_str(),
-            })
-            .collect();
-        let any_failed = misses.iter().any(|m| matches!(m, Miss::Failed(_)));
-        if !any_failed {
-            return plain_text(
-                StatusCode::NOT_FOUND,
-                format!("modgate: not found on any mirror ({})\n", lines.join("; ")),
-            );
-        }
-        let status = match self.config.on_mirror_failure {
-            OnMirrorFailure::NotFound => StatusCode::NOT_FOUND,
-            OnMirrorFailure::BadGateway => StatusCode::BAD_GATEWAY,
-        };
-        plain_text(
-            status,
-            format!("modgate: every mirror failed ({})\n", lines.join("; ")),
-        )
     }
 }
 
-/// Streams a mirror's answer; a mirror failing mid-body ends the response
-/// with an error (never a silent truncation).
-fn relay(response: Response<Incoming>) -> Response<Body> {
-    let (mut parts, body) = response.into_parts();
-    crate::message::headers::strip_hop_by_hop(&mut parts.headers, None);
-    parts.version = http::Version::HTTP_11;
-    Response::from_parts(parts, body.boxed())
+/// The mirror sets and their client. "origin" names the real hosts, which
+/// the admin named too (allowed past `deny_destinations` like any mirror).
+fn mirrors(config: &GomodConfig, dialer: Arc<Dialer>, via: Via) -> Result<Mirrors, GomodError> {
+    let tls = client_config(config.mirror_ca_file.as_deref())?;
+    let origin = config
+        .mirrors
+        .iter()
+        .chain(&config.sumdb_mirrors)
+        .any(|m| m == "origin");
+    let real_hosts = config.hosts().into_iter().filter(|_| origin);
+    let admin_named: Vec<String> = config
+        .mirrors
+        .iter()
+        .chain(&config.sumdb_mirrors)
+        .cloned()
+        .chain(real_hosts.map(|h| format!("https://{h}")))
+        .collect();
+    Ok(Mirrors {
+        proxy: MirrorSet::new(&config.mirrors, config.demote_for),
+        sumdb: MirrorSet::new(&config.sumdb_mirrors, config.demote_for),
+        client: MirrorClient::new(dialer, via, &admin_named, tls, config.mirror_timeout),
+        proxy_host: config
+            .proxy_hosts
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "proxy.golang.org".into()),
+    })
 }

@@ -56,13 +56,15 @@ impl MirrorSet {
         self.mirrors.iter().map(|m| m.base.as_str())
     }
 
-    /// Marks a mirror as failing; it is tried last for `demote_for`.
-    pub fn demote(&self, index: usize, reason: &str) {
+    /// Marks a mirror as failing; it is tried last for `demote_for`, or
+    /// for `asked` when the mirror said how long (Retry-After).
+    pub fn demote(&self, index: usize, reason: &str, asked: Option<Duration>) {
         let mirror = &self.mirrors[index];
+        let period = asked.unwrap_or(self.demote_for);
         if let Ok(mut until) = mirror.demoted_until.lock() {
-            *until = Some(Instant::now() + self.demote_for);
+            *until = Some(Instant::now() + period);
         }
-        tracing::warn!(mirror = %mirror.base, reason, demoted_for = ?self.demote_for, "mirror demoted");
+        tracing::warn!(mirror = %mirror.base, reason, demoted_for = ?period, "mirror demoted");
     }
 
     pub fn restore(&self, index: usize) {
@@ -72,9 +74,41 @@ impl MirrorSet {
     }
 }
 
+/// The longest a mirror's Retry-After is honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A Retry-After value (seconds or an HTTP date) as a period from `now`,
+/// at most [`MAX_RETRY_AFTER`]; `None` when it cannot be read.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let period = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or_default(),
+    };
+    Some(period.min(MAX_RETRY_AFTER))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_values() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let s = Duration::from_secs;
+        assert_eq!(retry_after("120", now), Some(s(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(s(0)));
+        assert_eq!(retry_after("999999999", now), Some(MAX_RETRY_AFTER));
+        let later = httpdate::fmt_http_date(now + s(90));
+        assert_eq!(retry_after(&later, now), Some(s(90)));
+        let earlier = httpdate::fmt_http_date(now - s(90));
+        assert_eq!(retry_after(&earlier, now), Some(s(0)));
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
+    }
 
     #[test]
     fn demoted_mirrors_go_last_until_the_period_ends() {
@@ -83,13 +117,13 @@ mod tests {
             Duration::from_millis(50),
         );
         assert_eq!(set.order(), [0, 1, 2]);
-        set.demote(0, "test");
+        set.demote(0, "test", None);
         assert_eq!(set.order(), [1, 2, 0]);
-        set.demote(1, "test");
+        set.demote(1, "test", None);
         assert_eq!(set.order(), [2, 0, 1]);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(set.order(), [0, 1, 2]);
-        set.demote(2, "test");
+        set.demote(2, "test", None);
         set.restore(2);
         assert_eq!(set.order(), [0, 1, 2]);
     }

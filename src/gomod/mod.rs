@@ -1,10 +1,13 @@
 //! Go module interception: request classification and module-path decoding
-//! (pure), mirror health, and the handler that
-//! serves intercepted requests from mirrors.
+//! (pure), `h1:` hashes (pure), mirror health and failover, and the handler
+//! that serves intercepted requests through the cache or from mirrors.
 
+pub mod dirhash;
+mod fetch;
 mod handler;
 mod mirrors;
 pub mod path;
 
+pub use fetch::Mirrors;
 pub use handler::{Gomod, GomodError};
 pub use mirrors::MirrorSet;

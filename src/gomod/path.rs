@@ -8,8 +8,8 @@ pub enum Route<'a> {
     Supported,
     /// A module proxy request; the path is sent to mirrors unchanged.
     Proxy(&'a str),
-    /// A checksum database request; `/<rest>` is appended to sumdb mirrors.
-    Sumdb(&'a str),
+    /// A request to checksum database `db`; `path` is appended to sumdb mirrors.
+    Sumdb { db: &'a str, path: &'a str },
     /// Something modgate does not serve (404 with the reason).
     NotFound(&'static str),
 }
@@ -35,19 +35,19 @@ impl Plan<'_> {
             Plan::Serve(Route::Supported) => "supported",
             Plan::Serve(Route::NotFound(_)) => "not_served",
             Plan::Serve(Route::Proxy(_)) => "proxy_mirrors",
-            Plan::Serve(Route::Sumdb(_)) => "sumdb_mirrors",
+            Plan::Serve(Route::Sumdb { .. }) => "sumdb_mirrors",
         }
     }
 }
 
 /// Plans `path` arriving for `host` (a proxy or a sumdb host).
 pub fn plan<'a>(
-    host: &str,
+    host: &'a str,
     path: &'a str,
     sumdb_hosts: &[String],
     private: &crate::rules::Private,
 ) -> Plan<'a> {
-    let on_sumdb = sumdb_hosts.iter().any(|h| h == host);
+    let on_sumdb = sumdb_hosts.iter().any(|h| h == host).then_some(host);
     let route = classify(on_sumdb, path, sumdb_hosts);
     match module_of(&route) {
         Err(reason) => Plan::Invalid(reason),
@@ -62,10 +62,15 @@ pub fn plan<'a>(
     }
 }
 
-/// Classifies `path` (with query) arriving on a proxy host or a sumdb host.
-pub fn classify<'a>(on_sumdb_host: bool, path: &'a str, sumdb_names: &[String]) -> Route<'a> {
-    if on_sumdb_host {
-        return Route::Sumdb(path);
+/// Classifies `path` (with query) arriving on a proxy host, or on the
+/// host of checksum database `on_sumdb_host`.
+pub fn classify<'a>(
+    on_sumdb_host: Option<&'a str>,
+    path: &'a str,
+    sumdb_names: &[String],
+) -> Route<'a> {
+    if let Some(db) = on_sumdb_host {
+        return Route::Sumdb { db, path };
     }
     let Some(rest) = path.strip_prefix("/sumdb/") else {
         return Route::Proxy(path);
@@ -77,7 +82,10 @@ pub fn classify<'a>(on_sumdb_host: bool, path: &'a str, sumdb_names: &[String]) 
     if tail == "supported" {
         return Route::Supported;
     }
-    Route::Sumdb(&path["/sumdb/".len() + name.len()..])
+    Route::Sumdb {
+        db: name,
+        path: &path["/sumdb/".len() + name.len()..],
+    }
 }
 
 /// The module a request is about, if it names one: `/<module>/@v/…`,
@@ -93,7 +101,7 @@ pub fn module_of(route: &Route<'_>) -> Result<Option<String>, &'static str> {
                 None => return Ok(None),
             }
         }
-        Route::Sumdb(path) => {
+        Route::Sumdb { path, .. } => {
             let path = path.split('?').next().unwrap_or_default();
             match path.strip_prefix("/lookup/") {
                 Some(lookup) => lookup.rsplit_once('@').map_or(lookup, |(m, _)| m),
@@ -108,6 +116,20 @@ pub fn module_of(route: &Route<'_>) -> Result<Option<String>, &'static str> {
     case_decode(&unescaped)
         .map(Some)
         .ok_or("bad !-escape in module path")
+}
+
+/// `X` -> `!x`: how the go command writes a module path or version in a URL.
+pub fn case_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('!');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `!x` -> `X` (the go command's case-encoding); upper case or a lone `!` is invalid.
@@ -139,23 +161,29 @@ mod tests {
     fn classifies() {
         let n = names();
         assert_eq!(
-            classify(false, "/sumdb/sum.golang.org/supported", &n),
+            classify(None, "/sumdb/sum.golang.org/supported", &n),
             Route::Supported
         );
         assert_eq!(
-            classify(false, "/sumdb/sum.golang.org/lookup/x@v1", &n),
-            Route::Sumdb("/lookup/x@v1")
+            classify(None, "/sumdb/sum.golang.org/lookup/x@v1", &n),
+            Route::Sumdb {
+                db: "sum.golang.org",
+                path: "/lookup/x@v1"
+            }
         );
         assert_eq!(
-            classify(true, "/tile/8/0/001", &n),
-            Route::Sumdb("/tile/8/0/001")
+            classify(Some("sum.golang.org"), "/tile/8/0/001", &n),
+            Route::Sumdb {
+                db: "sum.golang.org",
+                path: "/tile/8/0/001"
+            }
         );
         assert!(matches!(
-            classify(false, "/sumdb/other.db/supported", &n),
+            classify(None, "/sumdb/other.db/supported", &n),
             Route::NotFound(_)
         ));
         assert_eq!(
-            classify(false, "/github.com/a/b/@v/list", &n),
+            classify(None, "/github.com/a/b/@v/list", &n),
             Route::Proxy("/github.com/a/b/@v/list")
         );
     }
@@ -176,11 +204,26 @@ mod tests {
             Some("example.com/m/v2".into())
         );
         assert_eq!(
-            m(Route::Sumdb("/lookup/git.corp.example/a@v1.2.3")),
+            m(Route::Sumdb {
+                db: "sum.golang.org",
+                path: "/lookup/git.corp.example/a@v1.2.3"
+            }),
             Some("git.corp.example/a".into())
         );
-        assert_eq!(m(Route::Sumdb("/tile/8/0/x001")), None);
-        assert_eq!(m(Route::Sumdb("/latest")), None);
+        assert_eq!(
+            m(Route::Sumdb {
+                db: "sum.golang.org",
+                path: "/tile/8/0/x001"
+            }),
+            None
+        );
+        assert_eq!(
+            m(Route::Sumdb {
+                db: "sum.golang.org",
+                path: "/latest"
+            }),
+            None
+        );
         assert!(module_of(&Route::Proxy("/github.com/Acme/x/@v/list")).is_err());
         assert!(module_of(&Route::Proxy("/github.com/!/x/@v/list")).is_err());
         assert!(module_of(&Route::Proxy("/github.com/%zz/x/@v/list")).is_err());

@@ -5,4 +5,4 @@
 pub mod body;
 pub mod headers;
 
-pub use body::{Body, Metered, empty, plain_text, text};
+pub use body::{Body, BoxError, Metered, channel, empty, plain_text, text};

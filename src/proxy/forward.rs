@@ -123,7 +123,11 @@ async fn forward(
         _ => &shared.direct,
     };
     shared.stats.forwarded.inc();
-    let req = req.map(|body| Metered::new(body, bytes_up, None).boxed());
+    let req = req.map(|body| {
+        Metered::new(body, bytes_up, None)
+            .map_err(Into::into)
+            .boxed()
+    });
     let after = shared.timeouts.response;
     let mut response = tokio::time::timeout(after, pool.request(req))
         .await
@@ -146,7 +150,7 @@ async fn forward(
     headers::add_via(response.headers_mut(), version);
     // Our answer speaks the client's HTTP version, whatever the origin spoke.
     *response.version_mut() = client_version;
-    Ok(response.map(BodyExt::boxed))
+    Ok(response.map(|body| body.map_err(Into::into).boxed()))
 }
 
 /// Validates an absolute-form request, drops any `user:pass@` from its

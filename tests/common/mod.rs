@@ -31,6 +31,8 @@ type Body = BoxBody<Bytes, hyper::Error>;
 pub struct Proxy {
     pub addr: SocketAddr,
     pub running: Running,
+    /// The cache directory, when the test's config names none.
+    pub cache_dir: Option<tempfile::TempDir>,
 }
 
 impl Proxy {
@@ -42,11 +44,17 @@ impl Proxy {
     pub async fn start_on(listen: &str, toml: &str) -> Proxy {
         let mut config = Config::parse("test.toml", toml).expect("test config is valid");
         config.proxy.listen = vec![listen.parse().unwrap()];
+        let cache_dir = (!toml.contains("[cache]")).then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            config.cache.dir = dir.path().to_path_buf();
+            dir
+        });
         let listeners = server::bind_all(&config).unwrap();
         let running = server::start(&config, listeners).unwrap();
         Proxy {
             addr: running.addrs[0],
             running,
+            cache_dir,
         }
     }
 

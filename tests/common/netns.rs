@@ -140,6 +140,7 @@ pub struct Modgate {
     pub listening: Vec<(String, SocketAddr)>,
     log: Arc<Mutex<Vec<String>>>,
     _child: tokio::process::Child,
+    _cache_home: tempfile::TempDir,
 }
 
 impl Modgate {
@@ -162,9 +163,12 @@ impl Modgate {
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
+        // The default cache.dir is the user's cache directory: keep it in the test's own.
+        let cache_home = tempfile::tempdir().unwrap();
         let mut child = cmd
             .args(args)
             .env("RUST_LOG", "info")
+            .env("XDG_CACHE_HOME", cache_home.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -190,6 +194,7 @@ impl Modgate {
             listening,
             log,
             _child: child,
+            _cache_home: cache_home,
         }
     }
 

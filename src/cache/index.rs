@@ -1,0 +1,204 @@
+//! What the cache holds, in memory: each file's size and last use, the total,
+//! and which files are being streamed (pinned). Filled by a scan of the tree
+//! at start-up; eviction waits until that scan is in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use super::fresh::{Candidate, victims};
+use super::key::Kind;
+use super::store::Scanned;
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Slot>,
+    pins: HashMap<String, u32>,
+    total: u64,
+    loaded: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    kind: Kind,
+    size: u64,
+    /// Milliseconds since the Unix epoch.
+    last_used: u64,
+}
+
+/// Entries and bytes, in all and per kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub entries: u64,
+    pub bytes: u64,
+    pub per_kind: Vec<(Kind, u64, u64)>,
+}
+
+pub struct Index {
+    inner: Mutex<Inner>,
+    max_size: u64,
+}
+
+/// Keeps a file from eviction while it is streamed; released on drop.
+pub struct Pin {
+    index: Arc<Index>,
+    file: String,
+}
+
+impl Index {
+    pub fn new(max_size: u64) -> Index {
+        Index {
+            inner: Mutex::new(Inner::default()),
+            max_size,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds what the start-up scan found (entries recorded since are newer and kept).
+    pub fn load(&self, scanned: Vec<Scanned>) {
+        let mut inner = self.lock();
+        for s in scanned {
+            if !inner.entries.contains_key(&s.file) {
+                inner.total += s.size;
+                let slot = Slot {
+                    kind: s.kind,
+                    size: s.size,
+                    last_used: s.last_used.saturating_mul(1000),
+                };
+                inner.entries.insert(s.file, slot);
+            }
+        }
+        inner.loaded = true;
+    }
+
+    /// Records a stored (or found) file as just used.
+    pub fn record(&self, file: &str, kind: Kind, size: u64) {
+        let mut inner = self.lock();
+        let slot = Slot {
+            kind,
+            size,
+            last_used: now_millis(),
+        };
+        if let Some(old) = inner.entries.insert(file.to_string(), slot) {
+            inner.total -= old.size;
+        }
+        inner.total += size;
+    }
+
+    pub fn forget(&self, file: &str) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.entries.remove(file) {
+            inner.total -= old.size;
+        }
+    }
+
+    pub fn pin(self: &Arc<Self>, file: &str) -> Pin {
+        *self.lock().pins.entry(file.to_string()).or_default() += 1;
+        Pin {
+            index: self.clone(),
+            file: file.to_string(),
+        }
+    }
+
+    /// The files to remove now to get under `max_size` (taken out of the
+    /// index); none before the start-up scan is in.
+    pub fn evict(&self) -> Vec<String> {
+        let mut inner = self.lock();
+        if !inner.loaded || inner.total <= self.max_size {
+            return Vec::new();
+        }
+        let candidates: Vec<Candidate<'_>> = inner
+            .entries
+            .iter()
+            .map(|(file, slot)| Candidate {
+                file,
+                size: slot.size,
+                last_used: slot.last_used,
+                pinned: inner.pins.contains_key(file),
+            })
+            .collect();
+        let chosen: Vec<String> = victims(&candidates, inner.total, self.max_size)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        for file in &chosen {
+            if let Some(old) = inner.entries.remove(file) {
+                inner.total -= old.size;
+            }
+        }
+        chosen
+    }
+
+    pub fn totals(&self) -> Totals {
+        totals(self.lock().entries.values().map(|s| (s.kind, s.size)))
+    }
+
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+}
+
+/// Sums `(kind, size)` pairs.
+pub fn totals(items: impl Iterator<Item = (Kind, u64)>) -> Totals {
+    let mut per_kind: Vec<(Kind, u64, u64)> = Kind::ALL.iter().map(|k| (*k, 0, 0)).collect();
+    let mut all = Totals::default();
+    for (kind, size) in items {
+        all.entries += 1;
+        all.bytes += size;
+        if let Some(row) = per_kind.iter_mut().find(|row| row.0 == kind) {
+            row.1 += 1;
+            row.2 += size;
+        }
+    }
+    all.per_kind = per_kind;
+    all
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut inner = self.index.lock();
+        if let Some(count) = inner.pins.get_mut(&self.file) {
+            *count -= 1;
+            if *count == 0 {
+                inner.pins.remove(&self.file);
+            }
+        }
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_waits_for_the_scan_and_spares_pinned_files() {
+        let index = Arc::new(Index::new(100));
+        index.record("a", Kind::Zip, 80);
+        index.record("b", Kind::Zip, 80);
+        assert!(index.evict().is_empty(), "scan not in yet");
+        index.load(vec![Scanned {
+            file: "old".into(),
+            kind: Kind::Mod,
+            size: 10,
+            last_used: 1,
+        }]);
+        let pin = index.pin("a");
+        assert_eq!(index.evict(), ["old", "b"]);
+        assert_eq!(index.totals().bytes, 80);
+        drop(pin);
+        index.record("c", Kind::Info, 30);
+        assert_eq!(index.evict(), ["a"]);
+        assert_eq!(index.totals().entries, 1);
+    }
+}

@@ -1,0 +1,428 @@
+//! The office module cache: each module file is fetched from a mirror once
+//! and served from disk after that, through mirror outages too. The cache
+//! directory is itself a GOPROXY tree. Pure parts: [`key`] (what is cached,
+//! where, what never changes) and [`fresh`] (TTL and eviction decisions);
+//! [`store`] owns the disk, [`index`] the accounting, [`flight`] the
+//! coalesced downloads and [`stream`] the bytes to each client.
+
+pub mod flight;
+pub mod fresh;
+pub mod index;
+pub mod key;
+pub mod store;
+pub mod stream;
+pub mod warm;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin as StdPin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use tokio::sync::watch;
+
+use crate::message::Body;
+use flight::{Check, Flight, Takeoff};
+use fresh::{Use, judge};
+use index::Index;
+use key::{Key, Kind, Upstream};
+use store::{Found, Meta, Store};
+use stream::Progress;
+
+/// `[cache]`, as the cache uses it.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub dir: PathBuf,
+    pub max_size: u64,
+    pub mutable_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub offline: bool,
+    /// The longest a mirror may pause mid-body.
+    pub read_timeout: Duration,
+}
+
+/// Why no mirror gave a file.
+#[derive(Clone, Debug)]
+pub enum Miss {
+    /// Every mirror answered 404 or 410 (the reason lists them).
+    NotFound(Arc<str>),
+    /// At least one mirror failed (connect, timeout, 5xx).
+    Failed(Arc<str>),
+}
+
+/// What a [`Source`] gives for one request.
+pub enum Fetched {
+    /// A mirror's 2xx answer, its body still to come.
+    Found {
+        response: Response<Body>,
+        mirror: String,
+    },
+    Missed(Miss),
+}
+
+/// Where files come from: the mirrors (`gomod`), with their failover.
+pub trait Source: Send + Sync + 'static {
+    fn fetch<'a>(
+        &'a self,
+        upstream: &'a Upstream,
+        suffix: &'a str,
+    ) -> StdPin<Box<dyn Future<Output = Fetched> + Send + 'a>>;
+}
+
+/// How a request was served, for the access log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// From the cache.
+    Hit,
+    /// From a mirror, through the cache.
+    Miss,
+    /// From a download another client started.
+    Joined,
+    /// A mutable file past its TTL, served while a new copy is fetched.
+    Revalidating,
+    /// A mutable file past its TTL, served because every mirror failed (or offline).
+    Stale,
+    /// A remembered 404.
+    Negative,
+}
+
+impl How {
+    pub fn name(self) -> &'static str {
+        match self {
+            How::Hit => "hit",
+            How::Miss => "miss",
+            How::Joined => "joined",
+            How::Revalidating => "revalidating",
+            How::Stale => "stale",
+            How::Negative => "negative",
+        }
+    }
+}
+
+/// The cache's answer to one request.
+pub enum Outcome {
+    Served {
+        response: Response<Body>,
+        how: How,
+        mirror: Option<Arc<str>>,
+    },
+    Missed(Miss, How),
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    store: Arc<Store>,
+    index: Arc<Index>,
+    source: Arc<dyn Source>,
+    settings: Settings,
+    read_timeout: Duration,
+    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    not_found: Mutex<HashMap<String, (Instant, Arc<str>)>>,
+}
+
+/// Remembered 404s beyond this many are dropped (oldest TTLs first are not tracked).
+const MAX_NOT_FOUND: usize = 100_000;
+
+impl Cache {
+    /// Opens the cache directory and starts the start-up scan (leftovers
+    /// removed, sizes counted) in the background.
+    pub fn open(settings: Settings, source: Arc<dyn Source>) -> std::io::Result<Cache> {
+        let store = Store::open(&settings.dir)?;
+        let inner = Arc::new(Inner {
+            store: Arc::new(store),
+            index: Arc::new(Index::new(settings.max_size)),
+            source,
+            read_timeout: settings.read_timeout,
+            settings,
+            flights: Mutex::new(HashMap::new()),
+            not_found: Mutex::new(HashMap::new()),
+        });
+        let scanning = inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let removed = scanning.store.remove_leftovers();
+            scanning.index.load(scanning.store.scan());
+            let totals = scanning.index.totals();
+            tracing::info!(
+                dir = %scanning.store.root().display(), entries = totals.entries,
+                bytes = totals.bytes, leftovers_removed = removed, "cache ready"
+            );
+            scanning.evict_blocking();
+        });
+        Ok(Cache { inner })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Serves `key` from the cache, a download in flight, or the mirrors.
+    pub async fn get(&self, key: &Key) -> Outcome {
+        let inner = &self.inner;
+        if let Some(reason) = inner.remembered_not_found(&key.file) {
+            return Outcome::Missed(Miss::NotFound(reason), How::Negative);
+        }
+        if let Some(flight) = inner.flight(&key.file) {
+            return inner.follow(key, flight, How::Joined).await;
+        }
+        let found = inner.lookup(key).await;
+        let settings = &inner.settings;
+        match found {
+            Some(found) => match judge(key.kind, found.age, settings.mutable_ttl, settings.offline)
+            {
+                Use::Fresh if found.age > settings.mutable_ttl && !key.kind.immutable() => {
+                    inner.serve_found(key, found, How::Stale)
+                }
+                Use::Fresh => inner.serve_found(key, found, How::Hit),
+                Use::StaleRevalidate => {
+                    let _ = inner.flight_or_launch(key, None);
+                    inner.serve_found(key, found, How::Revalidating)
+                }
+                Use::Refetch => match inner.flight_or_launch(key, None) {
+                    Ok(flight) => match inner.follow(key, flight, How::Miss).await {
+                        Outcome::Missed(Miss::Failed(_), _) => {
+                            inner.serve_found(key, found, How::Stale)
+                        }
+                        outcome => outcome,
+                    },
+                    Err(_) => inner.serve_found(key, found, How::Stale),
+                },
+            },
+            None if settings.offline => Outcome::Missed(
+                Miss::NotFound(Arc::from(
+                    "not in the cache, and cache.offline is set: no mirror is asked",
+                )),
+                How::Miss,
+            ),
+            None => match inner.flight_or_launch(key, None) {
+                Ok(flight) => inner.follow(key, flight, How::Miss).await,
+                Err(e) => {
+                    Outcome::Missed(Miss::Failed(Arc::from(cache_io(&e).as_str())), How::Miss)
+                }
+            },
+        }
+    }
+
+    /// Downloads `key` into the cache (unless it is there) and waits for the
+    /// outcome; `check` must pass before anything is stored.
+    pub async fn fill(&self, key: &Key, check: Check) -> Result<How, String> {
+        if self.inner.lookup(key).await.is_some() {
+            return Ok(How::Hit);
+        }
+        let flight = self
+            .inner
+            .flight_or_launch(key, Some(check))
+            .map_err(|e| cache_io(&e))?;
+        let mut takeoff = flight.takeoff.clone();
+        let started = takeoff
+            .wait_for(|t| !matches!(t, Takeoff::Fetching))
+            .await
+            .map(|t| t.clone());
+        match started {
+            Ok(Takeoff::Started(_)) => {}
+            Ok(Takeoff::Missed(Miss::NotFound(r) | Miss::Failed(r))) => return Err(r.to_string()),
+            _ => return Err("download ended without an outcome".into()),
+        }
+        let mut progress = flight.progress.clone();
+        let done = progress
+            .wait_for(|p| !matches!(p, Progress::Growing { .. }))
+            .await
+            .map(|p| p.clone());
+        match done {
+            Ok(Progress::Complete { .. }) => {
+                // The commit follows the last byte; wait for the flight to land.
+                while self.inner.flight(&key.file).is_some() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(How::Miss)
+            }
+            Ok(Progress::Broken(reason)) => Err(reason.to_string()),
+            _ => Err("download ended without an outcome".into()),
+        }
+    }
+
+    pub fn totals(&self) -> index::Totals {
+        self.inner.index.totals()
+    }
+}
+
+fn cache_io(e: &std::io::Error) -> String {
+    format!("cache directory: {e}")
+}
+
+impl Inner {
+    fn flight(&self, file: &str) -> Option<Arc<Flight>> {
+        lock(&self.flights).get(file).cloned()
+    }
+
+    /// The download in flight for `key`, or a new one.
+    fn flight_or_launch(
+        self: &Arc<Self>,
+        key: &Key,
+        check: Option<Check>,
+    ) -> std::io::Result<Arc<Flight>> {
+        let mut flights = lock(&self.flights);
+        if let Some(flight) = flights.get(&key.file) {
+            return Ok(flight.clone());
+        }
+        let flight = flight::launch(self.clone(), key.clone(), check)?;
+        flights.insert(key.file.clone(), flight.clone());
+        Ok(flight)
+    }
+
+    /// A flight is over (stored or not).
+    fn landed(&self, file: &str) {
+        lock(&self.flights).remove(file);
+    }
+
+    /// Waits for the flight's first answer, then streams it.
+    async fn follow(&self, key: &Key, flight: Arc<Flight>, how: How) -> Outcome {
+        let mut takeoff = flight.takeoff.clone();
+        let started = takeoff
+            .wait_for(|t| !matches!(t, Takeoff::Fetching))
+            .await
+            .map(|t| t.clone());
+        let head = match started {
+            Ok(Takeoff::Started(head)) => head,
+            Ok(Takeoff::Missed(miss)) => return Outcome::Missed(miss, how),
+            _ => {
+                let reason = Arc::from("download ended without an outcome");
+                return Outcome::Missed(Miss::Failed(reason), how);
+            }
+        };
+        let pin = self.index.pin(&key.file);
+        let body = stream::body(flight.file.clone(), flight.progress.clone(), pin);
+        let content_type = head.content_type.unwrap_or_else(|| content_type(key.kind));
+        Outcome::Served {
+            response: response(body, content_type, head.content_length),
+            how,
+            mirror: Some(head.mirror),
+        }
+    }
+
+    async fn lookup(&self, key: &Key) -> Option<Found> {
+        let inner_store = self.store.clone();
+        let file = key.file.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let found = inner_store.lookup(&file);
+            if let Ok(Some(_)) = &found {
+                inner_store.touch(&file);
+            }
+            found
+        })
+        .await
+        .ok()?;
+        match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(file = %key.file, error = %e, "cache: cannot read entry");
+                None
+            }
+        }
+    }
+
+    fn serve_found(&self, key: &Key, found: Found, how: How) -> Outcome {
+        self.index.record(&key.file, key.kind, found.size);
+        let pin = self.index.pin(&key.file);
+        let (_, progress) = watch::channel(Progress::Complete { size: found.size });
+        let body = stream::body(Arc::new(found.file), progress, pin);
+        Outcome::Served {
+            response: response(body, content_type(key.kind), Some(found.size)),
+            how,
+            mirror: None,
+        }
+    }
+
+    /// Stores a complete download and evicts what no longer fits.
+    async fn commit(self: &Arc<Self>, key: &Key, file: Arc<File>, temp: PathBuf, meta: Meta) {
+        if meta.size > self.settings.max_size {
+            tracing::info!(file = %key.file, size = meta.size, max_size = self.settings.max_size,
+                "cache: larger than cache.max_size; served, not kept");
+            return;
+        }
+        let inner = self.clone();
+        let key = key.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let size = meta.size;
+            let stored = file
+                .sync_all()
+                .and_then(|()| inner.store.commit(&temp, &key.file, &meta));
+            match stored {
+                Ok(()) => {
+                    inner.index.record(&key.file, key.kind, size);
+                    inner.evict_blocking();
+                }
+                Err(e) => tracing::warn!(file = %key.file, error = %e, "cache: cannot store entry"),
+            }
+        })
+        .await;
+    }
+
+    fn evict_blocking(&self) {
+        for file in self.index.evict() {
+            match self.store.remove(&file) {
+                Ok(()) => tracing::info!(%file, "cache: evicted (least recently used)"),
+                Err(e) => tracing::warn!(%file, error = %e, "cache: cannot evict"),
+            }
+        }
+    }
+
+    fn remember_not_found(&self, file: &str, reason: Arc<str>) {
+        let mut map = lock(&self.not_found);
+        let now = Instant::now();
+        if map.len() >= MAX_NOT_FOUND {
+            map.retain(|_, (until, _)| *until > now);
+            if map.len() >= MAX_NOT_FOUND {
+                map.clear();
+            }
+        }
+        map.insert(file.to_string(), (now + self.settings.negative_ttl, reason));
+    }
+
+    fn remembered_not_found(&self, file: &str) -> Option<Arc<str>> {
+        let mut map = lock(&self.not_found);
+        match map.get(file) {
+            Some((until, reason)) if *until > Instant::now() => Some(reason.clone()),
+            Some(_) => {
+                map.remove(file);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn response(body: Body, content_type: HeaderValue, length: Option<u64>) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    if let Some(length) = length {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    response
+}
+
+/// What the module proxy protocol serves each kind as.
+fn content_type(kind: Kind) -> HeaderValue {
+    HeaderValue::from_static(match kind {
+        Kind::Zip => "application/zip",
+        Kind::Info | Kind::Latest | Kind::Query => "application/json",
+        Kind::Tile => "application/octet-stream",
+        Kind::Mod | Kind::List | Kind::Lookup | Kind::SumdbLatest => "text/plain; charset=utf-8",
+    })
+}

@@ -1,0 +1,89 @@
+//! Streams a file to one client while it may still be growing: a download
+//! in flight (the bytes written so far are sent at once, the rest as they
+//! arrive) or a complete entry. Positional reads, so any number of clients
+//! share one open file.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc::Sender;
+use tokio::sync::watch;
+
+use super::index::Pin;
+use crate::message::{Body, BoxError, channel};
+
+/// The most read for one chunk sent to a client.
+const CHUNK: usize = 256 << 10;
+
+/// How far a download has come.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// `written` bytes are in the file; more are coming.
+    Growing { written: u64 },
+    /// The file is complete at `size` bytes.
+    Complete { size: u64 },
+    /// The download failed after it started: the clients' responses end
+    /// with this error, so nobody takes a short file for a whole one.
+    Broken(Arc<str>),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Cut(String);
+
+/// The body that streams `file` as `progress` allows; `pin` is held until
+/// the client has it all or is gone.
+pub fn body(file: Arc<File>, mut progress: watch::Receiver<Progress>, pin: Pin) -> Body {
+    let (tx, body) = channel(2);
+    tokio::spawn(async move {
+        let _pin = pin;
+        let mut sent = 0u64;
+        loop {
+            let now = progress.borrow_and_update().clone();
+            let available = match now {
+                Progress::Growing { written } => written,
+                Progress::Complete { size } => size,
+                Progress::Broken(reason) => return cut(&tx, &reason).await,
+            };
+            if sent < available {
+                match read(&file, sent, available - sent).await {
+                    Ok(chunk) if !chunk.is_empty() => {
+                        sent += chunk.len() as u64;
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => return cut(&tx, "cache file shorter than recorded").await,
+                    Err(e) => return cut(&tx, &e.to_string()).await,
+                }
+            } else if matches!(now, Progress::Complete { .. }) {
+                return;
+            } else if progress.changed().await.is_err() {
+                return cut(&tx, "download ended without an outcome").await;
+            }
+        }
+    });
+    body
+}
+
+/// Ends the client's body with an error.
+async fn cut(tx: &Sender<Result<Bytes, BoxError>>, reason: &str) {
+    let _ = tx.send(Err(Box::new(Cut(reason.to_string())))).await;
+}
+
+/// Reads up to `CHUNK` (and at most `left`) bytes at `offset`.
+async fn read(file: &Arc<File>, offset: u64, left: u64) -> Result<Bytes, BoxError> {
+    let file = file.clone();
+    let len = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+    tokio::task::spawn_blocking(move || {
+        let mut buffer = BytesMut::zeroed(len);
+        let n = file.read_at(&mut buffer, offset)?;
+        buffer.truncate(n);
+        Ok::<_, std::io::Error>(buffer.freeze())
+    })
+    .await
+    .map_err(|e| Box::new(e) as BoxError)?
+    .map_err(|e| Box::new(e) as BoxError)
+}

@@ -1,0 +1,94 @@
+//! Fetches one module or checksum database file from the mirrors, in
+//! health order with failover: the first 2xx wins; 404/410 is an answer
+//! (the next mirror may still have it); a failure (connect, timeout, 5xx,
+//! 429) demotes the mirror, for as long as its Retry-After asks when it says.
+
+use std::time::SystemTime;
+
+use http::StatusCode;
+use http::header::RETRY_AFTER;
+use http_body_util::BodyExt;
+
+use super::mirrors::{MirrorSet, retry_after};
+use crate::cache::key::Upstream;
+use crate::cache::{Fetched, Miss, Source};
+use crate::message::headers::strip_hop_by_hop;
+use crate::upstream::MirrorClient;
+
+pub struct Mirrors {
+    pub proxy: MirrorSet,
+    pub sumdb: MirrorSet,
+    pub client: MirrorClient,
+    /// The real module proxy host, for the `origin` mirror.
+    pub proxy_host: String,
+}
+
+impl Mirrors {
+    pub async fn fetch(&self, upstream: &Upstream, suffix: &str) -> Fetched {
+        let (set, host) = match upstream {
+            Upstream::Proxy => (&self.proxy, self.proxy_host.as_str()),
+            Upstream::Sumdb { db } => (&self.sumdb, db.as_str()),
+        };
+        let mut misses = Vec::new();
+        let mut any_failed = false;
+        for index in set.order() {
+            let base = set.base(index);
+            let url = if base == "origin" {
+                format!("https://{host}{suffix}")
+            } else {
+                format!("{base}{suffix}")
+            };
+            let response = match self.client.get(&url).await {
+                Ok(response) => response,
+                Err(err) => {
+                    let miss = format!("{base}: {err}");
+                    set.demote(index, &miss, None);
+                    misses.push(miss);
+                    any_failed = true;
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status.is_success() {
+                set.restore(index);
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers, None);
+                parts.version = http::Version::HTTP_11;
+                let body = body.map_err(Into::into).boxed();
+                return Fetched::Found {
+                    response: http::Response::from_parts(parts, body),
+                    mirror: base.to_string(),
+                };
+            }
+            let miss = format!("{base}: {status}");
+            if status != StatusCode::NOT_FOUND && status != StatusCode::GONE {
+                any_failed = true;
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    let asked = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| retry_after(v, SystemTime::now()));
+                    set.demote(index, &miss, asked);
+                }
+            }
+            misses.push(miss);
+        }
+        let reason = misses.join("; ").into();
+        Fetched::Missed(if any_failed {
+            Miss::Failed(reason)
+        } else {
+            Miss::NotFound(reason)
+        })
+    }
+}
+
+impl Source for Mirrors {
+    fn fetch<'a>(
+        &'a self,
+        upstream: &'a Upstream,
+        suffix: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
+        Box::pin(Mirrors::fetch(self, upstream, suffix))
+    }
+}
