@@ -1,5 +1,7 @@
 //! modgate's command line: parse arguments, load the config, set up logging,
-//! and run. The only place that uses `anyhow`.
+//! and run. The binary (this file and `cli/`) is the only place that uses `anyhow`.
+
+mod cli;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -42,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Look after the module cache (the config's cache.dir).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print the routing decision for a URL or HOST[:PORT], and the rule behind it.
     Explain {
         #[arg(long)]
@@ -51,6 +58,35 @@ enum Command {
         /// The client address to decide for.
         #[arg(long, default_value = "127.0.0.1")]
         client: IpAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Entries and bytes, in all and per kind.
+    Stats {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Re-hash every immutable entry against its recorded SHA-256; exit 1 on damage.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Remove least recently used entries down to --to (default: cache.max_size).
+    Prune {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A size such as "5GiB".
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Fetch every .mod and .zip a go.sum (hashes checked) or vendor/modules.txt names.
+    Warm {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A go.sum or modules.txt file.
+        file: PathBuf,
     },
 }
 
@@ -80,6 +116,7 @@ fn main() -> ExitCode {
         Command::Run { config, listen } => run(config, listen),
         Command::Check { config } => return check(config),
         Command::Ca { command } => ca(command),
+        Command::Cache { command } => return cache_command(command),
         Command::Explain {
             config,
             target,
@@ -152,6 +189,19 @@ fn ca(command: CaCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn cache_command(command: CacheCommand) -> ExitCode {
+    let result = match command {
+        CacheCommand::Stats { config } => cli::cache::stats_command(config),
+        CacheCommand::Verify { config } => cli::cache::verify_command(config),
+        CacheCommand::Prune { config, to } => cli::cache::prune_command(config, to),
+        CacheCommand::Warm { config, file } => cli::cache::warm_command(config, &file),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("modgate: {}", report(&err));
+        ExitCode::FAILURE
+    })
 }
 
 fn explain(path: Option<PathBuf>, target: &str, client: IpAddr) -> anyhow::Result<()> {

@@ -34,6 +34,8 @@ pub enum StartError {
     Ca(#[from] CaError),
     #[error(transparent)]
     Gomod(#[from] GomodError),
+    #[error("the cache is not enabled")]
+    NoCache,
     #[error(transparent)]
     Sys(#[from] crate::sys::SysError),
 }
@@ -204,6 +206,23 @@ fn mitm(config: &Config, dialer: Arc<Dialer>) -> Result<Mitm, StartError> {
         leaves,
         gomod: Arc::new(gomod),
     })
+}
+
+/// The cache fed by the config's mirrors, outside a running gateway
+/// (`modgate cache warm`): the same egress rules and parent, no listeners,
+/// never offline.
+pub fn standalone_cache(config: &Config) -> Result<crate::cache::Cache, StartError> {
+    let dialer = Arc::new(Dialer::new(
+        Arc::new(egress(config, &[])),
+        config.upstream.connect_timeout,
+        config.upstream.proxy.clone(),
+        config.transparent.outbound_mark,
+    ));
+    let mut enabled = config.clone();
+    enabled.cache.enabled = true;
+    enabled.cache.offline = false;
+    let gomod = Gomod::new(&config.gomod, cache_settings(&enabled), dialer, via(config))?;
+    gomod.cache().cloned().ok_or(StartError::NoCache)
 }
 
 /// `[cache]` as the cache takes it, when enabled.

@@ -21,6 +21,7 @@ use super::key::Key;
 use super::store::{Meta, unix_secs};
 use super::stream::Progress;
 use super::{Fetched, Inner, Miss};
+use crate::gomod::dirhash::hex;
 use crate::message::Body;
 
 /// A check the complete bytes must pass before they are stored (a go.sum
@@ -174,12 +175,7 @@ async fn copy(
         written += data.len() as u64;
         progress.send_replace(Progress::Growing { written });
     }
-    let sha256 = hash
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = hex(hash.finish().as_ref());
     Ok(Got {
         size: written,
         sha256,

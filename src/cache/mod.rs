@@ -9,6 +9,7 @@ pub mod flight;
 pub mod fresh;
 pub mod index;
 pub mod key;
+pub mod maintain;
 pub mod store;
 pub mod stream;
 pub mod warm;

@@ -9,15 +9,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// A test module: path, version, and its Go source.
 pub struct Module {
@@ -142,12 +142,20 @@ pub enum Behaviour {
     Serve,
     Status500,
     Hang,
+    /// Serve, sending bodies at this many bytes per second.
+    Throttled(u64),
 }
 
-/// A real HTTP mirror over a GOPROXY-layout directory, logging every request path.
+/// A real HTTP mirror over a GOPROXY-layout directory, logging every request
+/// path. Its behaviour can change while it runs, and it can be stopped
+/// (listener closed, open connections cut).
 pub struct Mirror {
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    /// When each answer's last byte was sent.
+    finished: Arc<Mutex<Vec<(String, Instant)>>>,
+    stop: CancellationToken,
 }
 
 impl Mirror {
@@ -157,28 +165,53 @@ impl Mirror {
     }
 
     pub fn serve(listener: TcpListener, root: PathBuf, behaviour: Behaviour) -> Mirror {
-        let addr = listener.local_addr().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let log_for_server = log.clone();
+        let mirror = Mirror {
+            addr: listener.local_addr().unwrap(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            behaviour: Arc::new(Mutex::new(behaviour)),
+            finished: Arc::new(Mutex::new(Vec::new())),
+            stop: CancellationToken::new(),
+        };
+        let shared = (
+            mirror.log.clone(),
+            mirror.behaviour.clone(),
+            mirror.finished.clone(),
+        );
+        let stop = mirror.stop.clone();
         let root = Arc::new(root);
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let log = log_for_server.clone();
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(_) => return,
+                    },
+                };
+                let (log, behaviour, finished) = shared.clone();
                 let root = root.clone();
+                let stop = stop.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let path = req.uri().path().to_string();
                         log.lock().unwrap().push(path.clone());
                         let root = root.clone();
-                        async move { Ok::<_, Infallible>(answer(&root, &path, behaviour).await) }
+                        let behaviour = *behaviour.lock().unwrap();
+                        let finished = finished.clone();
+                        async move {
+                            Ok::<_, Infallible>(answer(&root, &path, behaviour, finished).await)
+                        }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = connection => {}
+                    }
                 });
             }
         });
-        Mirror { addr, log }
+        mirror
     }
 
     pub fn url(&self) -> String {
@@ -188,17 +221,44 @@ impl Mirror {
     pub fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
+
+    /// How many requests asked for `path`.
+    pub fn count(&self, path: &str) -> usize {
+        self.requests().iter().filter(|p| *p == path).count()
+    }
+
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Closes the listener and every open connection: the mirror is gone.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// When the last byte of the latest answer for `path` was sent.
+    pub fn finished(&self, path: &str) -> Option<Instant> {
+        let finished = self.finished.lock().unwrap();
+        finished
+            .iter()
+            .rev()
+            .find(|(p, _)| p == path)
+            .map(|(_, t)| *t)
+    }
 }
+
+type Finished = Arc<Mutex<Vec<(String, Instant)>>>;
 
 async fn answer(
     root: &Path,
     path: &str,
     behaviour: Behaviour,
-) -> Response<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+    finished: Finished,
+) -> Response<modgate::message::Body> {
     let reply = |status: StatusCode, body: Vec<u8>| {
         Response::builder()
             .status(status)
-            .body(Full::new(Bytes::from(body)).boxed())
+            .body(modgate::message::text(body))
             .unwrap()
     };
     match behaviour {
@@ -216,10 +276,34 @@ async fn answer(
     if relative.contains("..") {
         return reply(StatusCode::BAD_REQUEST, Vec::new());
     }
-    match tokio::fs::read(root.join(relative)).await {
-        Ok(data) => reply(StatusCode::OK, data),
-        Err(_) => reply(StatusCode::NOT_FOUND, b"not found".to_vec()),
-    }
+    let data = match tokio::fs::read(root.join(relative)).await {
+        Ok(data) => data,
+        Err(_) => return reply(StatusCode::NOT_FOUND, b"not found".to_vec()),
+    };
+    let Behaviour::Throttled(rate) = behaviour else {
+        finished
+            .lock()
+            .unwrap()
+            .push((path.to_string(), Instant::now()));
+        return reply(StatusCode::OK, data);
+    };
+    let length = data.len();
+    let (tx, body) = modgate::message::channel(1);
+    let path = path.to_string();
+    tokio::spawn(async move {
+        let chunk = (rate / 20).max(1) as usize;
+        for piece in data.chunks(chunk) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if tx.send(Ok(Bytes::copy_from_slice(piece))).await.is_err() {
+                return;
+            }
+        }
+        finished.lock().unwrap().push((path, Instant::now()));
+    });
+    Response::builder()
+        .header(http::header::CONTENT_LENGTH, length)
+        .body(body)
+        .unwrap()
 }
 
 /// Runs the go command through modgate at `proxy` with a fresh GOPATH under `work`.

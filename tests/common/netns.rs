@@ -206,6 +206,11 @@ impl Modgate {
             .unwrap_or_else(|| panic!("no {serves} listener in {:?}", self.listening))
     }
 
+    /// SIGKILL, as a crash would, and reaped.
+    pub async fn kill(mut self) {
+        self._child.kill().await.unwrap();
+    }
+
     /// The modgate process (with `ip netns exec`, which execs, the same one).
     pub fn pid(&self) -> u32 {
         self._child.id().expect("modgate runs")

@@ -1,0 +1,127 @@
+//! `modgate cache stats | verify | prune | warm`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use modgate::cache::How;
+use modgate::cache::maintain::{prune, stats, verify};
+use modgate::cache::store::Store;
+use modgate::cache::warm::{Want, fetch, parse_list};
+use modgate::config::Config;
+use modgate::config::units::parse_size;
+
+/// Files fetched at once by `warm`.
+const WARM_PARALLEL: usize = 8;
+
+pub fn stats_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let store = open(config.as_deref())?.1;
+    let totals = stats(&store);
+    println!("cache {}", store.root().display());
+    println!("{:<14}{:>10}{:>16}", "kind", "entries", "bytes");
+    for (kind, entries, bytes) in &totals.per_kind {
+        println!("{:<14}{entries:>10}{bytes:>16}", kind.name());
+    }
+    println!("{:<14}{:>10}{:>16}", "all", totals.entries, totals.bytes);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let store = open(config.as_deref())?.1;
+    let report = verify(&store);
+    for (file, problem) in &report.damaged {
+        println!("DAMAGED {file}: {problem}");
+    }
+    for file in &report.unrecorded {
+        println!("unrecorded {file}: no stored hash to check against");
+    }
+    println!(
+        "{} checked, {} damaged, {} unrecorded",
+        report.checked,
+        report.damaged.len(),
+        report.unrecorded.len()
+    );
+    Ok(if report.damaged.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn prune_command(config: Option<PathBuf>, to: Option<String>) -> anyhow::Result<ExitCode> {
+    let (config, store) = open(config.as_deref())?;
+    let to = match to {
+        Some(text) => parse_size(&text).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
+        None => config.cache.max_size,
+    };
+    let (files, bytes) = prune(&store, to);
+    println!("removed {files} entries, {bytes} bytes; the cache is now at most {to} bytes");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn warm_command(config: Option<PathBuf>, list: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config.as_deref())?;
+    let text =
+        std::fs::read_to_string(list).with_context(|| format!("cannot read {}", list.display()))?;
+    let (wants, bad) = parse_list(&text);
+    for line in &bad {
+        eprintln!(
+            "{}:{line}: not a go.sum or modules.txt line; skipped",
+            list.display()
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let failed = runtime.block_on(warm(&config, wants))?;
+    Ok(if failed == 0 && bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Fetches every wanted file, a few at a time; returns how many failed.
+async fn warm(config: &Config, wants: Vec<Want>) -> anyhow::Result<usize> {
+    let cache = modgate::server::standalone_cache(config)?;
+    let bar = ProgressBar::new(wants.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let permits = Arc::new(tokio::sync::Semaphore::new(WARM_PARALLEL));
+    let mut tasks = tokio::task::JoinSet::new();
+    for want in wants {
+        let cache = cache.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let outcome = fetch(&cache, &want).await;
+            (want, outcome)
+        });
+    }
+    let (mut fetched, mut present, mut failed) = (0, 0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (want, outcome) = joined.context("a warm task failed")?;
+        bar.inc(1);
+        bar.set_message(want.describe());
+        match outcome {
+            Ok(How::Hit) => present += 1,
+            Ok(_) => fetched += 1,
+            Err(reason) => {
+                failed += 1;
+                bar.suspend(|| println!("FAILED {}: {reason}", want.describe()));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!("{fetched} fetched, {present} already cached, {failed} failed");
+    Ok(failed)
+}
+
+fn open(config: Option<&Path>) -> anyhow::Result<(Config, Store)> {
+    let config = Config::load(config)?;
+    let store = Store::open(&config.cache.dir)
+        .with_context(|| format!("cache.dir {}", config.cache.dir.display()))?;
+    Ok((config, store))
+}

@@ -1,0 +1,3 @@
+//! The binary's subcommands that are more than a call into the library.
+
+pub mod cache;
