@@ -24,7 +24,12 @@ struct Slot {
     size: u64,
     /// Milliseconds since the Unix epoch.
     last_used: u64,
+    /// When the file's atime was last set (what a restart knows of its use).
+    touched: u64,
 }
+
+/// A file's atime is refreshed at most this often (milliseconds).
+const TOUCH_EVERY: u64 = 3_600_000;
 
 /// Entries and bytes, in all and per kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -65,10 +70,12 @@ impl Index {
         for s in scanned {
             if !inner.entries.contains_key(&s.file) {
                 inner.total += s.size;
+                let last_used = s.last_used.saturating_mul(1000);
                 let slot = Slot {
                     kind: s.kind,
                     size: s.size,
-                    last_used: s.last_used.saturating_mul(1000),
+                    last_used,
+                    touched: last_used,
                 };
                 inner.entries.insert(s.file, slot);
             }
@@ -76,18 +83,48 @@ impl Index {
         inner.loaded = true;
     }
 
-    /// Records a stored (or found) file as just used.
+    /// Records a file just stored.
     pub fn record(&self, file: &str, kind: Kind, size: u64) {
         let mut inner = self.lock();
+        let now = now_millis();
         let slot = Slot {
             kind,
             size,
-            last_used: now_millis(),
+            last_used: now,
+            touched: now,
         };
         if let Some(old) = inner.entries.insert(file.to_string(), slot) {
             inner.total -= old.size;
         }
         inner.total += size;
+    }
+
+    /// Records a file just served; `true` when its atime should be set
+    /// (not done within the last hour).
+    pub fn used(&self, file: &str, kind: Kind, size: u64) -> bool {
+        let mut inner = self.lock();
+        let now = now_millis();
+        match inner.entries.get_mut(file) {
+            Some(slot) => {
+                slot.last_used = now;
+                let stale = now.saturating_sub(slot.touched) > TOUCH_EVERY;
+                if stale {
+                    slot.touched = now;
+                }
+                stale
+            }
+            None => {
+                let slot = Slot {
+                    kind,
+                    size,
+                    last_used: now,
+                    touched: now,
+                };
+                inner.entries.insert(file.to_string(), slot);
+                inner.total += size;
+                true
+            }
+        }
     }
 
     pub fn forget(&self, file: &str) {

@@ -2,14 +2,9 @@
 //! kept by hand, without a running gateway (one may run meanwhile: entries
 //! appear and go by rename, so both see whole files). Blocking.
 
-use std::io::Read;
-
-use aws_lc_rs::digest;
-
 use super::fresh::{Candidate, victims};
 use super::index::{Totals, totals};
-use super::store::Store;
-use crate::gomod::dirhash::hex;
+use super::store::{Store, sha256_of};
 
 /// What `verify` found.
 #[derive(Debug, Default)]
@@ -29,8 +24,9 @@ pub fn stats(store: &Store) -> Totals {
 /// when it was stored.
 pub fn verify(store: &Store) -> Verified {
     let mut report = Verified::default();
+    let records = store.records();
     for entry in store.scan().into_iter().filter(|s| s.kind.immutable()) {
-        let Some(meta) = store.meta(&entry.file) else {
+        let Some(meta) = records.get(&entry.file) else {
             report.unrecorded.push(entry.file);
             continue;
         };
@@ -38,7 +34,7 @@ pub fn verify(store: &Store) -> Verified {
         let problem = if meta.size != entry.size {
             Some(format!("size {} but {} recorded", entry.size, meta.size))
         } else {
-            match sha256_file(store, &entry.file) {
+            match sha256_of(&store.path(&entry.file)) {
                 Ok(sha) if sha == meta.sha256 => None,
                 Ok(sha) => Some(format!("sha256 {sha} but {} recorded", meta.sha256)),
                 Err(e) => Some(format!("cannot read: {e}")),
@@ -77,18 +73,4 @@ pub fn prune(store: &Store, to: u64) -> (u64, u64) {
         }
     }
     removed
-}
-
-fn sha256_file(store: &Store, file: &str) -> std::io::Result<String> {
-    let mut handle = std::fs::File::open(store.path(file))?;
-    let mut hash = digest::Context::new(&digest::SHA256);
-    let mut buffer = vec![0u8; 256 << 10];
-    loop {
-        let n = handle.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buffer[..n]);
-    }
-    Ok(hex(hash.finish().as_ref()))
 }

@@ -1,24 +1,34 @@
-//! The cache directory on disk: a GOPROXY tree plus `.modgate/` (temporary
-//! downloads and one metadata file per entry). An entry becomes visible only
-//! when complete: written to `.modgate/tmp`, fsynced, its metadata put in
-//! place, then renamed into the tree. A file's mtime is when it was fetched
+//! The cache directory on disk: a GOPROXY tree plus `.modgate/`: temporary
+//! downloads, and `records`, an append-only log with one JSON line per
+//! stored file (fetch time, mirror, size, sha256; the last line for a file
+//! wins; compacted at start). An entry becomes visible only when complete:
+//! written to `.modgate/tmp`, fsynced, its record appended, then renamed
+//! into the tree. That one fsync is what makes a crash safe: after it, the
+//! rename either happened (a whole file) or not (a leftover, removed at
+//! start). The log and the directories are not fsynced: a crash may lose a
+//! record or an entry, never serve a bad one; each fsync and each extra
+//! file costs a cold request time. A file's mtime is when it was fetched
 //! (its age, for mutable files); its atime is set when it is served (least
 //! recently used eviction), whatever the mount's atime options.
 //! Blocking calls: run them on the blocking pool.
 
+use std::collections::HashMap;
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::key::{Kind, key_of_file};
 
 const STATE_DIR: &str = ".modgate";
+const RECORDS: &str = "records";
 
 /// What modgate recorded about a stored file.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Meta {
+    pub file: String,
     /// Seconds since the Unix epoch.
     pub fetched: u64,
     pub mirror: String,
@@ -47,6 +57,8 @@ pub struct Scanned {
 
 pub struct Store {
     root: PathBuf,
+    /// The records log, opened for appending.
+    records: Mutex<File>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -54,12 +66,13 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl Store {
     /// Opens (creating) the cache directory.
     pub fn open(root: &Path) -> io::Result<Store> {
-        let store = Store {
+        let state = root.join(STATE_DIR);
+        fs::create_dir_all(state.join("tmp"))?;
+        let records = open_records(&state.join(RECORDS))?;
+        Ok(Store {
             root: root.to_path_buf(),
-        };
-        fs::create_dir_all(store.tmp_dir())?;
-        fs::create_dir_all(store.state().join("meta"))?;
-        Ok(store)
+            records: Mutex::new(records),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -76,10 +89,6 @@ impl Store {
 
     pub fn path(&self, file: &str) -> PathBuf {
         self.root.join(file)
-    }
-
-    fn meta_path(&self, file: &str) -> PathBuf {
-        self.state().join("meta").join(format!("{file}.json"))
     }
 
     /// Opens a stored file; `None` when there is none.
@@ -133,14 +142,18 @@ impl Store {
     }
 
     /// Makes the complete, fsynced download at `temp` the entry `file`.
-    pub fn commit(&self, temp: &Path, file: &str, meta: &Meta) -> io::Result<()> {
-        let meta_path = self.meta_path(file);
-        write_atomically(&meta_path, &serde_json::to_vec(meta).unwrap_or_default())?;
+    pub fn commit(&self, temp: &Path, meta: &Meta) -> io::Result<()> {
+        let file = meta.file.as_str();
+        let mut line = serde_json::to_vec(meta).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_all(&line)?;
         let target = self.path(file);
         let parent = target.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent)?;
         fs::rename(temp, &target)?;
-        sync_dir(parent);
         if let Some(db_dir) = sumdb_dir(file) {
             // `GOPROXY=file://<dir>` asks for this before using the database.
             let supported = self.root.join(db_dir).join("supported");
@@ -151,19 +164,48 @@ impl Store {
         Ok(())
     }
 
-    /// Removes an entry and its metadata.
+    /// Removes an entry (its record goes at the next compaction).
     pub fn remove(&self, file: &str) -> io::Result<()> {
         match fs::remove_file(self.path(file)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
-        let _ = fs::remove_file(self.meta_path(file));
-        Ok(())
     }
 
-    pub fn meta(&self, file: &str) -> Option<Meta> {
-        let bytes = fs::read(self.meta_path(file)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+    /// The newest record of every file (lines a crash cut short are skipped).
+    pub fn records(&self) -> HashMap<String, Meta> {
+        let text = fs::read(self.state().join(RECORDS)).unwrap_or_default();
+        let mut records = HashMap::new();
+        for line in text.split(|b| *b == b'\n') {
+            if let Ok(meta) = serde_json::from_slice::<Meta>(line) {
+                records.insert(meta.file.clone(), meta);
+            }
+        }
+        records
+    }
+
+    /// Rewrites the records log with the newest record of each file still
+    /// in the tree. Appends wait meanwhile.
+    pub fn compact(&self) -> io::Result<()> {
+        let mut handle = self
+            .records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut kept: Vec<Meta> = self
+            .records()
+            .into_values()
+            .filter(|m| self.path(&m.file).is_file())
+            .collect();
+        kept.sort_by(|a, b| a.file.cmp(&b.file));
+        let mut text = Vec::new();
+        for meta in &kept {
+            text.extend(serde_json::to_vec(meta).map_err(io::Error::other)?);
+            text.push(b'\n');
+        }
+        let path = self.state().join(RECORDS);
+        write_atomically(&path, &text)?;
+        *handle = open_records(&path)?;
+        Ok(())
     }
 
     /// Every entry in the tree (files that are not module or checksum
@@ -189,8 +231,7 @@ impl Store {
             .collect()
     }
 
-    /// Removes what a killed process left: downloads of processes that are
-    /// gone, and metadata whose file is not there. Returns how many.
+    /// Removes the downloads a killed process left. Returns how many.
     pub fn remove_leftovers(&self) -> usize {
         let mut removed = 0;
         for entry in fs::read_dir(self.tmp_dir()).into_iter().flatten().flatten() {
@@ -201,26 +242,12 @@ impl Store {
                 removed += 1;
             }
         }
-        let meta_root = self.state().join("meta");
-        for entry in walkdir::WalkDir::new(&meta_root).into_iter().flatten() {
-            let Some(file) = entry
-                .path()
-                .strip_prefix(&meta_root)
-                .ok()
-                .and_then(|p| p.to_str())
-                .and_then(|p| p.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            if entry.file_type().is_file()
-                && !self.path(file).exists()
-                && fs::remove_file(entry.path()).is_ok()
-            {
-                removed += 1;
-            }
-        }
         removed
     }
+}
+
+fn open_records(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// `sumdb/<name>` for a checksum database file.
@@ -228,6 +255,22 @@ fn sumdb_dir(file: &str) -> Option<String> {
     let rest = file.strip_prefix("sumdb/")?;
     let (db, _) = rest.split_once('/')?;
     Some(format!("sumdb/{db}"))
+}
+
+/// The SHA-256 of a file's content, in lower-case hex.
+pub fn sha256_of(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut handle = File::open(path)?;
+    let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buffer = vec![0u8; 256 << 10];
+    loop {
+        let n = handle.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+    }
+    Ok(crate::gomod::dirhash::hex(hash.finish().as_ref()))
 }
 
 pub fn unix_secs(time: Option<SystemTime>) -> u64 {
@@ -248,7 +291,7 @@ fn process_alive(pid: &str) -> bool {
     !proc_root.join("self").exists() || proc_root.join(pid).exists()
 }
 
-/// Writes `path` through a temporary file beside it, fsynced and renamed.
+/// Writes `path` through a temporary file beside it, renamed into place.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)?;
@@ -259,24 +302,16 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     ));
     let mut file = File::create(&temp)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&temp, path)?;
-    sync_dir(parent);
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = File::open(dir) {
-        let _ = handle.sync_all();
-    }
+    fs::rename(&temp, path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn meta(size: u64) -> Meta {
+    fn meta(file: &str, size: u64) -> Meta {
         Meta {
+            file: file.into(),
             fetched: 1,
             mirror: "m".into(),
             size,
@@ -293,15 +328,16 @@ mod tests {
         temp.write_all(b"zip").unwrap();
         assert!(store.lookup(file).unwrap().is_none());
         assert_eq!(store.scan().len(), 0);
-        store.commit(&temp_path, file, &meta(3)).unwrap();
+        store.commit(&temp_path, &meta(file, 3)).unwrap();
         assert_eq!(store.lookup(file).unwrap().unwrap().size, 3);
-        assert_eq!(store.meta(file), Some(meta(3)));
+        assert_eq!(store.records().get(file), Some(&meta(file, 3)));
         let scanned = store.scan();
         assert_eq!(scanned.len(), 1);
         assert_eq!(scanned[0].kind, Kind::Zip);
         store.remove(file).unwrap();
         assert!(store.lookup(file).unwrap().is_none());
-        assert_eq!(store.meta(file), None);
+        store.compact().unwrap();
+        assert_eq!(store.records().get(file), None);
     }
 
     #[test]
@@ -310,11 +346,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let dead = store.tmp_dir().join("999999999-0-0.part");
         fs::write(&dead, b"partial").unwrap();
-        let orphan = store.meta_path("example.com/m/@v/v1.0.0.mod");
-        fs::create_dir_all(orphan.parent().unwrap()).unwrap();
-        fs::write(&orphan, b"{}").unwrap();
-        assert_eq!(store.remove_leftovers(), 2);
-        assert!(!dead.exists() && !orphan.exists());
+        assert_eq!(store.remove_leftovers(), 1);
+        assert!(!dead.exists());
     }
 
     #[test]
@@ -323,7 +356,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (_, temp_path) = store.temp().unwrap();
         store
-            .commit(&temp_path, "sumdb/sum.example/latest", &meta(0))
+            .commit(&temp_path, &meta("sumdb/sum.example/latest", 0))
             .unwrap();
         assert!(dir.path().join("sumdb/sum.example/supported").exists());
     }

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::Sender;
@@ -17,11 +17,45 @@ use crate::message::{Body, BoxError, channel};
 /// The most read for one chunk sent to a client.
 const CHUNK: usize = 256 << 10;
 
+/// A file that may not exist yet (a download's, made while its first
+/// bytes already go out from memory).
+pub type SharedFile = Arc<OnceLock<File>>;
+
+/// A stored file, to stream.
+pub fn ready(file: File) -> SharedFile {
+    Arc::new(OnceLock::from(file))
+}
+
+/// Files up to this size are read whole when served.
+const SMALL: u64 = 64 << 10;
+
+/// The content of a small stored file, read at once on the async thread:
+/// one pread from the page cache costs less than a trip to the blocking
+/// pool (most module files, .mod and .info, are a few hundred bytes).
+pub fn small(file: &File, size: u64) -> Option<Bytes> {
+    if size > SMALL {
+        return None;
+    }
+    let mut buffer = BytesMut::zeroed(size as usize);
+    let n = file.read_at(&mut buffer, 0).ok()?;
+    (n as u64 == size).then(|| buffer.freeze())
+}
+
 /// How far a download has come.
 #[derive(Clone, Debug)]
 pub enum Progress {
-    /// `written` bytes are in the file; more are coming.
-    Growing { written: u64 },
+    /// `written` bytes are in the file; more are coming. `last` holds the
+    /// newest bytes, which end at `last_end` (at or past `written`): a
+    /// client keeping up takes them from memory, before they are even on
+    /// disk; one behind reads the file.
+    Growing {
+        written: u64,
+        last: Bytes,
+        last_end: u64,
+        /// `last_end` is the whole size, checked against the mirror's
+        /// Content-Length: a client that has it all is done.
+        all: bool,
+    },
     /// The file is complete at `size` bytes.
     Complete { size: u64 },
     /// The download failed after it started: the clients' responses end
@@ -35,17 +69,31 @@ struct Cut(String);
 
 /// The body that streams `file` as `progress` allows; `pin` is held until
 /// the client has it all or is gone.
-pub fn body(file: Arc<File>, mut progress: watch::Receiver<Progress>, pin: Pin) -> Body {
+pub fn body(file: SharedFile, mut progress: watch::Receiver<Progress>, pin: Pin) -> Body {
     let (tx, body) = channel(2);
     tokio::spawn(async move {
         let _pin = pin;
         let mut sent = 0u64;
         loop {
             let now = progress.borrow_and_update().clone();
-            let available = match now {
-                Progress::Growing { written } => written,
-                Progress::Complete { size } => size,
-                Progress::Broken(reason) => return cut(&tx, &reason).await,
+            let available = match &now {
+                Progress::Growing { last, last_end, .. }
+                    if !last.is_empty() && sent + last.len() as u64 == *last_end =>
+                {
+                    sent = *last_end;
+                    if tx.send(Ok(last.clone())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Progress::Growing {
+                    all: true,
+                    last_end,
+                    ..
+                } if sent == *last_end => return,
+                Progress::Growing { written, .. } => *written,
+                Progress::Complete { size } => *size,
+                Progress::Broken(reason) => return cut(&tx, reason).await,
             };
             if sent < available {
                 match read(&file, sent, available - sent).await {
@@ -74,10 +122,13 @@ async fn cut(tx: &Sender<Result<Bytes, BoxError>>, reason: &str) {
 }
 
 /// Reads up to `CHUNK` (and at most `left`) bytes at `offset`.
-async fn read(file: &Arc<File>, offset: u64, left: u64) -> Result<Bytes, BoxError> {
+async fn read(file: &SharedFile, offset: u64, left: u64) -> Result<Bytes, BoxError> {
     let file = file.clone();
     let len = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
     tokio::task::spawn_blocking(move || {
+        let file = file
+            .get()
+            .ok_or_else(|| std::io::Error::other("no download file"))?;
         let mut buffer = BytesMut::zeroed(len);
         let n = file.read_at(&mut buffer, offset)?;
         buffer.truncate(n);

@@ -165,6 +165,41 @@ impl Mirror {
     }
 
     pub fn serve(listener: TcpListener, root: PathBuf, behaviour: Behaviour) -> Mirror {
+        Self::serve_with(listener, root, behaviour, None)
+    }
+
+    /// Over HTTPS with HTTP/2 (and HTTP/1.1), as public mirrors serve;
+    /// `ca_pem` is written with the CA that signed its certificate (for
+    /// 127.0.0.1). `https_url()` is its address.
+    pub async fn start_tls(root: PathBuf, behaviour: Behaviour, ca_pem: &Path) -> Mirror {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        std::fs::write(ca_pem, ca.pem()).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_with(listener, root, behaviour, Some(acceptor))
+    }
+
+    fn serve_with(
+        listener: TcpListener,
+        root: PathBuf,
+        behaviour: Behaviour,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Mirror {
         let mirror = Mirror {
             addr: listener.local_addr().unwrap(),
             log: Arc::new(Mutex::new(Vec::new())),
@@ -191,6 +226,7 @@ impl Mirror {
                 let (log, behaviour, finished) = shared.clone();
                 let root = root.clone();
                 let stop = stop.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let path = req.uri().path().to_string();
@@ -202,11 +238,28 @@ impl Mirror {
                             Ok::<_, Infallible>(answer(&root, &path, behaviour, finished).await)
                         }
                     });
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let serve = async {
+                        match tls {
+                            None => {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    let _ = builder
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await;
+                                }
+                            }
+                        }
+                    };
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        _ = connection => {}
+                        _ = serve => {}
                     }
                 });
             }
@@ -216,6 +269,10 @@ impl Mirror {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     pub fn requests(&self) -> Vec<String> {

@@ -1,0 +1,228 @@
+//! Cold and warm `go mod download all` of the test module graph through
+//! modgate, each path against the same client going straight to the same
+//! local mirror over the protocol it would use without modgate:
+//!
+//! - intercepted (HTTPS_PROXY, proxy.golang.org) vs the mirror over HTTPS/HTTP2;
+//! - the GOPROXY endpoint (`GOPROXY=http://modgate`) vs the mirror over HTTP;
+//! - warm through modgate vs the mirror behind a 2.5 MB/s link (an office uplink).
+//!
+//! Rounds are interleaved; each figure is the median. `scripts/bench-cache.sh`
+//! runs it (`cargo bench --bench gomod_cache`); MODGATE_BENCH_ROUNDS sets the
+//! rounds (default 5). Under `cargo test` it does nothing.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use common::gomod::*;
+use common::netns::Modgate;
+
+const SLOW_LINK: u64 = 2_500_000;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let rounds = std::env::var("MODGATE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(rounds));
+}
+
+struct Bench {
+    dir: tempfile::TempDir,
+    runs: usize,
+}
+
+impl Bench {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A modgate with its own fresh cache, fed by `mirror`.
+    async fn modgate(&mut self, mirror: &str) -> Modgate {
+        self.modgate_with(mirror, true).await
+    }
+
+    /// `cache`: whether the cache is enabled (off: a plain relay to the mirror).
+    async fn modgate_with(&mut self, mirror: &str, cache: bool) -> Modgate {
+        self.runs += 1;
+        let config = self.path(&format!("modgate-{}.toml", self.runs));
+        let toml = format!(
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\n[intercept]\nca_dir = {:?}\n\
+             [gomod]\nmirrors = [{mirror:?}]\nsumdb_mirrors = []\nmirror_ca_file = {:?}\n\
+             [cache]\nenabled = {cache}\ndir = {:?}\n",
+            self.path("certs"),
+            self.path("mirror-ca.pem"),
+            self.path(&format!("cache-{}", self.runs)),
+        );
+        std::fs::write(&config, toml).unwrap();
+        let modgate = Modgate::spawn(
+            None,
+            &["run", "--config", config.to_str().unwrap()],
+            None,
+            1,
+        )
+        .await;
+        modgate.log_when(|log| log.contains("cache ready")).await;
+        modgate
+    }
+
+    /// Seconds for one `go mod download all` in a fresh GOPATH and app.
+    async fn download(&mut self, proxy: Option<SocketAddr>, goproxy: &str, roots: &Path) -> f64 {
+        self.runs += 1;
+        let work = self.path(&format!("client-{}", self.runs));
+        let go = GoEnv {
+            proxy,
+            netns: None,
+            work: work.clone(),
+            cert_bundle: roots.to_path_buf(),
+            goproxy: goproxy.to_string(),
+            gosumdb: "off".to_string(),
+        };
+        let app = work.join("app");
+        build_app(&app);
+        let started = Instant::now();
+        let out = go.run(&app, &["mod", "download", "all"]).await;
+        let took = started.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "go mod download all ({goproxy}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&work);
+        took
+    }
+}
+
+#[derive(Default)]
+struct Samples {
+    direct: Vec<f64>,
+    /// Through modgate with the cache off.
+    relay: Vec<f64>,
+    cold: Vec<f64>,
+    warm: Vec<f64>,
+}
+
+async fn run(rounds: usize) {
+    let tree = tempfile::tempdir().unwrap();
+    build_goproxy_dir(tree.path(), "");
+    let mut b = Bench {
+        dir: tempfile::tempdir().unwrap(),
+        runs: 0,
+    };
+    let root = tree.path().to_path_buf();
+    let https = Mirror::start_tls(root.clone(), Behaviour::Serve, &b.path("mirror-ca.pem")).await;
+    let http = Mirror::start(root.clone(), Behaviour::Serve).await;
+    let slow = Mirror::start(root, Behaviour::Throttled(SLOW_LINK)).await;
+    // Roots for clients: the mirror's CA (direct HTTPS), modgate's (intercepted).
+    let mirror_roots = cert_bundle(&b.path("mirror-ca.pem"), &b.path("mirror-roots.pem"));
+    let first = b.modgate(&https.https_url()).await;
+    drop(first);
+    let modgate_roots = cert_bundle(
+        &b.path("certs/modgate-ca.pem"),
+        &b.path("modgate-roots.pem"),
+    );
+    let intercepted = "https://proxy.golang.org";
+    let (mut tls, mut plain) = (Samples::default(), Samples::default());
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}", round + 1);
+        tls.direct
+            .push(b.download(None, &https.https_url(), &mirror_roots).await);
+        let gate = b.modgate(&https.https_url()).await;
+        let addr = Some(gate.addr("explicit proxy"));
+        tls.cold
+            .push(b.download(addr, intercepted, &modgate_roots).await);
+        tls.warm
+            .push(b.download(addr, intercepted, &modgate_roots).await);
+        drop(gate);
+        let gate = b.modgate_with(&https.https_url(), false).await;
+        let addr = Some(gate.addr("explicit proxy"));
+        tls.relay
+            .push(b.download(addr, intercepted, &modgate_roots).await);
+        drop(gate);
+
+        plain
+            .direct
+            .push(b.download(None, &http.url(), &mirror_roots).await);
+        let gate = b.modgate(&http.url()).await;
+        let endpoint = format!("http://{}", gate.addr("explicit proxy"));
+        plain
+            .cold
+            .push(b.download(None, &endpoint, &mirror_roots).await);
+        plain
+            .warm
+            .push(b.download(None, &endpoint, &mirror_roots).await);
+        drop(gate);
+        let gate = b.modgate_with(&http.url(), false).await;
+        let endpoint = format!("http://{}", gate.addr("explicit proxy"));
+        plain
+            .relay
+            .push(b.download(None, &endpoint, &mirror_roots).await);
+        drop(gate);
+    }
+    let gate = b.modgate(&slow.url()).await;
+    let endpoint = format!("http://{}", gate.addr("explicit proxy"));
+    let mut uplink = Samples::default();
+    uplink
+        .cold
+        .push(b.download(None, &endpoint, &mirror_roots).await);
+    for _ in 0..rounds.min(3) {
+        uplink
+            .direct
+            .push(b.download(None, &slow.url(), &mirror_roots).await);
+        uplink
+            .warm
+            .push(b.download(None, &endpoint, &mirror_roots).await);
+    }
+    drop(gate);
+    report(rounds, &tls, &plain, &uplink);
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn report(rounds: usize, tls: &Samples, plain: &Samples, uplink: &Samples) {
+    println!(
+        "go mod download all, test graph (4 modules, 11 MiB), medians of {rounds} interleaved rounds"
+    );
+    println!(
+        "| path | straight to the mirror | modgate, cache off | cold through modgate | warm through modgate |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, s) in [
+        ("intercepted vs mirror over HTTPS (HTTP/2)", tls),
+        ("GOPROXY endpoint vs mirror over HTTP", plain),
+    ] {
+        let direct = median(&s.direct);
+        println!(
+            "| {name} | {direct:.3} s | {:.3} s ({:.2}x) | {:.3} s ({:.2}x) | {:.3} s ({:.2}x) |",
+            median(&s.relay),
+            median(&s.relay) / direct,
+            median(&s.cold),
+            median(&s.cold) / direct,
+            median(&s.warm),
+            median(&s.warm) / direct,
+        );
+    }
+    let slow = median(&uplink.direct);
+    let warm = median(&uplink.warm);
+    println!(
+        "| warm through modgate vs mirror behind a 2.5 MB/s link | {slow:.3} s | | {:.3} s (filled once) | {warm:.3} s ({:.1}x faster) |",
+        median(&uplink.cold),
+        slow / warm
+    );
+}
