@@ -5,7 +5,6 @@
 //! client who fell behind reads back; the entry is committed only when the
 //! bytes are complete (and, where asked, checked).
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -13,16 +12,15 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderValue;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
 use super::key::Key;
-use super::store::{Meta, unix_secs};
-use super::stream::{Progress, SharedFile};
+use super::store::{Meta, Store, unix_secs};
+use super::stream::{Progress, SharedFile, Window};
 use super::{Fetched, Inner, Miss};
 use crate::message::Body;
 
@@ -60,17 +58,13 @@ struct Report {
     progress: watch::Sender<Progress>,
 }
 
-/// The temporary file being made (off the async threads, while the mirror
-/// is asked and the first bytes go out).
-type Creating = JoinHandle<std::io::Result<(File, PathBuf)>>;
-
 /// Starts downloading `key`; the caller has registered no other flight for it.
 pub fn launch(inner: Arc<Inner>, key: Key, check: Option<Check>) -> Arc<Flight> {
     let (takeoff_tx, takeoff) = watch::channel(Takeoff::Fetching);
     let (progress_tx, progress) = watch::channel(Progress::Growing {
         written: 0,
-        last: Bytes::new(),
-        last_end: 0,
+        window: Arc::default(),
+        end: 0,
         all: false,
     });
     let report = Report {
@@ -84,9 +78,7 @@ pub fn launch(inner: Arc<Inner>, key: Key, check: Option<Check>) -> Arc<Flight> 
         file: file.clone(),
     });
     tokio::spawn(async move {
-        let store = inner.store.clone();
-        let creating = tokio::task::spawn_blocking(move || store.temp());
-        if let Some(temp) = fly(&inner, &key, creating, &file, report, check).await {
+        if let Some(temp) = fly(&inner, &key, &file, report, check).await {
             let _ = std::fs::remove_file(&temp);
         }
         inner.landed(&key.file);
@@ -98,7 +90,6 @@ pub fn launch(inner: Arc<Inner>, key: Key, check: Option<Check>) -> Arc<Flight> 
 async fn fly(
     inner: &Arc<Inner>,
     key: &Key,
-    creating: Creating,
     file: &SharedFile,
     report: Report,
     check: Option<Check>,
@@ -110,14 +101,14 @@ async fn fly(
                 inner.remember_not_found(&key.file, reason.clone());
             }
             let _ = report.takeoff.send(Takeoff::Missed(miss));
-            return created(creating).await.ok().map(|(_, path)| path);
+            return None;
         }
     };
     let head = head_of(&response, &mirror);
     let expected = head.content_length;
     let _ = report.takeoff.send(Takeoff::Started(head));
     let writing = Writing {
-        creating: Some(creating),
+        store: &inner.store,
         file,
         progress: &report.progress,
         // Bytes that must pass a check are released only after it.
@@ -134,7 +125,7 @@ async fn fly(
         (Ok(_), None) => Err("no download file".to_string()),
         (Err(reason), _) => Err(format!("{mirror}: {reason}")),
     };
-    match (checked, file.get().and_then(|_| temp.clone())) {
+    match (checked, &temp) {
         (Ok(size), Some(temp)) => {
             let _ = report.progress.send(Progress::Complete { size });
             let meta = Meta {
@@ -145,7 +136,7 @@ async fn fly(
                 // Hashed when committed, after the clients have their bytes.
                 sha256: String::new(),
             };
-            inner.commit(key, file.clone(), temp, meta).await;
+            inner.commit(key, file.clone(), temp.clone(), meta).await;
         }
         (result, _) => {
             let reason = result.err().unwrap_or_else(|| "no download file".into());
@@ -168,17 +159,21 @@ fn head_of(response: &http::Response<Body>, mirror: &str) -> Head {
     }
 }
 
-async fn created(creating: Creating) -> std::io::Result<(File, PathBuf)> {
-    creating.await.map_err(std::io::Error::other)?
-}
-
 /// The most bytes gathered from ready frames into one write.
 const BATCH: usize = 1 << 20;
 
+/// A download up to this size is held in memory and written once, whole,
+/// when complete; a larger one goes to its file as it arrives.
+const IN_MEMORY: usize = 1 << 20;
+
+/// The newest bytes kept in memory for clients: more than can wait to be
+/// written (the write queue's batches), so a client that keeps up never
+/// waits for the disk.
+const WINDOW: usize = 8 << 20;
+
 /// Where a download's bytes go.
 struct Writing<'a> {
-    /// Taken when the first write needs the file.
-    creating: Option<Creating>,
+    store: &'a Arc<Store>,
     file: &'a SharedFile,
     progress: &'a watch::Sender<Progress>,
     /// When the bytes reach this size (the mirror's Content-Length),
@@ -195,20 +190,26 @@ async fn copy(
     read_timeout: Duration,
 ) -> (Result<u64, String>, Option<PathBuf>) {
     let (tx, rx) = mpsc::channel(4);
+    let (progress, release_at) = (writing.progress, writing.release_at);
     let (read, (written, temp)) = tokio::join!(
-        read_batches(body, tx, read_timeout),
+        read_batches(body, tx, progress, release_at, read_timeout),
         write_batches(rx, writing)
     );
     // A write failure stops the reading too; its reason is the one to tell.
     (written.and_then(|size| read.map(|()| size)), temp)
 }
 
-/// Sends the body on in batches of the frames that are ready together.
+/// Hands the body to the clients (the window) and to the writer, in
+/// batches of the frames that are ready together (never copied: a frame
+/// is the buffer the mirror's bytes were read into).
 async fn read_batches(
     mut body: Body,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
+    progress: &watch::Sender<Progress>,
+    release_at: Option<u64>,
     read_timeout: Duration,
 ) -> Result<(), String> {
+    let mut end = 0u64;
     loop {
         let frame = tokio::time::timeout(read_timeout, body.frame())
             .await
@@ -216,13 +217,13 @@ async fn read_batches(
         let Some(frame) = frame else {
             return Ok(());
         };
-        let mut first = frame
+        let mut batch: Vec<Bytes> = frame
             .map_err(|e| e.to_string())?
             .into_data()
-            .unwrap_or_default();
-        let mut batch = BytesMut::new();
+            .into_iter()
+            .collect();
         let mut ended = false;
-        while first.len() + batch.len() < BATCH {
+        while batch.iter().map(Bytes::len).sum::<usize>() < BATCH {
             // Only what is ready now: never wait to fill a batch.
             let ready = std::future::poll_fn(|cx| {
                 Poll::Ready(http_body::Body::poll_frame(Pin::new(&mut body), cx))
@@ -230,13 +231,7 @@ async fn read_batches(
             .await;
             match ready {
                 Poll::Ready(Some(frame)) => {
-                    if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
-                        if batch.is_empty() {
-                            batch.extend_from_slice(&first);
-                            first = Bytes::new();
-                        }
-                        batch.extend_from_slice(&data);
-                    }
+                    batch.extend(frame.map_err(|e| e.to_string())?.into_data());
                 }
                 Poll::Ready(None) => {
                     ended = true;
@@ -245,12 +240,24 @@ async fn read_batches(
                 Poll::Pending => break,
             }
         }
-        let data = if batch.is_empty() {
-            first
-        } else {
-            batch.freeze()
-        };
-        if tx.send(data).await.is_err() {
+        let start = end;
+        end += batch.iter().map(|d| d.len() as u64).sum::<u64>();
+        progress.send_modify(|now| {
+            if let Progress::Growing {
+                window,
+                end: arrived,
+                all,
+                ..
+            } = now
+            {
+                let mut newer = Window::clone(window);
+                newer.push(start, &batch, WINDOW);
+                *window = Arc::new(newer);
+                *arrived = end;
+                *all = release_at == Some(end);
+            }
+        });
+        if tx.send(batch).await.is_err() {
             return Err("the cache write stopped".into());
         }
         if ended {
@@ -259,61 +266,78 @@ async fn read_batches(
     }
 }
 
-/// Hands each batch to readers at once, then writes it off the async
-/// threads and tells readers it is on disk. Returns the size, and the
-/// temporary file's path once it was made.
+/// Writes the batches off the async threads, telling readers how much is
+/// on disk. A small download is held and written once, whole, at the end.
+/// Returns the size and the temporary file.
 async fn write_batches(
-    mut rx: mpsc::Receiver<Bytes>,
-    mut writing: Writing<'_>,
+    mut rx: mpsc::Receiver<Vec<Bytes>>,
+    writing: Writing<'_>,
 ) -> (Result<u64, String>, Option<PathBuf>) {
-    let mut written = 0u64;
+    let mut held: Vec<Bytes> = Vec::new();
+    let mut held_bytes = 0usize;
     let mut temp = None;
-    while let Some(data) = rx.recv().await {
-        let end = written + data.len() as u64;
-        let all = writing.release_at == Some(end);
-        let growing = |written| Progress::Growing {
-            written,
-            last: data.clone(),
-            last_end: end,
-            all,
-        };
-        writing.progress.send_replace(growing(written));
-        if let Err(e) = make_file(&mut writing, &mut temp).await {
-            return (Err(e), None);
+    let mut written = 0u64;
+    while let Some(batch) = rx.recv().await {
+        held_bytes += batch.iter().map(Bytes::len).sum::<usize>();
+        held.extend(batch);
+        if temp.is_none() && held_bytes <= IN_MEMORY {
+            continue;
         }
-        if let Err(e) = write_at(writing.file, data.clone(), written).await {
-            return (Err(format!("cache write: {e}")), temp);
+        let pending = std::mem::take(&mut held);
+        held_bytes = 0;
+        match write(&writing, &mut temp, pending, written).await {
+            Ok(length) => written += length,
+            Err(e) => return (Err(e), temp),
         }
-        written = end;
-        writing.progress.send_replace(growing(written));
+        writing.progress.send_modify(|now| {
+            if let Progress::Growing { written: w, .. } = now {
+                *w = written;
+            }
+        });
     }
-    match make_file(&mut writing, &mut temp).await {
-        Ok(()) => (Ok(written), temp),
-        Err(e) => (Err(e), None),
+    if temp.is_none() {
+        match write(&writing, &mut temp, held, 0).await {
+            Ok(length) => written = length,
+            Err(e) => return (Err(e), temp),
+        }
     }
+    (Ok(written), temp)
 }
 
-/// Waits for the temporary file, the first time it is needed.
-async fn make_file(writing: &mut Writing<'_>, temp: &mut Option<PathBuf>) -> Result<(), String> {
-    let Some(creating) = writing.creating.take() else {
-        return Ok(());
-    };
-    let (file, path) = created(creating)
-        .await
-        .map_err(|e| format!("cannot make a download file: {e}"))?;
-    let _ = writing.file.set(file);
-    *temp = Some(path);
-    Ok(())
-}
-
-async fn write_at(file: &SharedFile, data: Bytes, offset: u64) -> std::io::Result<()> {
-    let file = file.clone();
-    tokio::task::spawn_blocking(move || match file.get() {
-        Some(file) => file.write_all_at(&data, offset),
-        None => Err(std::io::Error::other("no download file")),
+/// Writes `pieces` from `offset` on, off the async threads, making the
+/// temporary file first if there is none yet; returns how many bytes.
+async fn write(
+    writing: &Writing<'_>,
+    temp: &mut Option<PathBuf>,
+    pieces: Vec<Bytes>,
+    offset: u64,
+) -> Result<u64, String> {
+    let (store, file, make) = (writing.store.clone(), writing.file.clone(), temp.is_none());
+    let made = tokio::task::spawn_blocking(move || {
+        let mut path = None;
+        if make {
+            let (handle, made) = store.temp()?;
+            let _ = file.set(handle);
+            path = Some(made);
+        }
+        let handle = file
+            .get()
+            .ok_or_else(|| std::io::Error::other("no download file"))?;
+        let mut at = offset;
+        for piece in &pieces {
+            handle.write_all_at(piece, at)?;
+            at += piece.len() as u64;
+        }
+        Ok::<_, std::io::Error>((path, at - offset))
     })
     .await
-    .map_err(std::io::Error::other)?
+    .map_err(|e| format!("cache write: {e}"))?
+    .map_err(|e| format!("cache write: {e}"))?;
+    let (made, length) = made;
+    if made.is_some() {
+        *temp = made;
+    }
+    Ok(length)
 }
 
 async fn run_check(check: Option<Check>, temp: &Path) -> Result<(), String> {

@@ -7,6 +7,7 @@
 
 pub mod flight;
 pub mod fresh;
+mod hasher;
 pub mod index;
 pub mod key;
 pub mod maintain;
@@ -15,7 +16,6 @@ pub mod stream;
 pub mod warm;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin as StdPin;
@@ -126,6 +126,7 @@ pub struct Inner {
     settings: Settings,
     read_timeout: Duration,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
+    hasher: hasher::Hasher,
     not_found: Mutex<HashMap<String, (Instant, Arc<str>)>>,
 }
 
@@ -136,9 +137,10 @@ impl Cache {
     /// Opens the cache directory and starts the start-up scan (leftovers
     /// removed, sizes counted) in the background.
     pub fn open(settings: Settings, source: Arc<dyn Source>) -> std::io::Result<Cache> {
-        let store = Store::open(&settings.dir)?;
+        let store = Arc::new(Store::open(&settings.dir)?);
         let inner = Arc::new(Inner {
-            store: Arc::new(store),
+            hasher: hasher::Hasher::start(store.clone())?,
+            store,
             index: Arc::new(Index::new(settings.max_size)),
             source,
             read_timeout: settings.read_timeout,
@@ -348,19 +350,21 @@ impl Inner {
         let inner = self.clone();
         let key = key.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let mut meta = meta;
-            let size = meta.size;
             let stored = file
                 .get()
                 .ok_or_else(|| std::io::Error::other("no download file"))
-                .and_then(File::sync_all)
-                .and_then(|()| {
-                    meta.sha256 = store::sha256_of(&temp)?;
-                    inner.store.commit(&temp, &meta)
+                .and_then(|handle| {
+                    handle.sync_all()?;
+                    inner.store.commit(&temp, &key.file)?;
+                    handle.try_clone()
                 });
             match stored {
-                Ok(()) => {
-                    inner.index.record(&key.file, key.kind, size);
+                Ok(handle) => {
+                    inner.index.record(&key.file, key.kind, meta.size);
+                    inner.hasher.submit(hasher::Job {
+                        file: Arc::new(handle),
+                        meta,
+                    });
                     inner.evict_blocking();
                 }
                 Err(e) => tracing::warn!(file = %key.file, error = %e, "cache: cannot store entry"),

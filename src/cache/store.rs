@@ -2,8 +2,8 @@
 //! downloads, and `records`, an append-only log with one JSON line per
 //! stored file (fetch time, mirror, size, sha256; the last line for a file
 //! wins; compacted at start). An entry becomes visible only when complete:
-//! written to `.modgate/tmp`, fsynced, its record appended, then renamed
-//! into the tree. That one fsync is what makes a crash safe: after it, the
+//! written to `.modgate/tmp`, fsynced, then renamed into the tree; its
+//! record follows (see `hasher`). That one fsync is what makes a crash safe: after it, the
 //! rename either happened (a whole file) or not (a leftover, removed at
 //! start). The log and the directories are not fsynced: a crash may lose a
 //! record or an entry, never serve a bad one; each fsync and each extra
@@ -142,14 +142,8 @@ impl Store {
     }
 
     /// Makes the complete, fsynced download at `temp` the entry `file`.
-    pub fn commit(&self, temp: &Path, meta: &Meta) -> io::Result<()> {
-        let file = meta.file.as_str();
-        let mut line = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        line.push(b'\n');
-        self.records
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .write_all(&line)?;
+    /// (Its record is appended separately, by [`Store::record`].)
+    pub fn commit(&self, temp: &Path, file: &str) -> io::Result<()> {
         let target = self.path(file);
         let parent = target.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent)?;
@@ -162,6 +156,16 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Appends `meta` to the records log.
+    pub fn record(&self, meta: &Meta) -> io::Result<()> {
+        let mut line = serde_json::to_vec(meta).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_all(&line)
     }
 
     /// Removes an entry (its record goes at the next compaction).
@@ -259,12 +263,15 @@ fn sumdb_dir(file: &str) -> Option<String> {
 
 /// The SHA-256 of a file's content, in lower-case hex.
 pub fn sha256_of(path: &Path) -> io::Result<String> {
-    use std::io::Read;
-    let mut handle = File::open(path)?;
+    sha256_read(File::open(path)?)
+}
+
+/// The SHA-256 of everything `reader` gives, in lower-case hex.
+pub fn sha256_read(mut reader: impl io::Read) -> io::Result<String> {
     let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut buffer = vec![0u8; 256 << 10];
     loop {
-        let n = handle.read(&mut buffer)?;
+        let n = reader.read(&mut buffer)?;
         if n == 0 {
             break;
         }
@@ -328,7 +335,8 @@ mod tests {
         temp.write_all(b"zip").unwrap();
         assert!(store.lookup(file).unwrap().is_none());
         assert_eq!(store.scan().len(), 0);
-        store.commit(&temp_path, &meta(file, 3)).unwrap();
+        store.commit(&temp_path, file).unwrap();
+        store.record(&meta(file, 3)).unwrap();
         assert_eq!(store.lookup(file).unwrap().unwrap().size, 3);
         assert_eq!(store.records().get(file), Some(&meta(file, 3)));
         let scanned = store.scan();
@@ -356,7 +364,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (_, temp_path) = store.temp().unwrap();
         store
-            .commit(&temp_path, &meta("sumdb/sum.example/latest", 0))
+            .commit(&temp_path, "sumdb/sum.example/latest")
             .unwrap();
         assert!(dir.path().join("sumdb/sum.example/supported").exists());
     }

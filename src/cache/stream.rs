@@ -3,6 +3,7 @@
 //! arrive) or a complete entry. Positional reads, so any number of clients
 //! share one open file.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock};
@@ -41,18 +42,52 @@ pub fn small(file: &File, size: u64) -> Option<Bytes> {
     (n as u64 == size).then(|| buffer.freeze())
 }
 
+/// The newest bytes of a download, kept in memory for the clients that
+/// keep up: batches with their offsets, the oldest dropped past a bound.
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    batches: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+impl Window {
+    /// Adds the pieces that start at `start`, keeping about `keep` bytes
+    /// (always the newest piece).
+    pub fn push(&mut self, start: u64, pieces: &[Bytes], keep: usize) {
+        let mut at = start;
+        for piece in pieces.iter().filter(|p| !p.is_empty()) {
+            self.bytes += piece.len();
+            self.batches.push_back((at, piece.clone()));
+            at += piece.len() as u64;
+        }
+        while self.bytes > keep && self.batches.len() > 1 {
+            if let Some((_, old)) = self.batches.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    /// The bytes from `offset` to the end of the batch that holds it.
+    pub fn at(&self, offset: u64) -> Option<Bytes> {
+        self.batches.iter().find_map(|(start, data)| {
+            let skip = offset.checked_sub(*start)?;
+            (skip < data.len() as u64).then(|| data.slice(skip as usize..))
+        })
+    }
+}
+
 /// How far a download has come.
 #[derive(Clone, Debug)]
 pub enum Progress {
-    /// `written` bytes are in the file; more are coming. `last` holds the
-    /// newest bytes, which end at `last_end` (at or past `written`): a
-    /// client keeping up takes them from memory, before they are even on
-    /// disk; one behind reads the file.
+    /// `end` bytes have arrived, `written` of them are in the file; more
+    /// are coming. `window` holds the newest ones (all of them, for a
+    /// small file): a client whose next byte is there takes it from
+    /// memory, before it is even on disk; one further behind reads the file.
     Growing {
         written: u64,
-        last: Bytes,
-        last_end: u64,
-        /// `last_end` is the whole size, checked against the mirror's
+        window: Arc<Window>,
+        end: u64,
+        /// `end` is the whole size, checked against the mirror's
         /// Content-Length: a client that has it all is done.
         all: bool,
     },
@@ -77,20 +112,17 @@ pub fn body(file: SharedFile, mut progress: watch::Receiver<Progress>, pin: Pin)
         loop {
             let now = progress.borrow_and_update().clone();
             let available = match &now {
-                Progress::Growing { last, last_end, .. }
-                    if !last.is_empty() && sent + last.len() as u64 == *last_end =>
-                {
-                    sent = *last_end;
-                    if tx.send(Ok(last.clone())).await.is_err() {
+                Progress::Growing { window, .. } if window.at(sent).is_some() => {
+                    let Some(rest) = window.at(sent) else {
+                        continue;
+                    };
+                    sent += rest.len() as u64;
+                    if tx.send(Ok(rest)).await.is_err() {
                         return;
                     }
                     continue;
                 }
-                Progress::Growing {
-                    all: true,
-                    last_end,
-                    ..
-                } if sent == *last_end => return,
+                Progress::Growing { all: true, end, .. } if sent == *end => return,
                 Progress::Growing { written, .. } => *written,
                 Progress::Complete { size } => *size,
                 Progress::Broken(reason) => return cut(&tx, reason).await,

@@ -34,3 +34,14 @@ pub fn set_mark(socket: &TcpSocket, mark: u32) -> Result<(), SysError> {
         .set_mark(mark)
         .map_err(|source| SysError::Mark { mark, source })
 }
+
+/// Puts the calling thread in the SCHED_IDLE class: it runs only on CPU
+/// time nothing else wants. Best effort: on failure it keeps its priority.
+pub fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot use SCHED_IDLE");
+    }
+}

@@ -1,6 +1,7 @@
 //! The only platform-specific code: the original destination of a
-//! connection redirected by netfilter (SO_ORIGINAL_DST) and the mark on
-//! modgate's own outbound sockets (SO_MARK). Linux only; elsewhere each call
+//! connection redirected by netfilter (SO_ORIGINAL_DST), the mark on
+//! modgate's own outbound sockets (SO_MARK), and the idle CPU priority of
+//! background bookkeeping threads (SCHED_IDLE). Linux only; elsewhere each call
 //! is a clear error.
 
 use std::io;
@@ -22,7 +23,11 @@ pub enum SysError {
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{original_destination, set_mark};
+pub use linux::{idle_priority, original_destination, set_mark};
+
+/// Where there is no idle scheduling class, the thread keeps its priority.
+#[cfg(not(target_os = "linux"))]
+pub fn idle_priority() {}
 
 /// Fails on platforms without SO_ORIGINAL_DST, so transparent listeners
 /// are refused at start-up rather than on every connection.
