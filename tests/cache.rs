@@ -119,6 +119,15 @@ fn tree() -> tempfile::TempDir {
 /// GET `path` from modgate's GOPROXY endpoint: the status, the body, and
 /// when its first bytes arrived.
 async fn get(gateway: SocketAddr, path: &str) -> (u16, Vec<u8>, Option<Instant>) {
+    get_counting(gateway, path, &AtomicU64::new(0)).await
+}
+
+/// The same, adding each chunk's length to `received` as it arrives.
+async fn get_counting(
+    gateway: SocketAddr,
+    path: &str,
+    received: &AtomicU64,
+) -> (u16, Vec<u8>, Option<Instant>) {
     let stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -137,6 +146,7 @@ async fn get(gateway: SocketAddr, path: &str) -> (u16, Vec<u8>, Option<Instant>)
         let Ok(frame) = frame else { break };
         if let Ok(data) = frame.into_data() {
             first.get_or_insert_with(Instant::now);
+            received.fetch_add(data.len() as u64, Ordering::Relaxed);
             bytes.extend_from_slice(&data);
         }
     }

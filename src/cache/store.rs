@@ -267,17 +267,9 @@ pub fn sha256_of(path: &Path) -> io::Result<String> {
 }
 
 /// The SHA-256 of everything `reader` gives, in lower-case hex.
-pub fn sha256_read(mut reader: impl io::Read) -> io::Result<String> {
-    let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let mut buffer = vec![0u8; 256 << 10];
-    loop {
-        let n = reader.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buffer[..n]);
-    }
-    Ok(crate::gomod::dirhash::hex(hash.finish().as_ref()))
+pub fn sha256_read(reader: impl io::Read) -> io::Result<String> {
+    use crate::gomod::dirhash::{hex, sha256_stream};
+    Ok(hex(&sha256_stream(reader)?))
 }
 
 pub fn unix_secs(time: Option<SystemTime>) -> u64 {

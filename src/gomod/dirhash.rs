@@ -48,18 +48,23 @@ pub fn hash_zip(path: &Path) -> Result<String, HashError> {
         if name.contains('\n') {
             return Err(HashError::BadName);
         }
-        let mut hash = digest::Context::new(&digest::SHA256);
-        let mut buffer = vec![0u8; 64 << 10];
-        loop {
-            let n = entry.read(&mut buffer)?;
-            if n == 0 {
-                break;
-            }
-            hash.update(&buffer[..n]);
-        }
-        files.push((name, to_array(hash.finish())));
+        files.push((name, sha256_stream(&mut entry)?));
     }
     Ok(hash1(files))
+}
+
+/// The SHA-256 of everything `reader` gives.
+pub fn sha256_stream(mut reader: impl Read) -> std::io::Result<[u8; 32]> {
+    let mut hash = digest::Context::new(&digest::SHA256);
+    let mut buffer = vec![0u8; 256 << 10];
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+    }
+    Ok(to_array(hash.finish()))
 }
 
 fn sha256(content: &[u8]) -> [u8; 32] {
