@@ -222,24 +222,7 @@ async fn read_batches(
             .into_data()
             .into_iter()
             .collect();
-        let mut ended = false;
-        while batch.iter().map(Bytes::len).sum::<usize>() < BATCH {
-            // Only what is ready now: never wait to fill a batch.
-            let ready = std::future::poll_fn(|cx| {
-                Poll::Ready(http_body::Body::poll_frame(Pin::new(&mut body), cx))
-            })
-            .await;
-            match ready {
-                Poll::Ready(Some(frame)) => {
-                    batch.extend(frame.map_err(|e| e.to_string())?.into_data());
-                }
-                Poll::Ready(None) => {
-                    ended = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
+        let ended = gather_ready(&mut body, &mut batch).await?;
         let start = end;
         end += batch.iter().map(|d| d.len() as u64).sum::<u64>();
         progress.send_modify(|now| {
@@ -264,6 +247,23 @@ async fn read_batches(
             return Ok(());
         }
     }
+}
+
+/// Adds the frames that are ready now to `batch` (never waiting to fill
+/// it), up to `BATCH` bytes; `true` when the body ended.
+async fn gather_ready(body: &mut Body, batch: &mut Vec<Bytes>) -> Result<bool, String> {
+    while batch.iter().map(Bytes::len).sum::<usize>() < BATCH {
+        let ready = std::future::poll_fn(|cx| {
+            Poll::Ready(http_body::Body::poll_frame(Pin::new(&mut *body), cx))
+        })
+        .await;
+        match ready {
+            Poll::Ready(Some(frame)) => batch.extend(frame.map_err(|e| e.to_string())?.into_data()),
+            Poll::Ready(None) => return Ok(true),
+            Poll::Pending => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 /// Writes the batches off the async threads, telling readers how much is
