@@ -486,3 +486,24 @@ async fn warm_fills_the_cache_from_a_go_sum() {
     assert!(work.cache().join("example.com/util/@v/v1.2.0.mod").exists());
     assert!(work.cache().join("example.com/big/@v/v1.0.0.zip").exists());
 }
+
+/// A mirror that sends a go.mod larger than the go command accepts (16 MiB)
+/// is cut there: the client's response ends with an error, not a file, and
+/// nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_sending_too_much_is_cut_and_nothing_is_stored() {
+    let root = tempfile::tempdir().unwrap();
+    let path = "/example.com/bloated/@v/v1.0.0.mod";
+    let file = root.path().join(&path[1..]);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, vec![b'x'; 17 << 20]).unwrap();
+    let mirror = Mirror::start(root.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    let gateway = work.gateway(&work.config(&[mirror.url()], &[], "")).await;
+    let (status, body, _) = get(gateway.addr("explicit proxy"), path).await;
+    assert_eq!(status, 200, "the head went out before the excess");
+    assert!(body.len() < 17 << 20, "{} bytes passed", body.len());
+    let log = gateway.log_when(|log| log.contains("nothing stored")).await;
+    assert!(log.contains("more than 16777216 bytes"), "{log}");
+    assert!(!work.cache().join(&path[1..]).exists());
+}

@@ -113,6 +113,7 @@ async fn fly(
         progress: &report.progress,
         // Bytes that must pass a check are released only after it.
         release_at: expected.filter(|_| check.is_none()),
+        limit: key.kind.limit(),
     };
     let (copied, temp) = copy(response.into_body(), writing, inner.read_timeout).await;
     let checked = match (copied, &temp) {
@@ -179,6 +180,15 @@ struct Writing<'a> {
     /// When the bytes reach this size (the mirror's Content-Length),
     /// clients may end their responses before the last write is done.
     release_at: Option<u64>,
+    /// More bytes than this end the download as failed.
+    limit: u64,
+}
+
+/// When the reading ends: released early, cut as too large, or timed out.
+struct Ends {
+    release_at: Option<u64>,
+    limit: u64,
+    read_timeout: Duration,
 }
 
 /// Writes the body into the file, telling readers how far it is; returns
@@ -190,9 +200,13 @@ async fn copy(
     read_timeout: Duration,
 ) -> (Result<u64, String>, Option<PathBuf>) {
     let (tx, rx) = mpsc::channel(4);
-    let (progress, release_at) = (writing.progress, writing.release_at);
+    let ends = Ends {
+        release_at: writing.release_at,
+        limit: writing.limit,
+        read_timeout,
+    };
     let (read, (written, temp)) = tokio::join!(
-        read_batches(body, tx, progress, release_at, read_timeout),
+        read_batches(body, tx, writing.progress, ends),
         write_batches(rx, writing)
     );
     // A write failure stops the reading too; its reason is the one to tell.
@@ -206,9 +220,13 @@ async fn read_batches(
     mut body: Body,
     tx: mpsc::Sender<Vec<Bytes>>,
     progress: &watch::Sender<Progress>,
-    release_at: Option<u64>,
-    read_timeout: Duration,
+    ends: Ends,
 ) -> Result<(), String> {
+    let Ends {
+        release_at,
+        limit,
+        read_timeout,
+    } = ends;
     let mut end = 0u64;
     loop {
         let frame = tokio::time::timeout(read_timeout, body.frame())
@@ -225,6 +243,11 @@ async fn read_batches(
         let ended = gather_ready(&mut body, &mut batch).await?;
         let start = end;
         end += batch.iter().map(|d| d.len() as u64).sum::<u64>();
+        if end > limit {
+            return Err(format!(
+                "more than {limit} bytes, more than the go command accepts"
+            ));
+        }
         progress.send_modify(|now| {
             if let Progress::Growing {
                 window,

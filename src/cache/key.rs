@@ -50,6 +50,16 @@ impl Kind {
         )
     }
 
+    /// The most bytes a file of this kind may have: the go command's own
+    /// limits (a module zip at most 500 MiB, a go.mod 16 MiB); a mirror
+    /// sending more is lying, and the download is cut there.
+    pub fn limit(self) -> u64 {
+        match self {
+            Kind::Zip => 500 << 20,
+            _ => 16 << 20,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Info => "info",
