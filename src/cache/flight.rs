@@ -111,41 +111,62 @@ async fn fly(
         store: &inner.store,
         file,
         progress: &report.progress,
-        // Bytes that must pass a check are released only after it.
+        // Bytes that must pass a check are released only after it, and
+        // must be in a file to be checked.
         release_at: expected.filter(|_| check.is_none()),
+        hold_small: check.is_none(),
         limit: key.kind.limit(),
     };
-    let (copied, temp) = copy(response.into_body(), writing, inner.read_timeout).await;
-    let checked = match (copied, &temp) {
-        (Ok(size), Some(temp)) => match expected {
-            Some(length) if size != length => {
-                Err(format!("{mirror} sent {size} bytes of {length}"))
-            }
-            _ => run_check(check, temp).await.map(|()| size),
-        },
-        (Ok(_), None) => Err("no download file".to_string()),
+    let (copied, downloaded) = copy(response.into_body(), writing, inner.read_timeout).await;
+    let checked = match (copied, &downloaded) {
+        (Ok(size), _) if expected.is_some_and(|length| length != size) => Err(format!(
+            "{mirror} sent {size} bytes of {}",
+            expected.unwrap_or_default()
+        )),
+        (Ok(size), Downloaded::File(temp)) => run_check(check, temp).await.map(|()| size),
+        (Ok(size), _) => Ok(size),
         (Err(reason), _) => Err(format!("{mirror}: {reason}")),
     };
-    match (checked, &temp) {
-        (Ok(size), Some(temp)) => {
-            let _ = report.progress.send(Progress::Complete { size });
+    match checked {
+        Ok(size) => {
             let meta = Meta {
                 file: key.file.clone(),
                 fetched: unix_secs(Some(SystemTime::now())),
                 mirror,
                 size,
-                // Hashed when committed, after the clients have their bytes.
+                // Hashed after it is stored, when the CPU has time.
                 sha256: String::new(),
             };
-            inner.commit(key, file.clone(), temp.clone(), meta).await;
+            let temp = inner.commit(key, file.clone(), downloaded, meta).await;
+            let _ = report.progress.send(Progress::Complete { size });
+            temp
         }
-        (result, _) => {
-            let reason = result.err().unwrap_or_else(|| "no download file".into());
+        Err(reason) => {
             tracing::warn!(file = %key.file, %mirror, %reason, "cache: download failed; nothing stored");
             let _ = report.progress.send(Progress::Broken(Arc::from(reason)));
+            downloaded.temp()
         }
     }
-    temp
+}
+
+/// Where a complete download's bytes are.
+pub enum Downloaded {
+    /// In this temporary file (`file` of the flight).
+    File(PathBuf),
+    /// Still in memory (small, and nothing to check): written, fsynced and
+    /// renamed in one go when stored.
+    Memory(Vec<Bytes>),
+    /// Nowhere (the download failed before a file was made).
+    Nothing,
+}
+
+impl Downloaded {
+    pub fn temp(self) -> Option<PathBuf> {
+        match self {
+            Downloaded::File(path) => Some(path),
+            _ => None,
+        }
+    }
 }
 
 fn head_of(response: &http::Response<Body>, mirror: &str) -> Head {
@@ -180,6 +201,8 @@ struct Writing<'a> {
     /// When the bytes reach this size (the mirror's Content-Length),
     /// clients may end their responses before the last write is done.
     release_at: Option<u64>,
+    /// A small download may stay in memory until it is stored.
+    hold_small: bool,
     /// More bytes than this end the download as failed.
     limit: u64,
 }
@@ -198,7 +221,7 @@ async fn copy(
     body: Body,
     writing: Writing<'_>,
     read_timeout: Duration,
-) -> (Result<u64, String>, Option<PathBuf>) {
+) -> (Result<u64, String>, Downloaded) {
     let (tx, rx) = mpsc::channel(4);
     let ends = Ends {
         release_at: writing.release_at,
@@ -290,12 +313,12 @@ async fn gather_ready(body: &mut Body, batch: &mut Vec<Bytes>) -> Result<bool, S
 }
 
 /// Writes the batches off the async threads, telling readers how much is
-/// on disk. A small download is held and written once, whole, at the end.
-/// Returns the size and the temporary file.
+/// on disk. A small download is held: written once, whole, at the end, or
+/// (`hold_small`) handed on in memory. Returns the size and where it is.
 async fn write_batches(
     mut rx: mpsc::Receiver<Vec<Bytes>>,
     writing: Writing<'_>,
-) -> (Result<u64, String>, Option<PathBuf>) {
+) -> (Result<u64, String>, Downloaded) {
     let mut held: Vec<Bytes> = Vec::new();
     let mut held_bytes = 0usize;
     let mut temp = None;
@@ -310,7 +333,7 @@ async fn write_batches(
         held_bytes = 0;
         match write(&writing, &mut temp, pending, written).await {
             Ok(length) => written += length,
-            Err(e) => return (Err(e), temp),
+            Err(e) => return (Err(e), in_file(temp)),
         }
         writing.progress.send_modify(|now| {
             if let Progress::Growing { written: w, .. } = now {
@@ -319,12 +342,23 @@ async fn write_batches(
         });
     }
     if temp.is_none() {
+        if writing.hold_small {
+            return (Ok(held_bytes_of(&held)), Downloaded::Memory(held));
+        }
         match write(&writing, &mut temp, held, 0).await {
             Ok(length) => written = length,
-            Err(e) => return (Err(e), temp),
+            Err(e) => return (Err(e), in_file(temp)),
         }
     }
-    (Ok(written), temp)
+    (Ok(written), in_file(temp))
+}
+
+fn in_file(temp: Option<PathBuf>) -> Downloaded {
+    temp.map_or(Downloaded::Nothing, Downloaded::File)
+}
+
+fn held_bytes_of(pieces: &[Bytes]) -> u64 {
+    pieces.iter().map(|p| p.len() as u64).sum()
 }
 
 /// Writes `pieces` from `offset` on, off the async threads, making the

@@ -27,7 +27,8 @@ use http::{Response, StatusCode};
 use tokio::sync::watch;
 
 use crate::message::Body;
-use flight::{Check, Flight, Takeoff};
+use bytes::Bytes;
+use flight::{Check, Downloaded, Flight, Takeoff};
 use fresh::{Use, judge};
 use index::Index;
 use key::{Key, Kind, Upstream};
@@ -334,22 +335,30 @@ impl Inner {
         }
     }
 
-    /// Stores a complete download and evicts what no longer fits.
+    /// Stores a complete download (written, if still in memory, in the
+    /// same trip) and evicts what no longer fits. Returns a temporary file
+    /// left to remove, if storing failed.
     async fn commit(
         self: &Arc<Self>,
         key: &Key,
         file: stream::SharedFile,
-        temp: PathBuf,
+        downloaded: Downloaded,
         meta: Meta,
-    ) {
+    ) -> Option<PathBuf> {
         if meta.size > self.settings.max_size {
             tracing::info!(file = %key.file, size = meta.size, max_size = self.settings.max_size,
                 "cache: larger than cache.max_size; served, not kept");
-            return;
+            return downloaded.temp();
         }
         let inner = self.clone();
-        let key = key.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let entry = key.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let key = entry;
+            let temp = match downloaded {
+                Downloaded::File(path) => path,
+                Downloaded::Memory(pieces) => inner.write_whole(&file, &pieces)?,
+                Downloaded::Nothing => return Err((None, std::io::Error::other("no download"))),
+            };
             let stored = file
                 .get()
                 .ok_or_else(|| std::io::Error::other("no download file"))
@@ -358,19 +367,41 @@ impl Inner {
                     inner.store.commit(&temp, &key.file)?;
                     handle.try_clone()
                 });
-            match stored {
-                Ok(handle) => {
-                    inner.index.record(&key.file, key.kind, meta.size);
-                    inner.hasher.submit(hasher::Job {
-                        file: Arc::new(handle),
-                        meta,
-                    });
-                    inner.evict_blocking();
-                }
-                Err(e) => tracing::warn!(file = %key.file, error = %e, "cache: cannot store entry"),
-            }
+            let handle = stored.map_err(|e| (Some(temp), e))?;
+            inner.index.record(&key.file, key.kind, meta.size);
+            inner.hasher.submit(hasher::Job {
+                file: Arc::new(handle),
+                meta,
+            });
+            inner.evict_blocking();
+            Ok(())
         })
         .await;
+        match stored {
+            Ok(Ok(())) => None,
+            Ok(Err((temp, e))) => {
+                tracing::warn!(file = %key.file, error = %e, "cache: cannot store entry");
+                temp
+            }
+            Err(e) => {
+                tracing::warn!(file = %key.file, error = %e, "cache: cannot store entry");
+                None
+            }
+        }
+    }
+
+    /// Makes the temporary file of a download held in memory and writes it.
+    fn write_whole(
+        &self,
+        file: &stream::SharedFile,
+        pieces: &[Bytes],
+    ) -> Result<PathBuf, (Option<PathBuf>, std::io::Error)> {
+        let (mut handle, temp) = self.store.temp().map_err(|e| (None, e))?;
+        for piece in pieces {
+            std::io::Write::write_all(&mut handle, piece).map_err(|e| (Some(temp.clone()), e))?;
+        }
+        let _ = file.set(handle);
+        Ok(temp)
     }
 
     fn evict_blocking(&self) {
