@@ -88,6 +88,8 @@ impl Bench {
             let out = common::curl(&["-sf", "-o", "/dev/null", &format!("{base}/{file}")]).await;
             assert!(out.status.success(), "warm-up {file}");
         }
+        // Let the warm-up's own storing and hashing finish.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         modgate
     }
 
