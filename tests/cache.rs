@@ -507,3 +507,25 @@ async fn a_mirror_sending_too_much_is_cut_and_nothing_is_stored() {
     assert!(log.contains("more than 16777216 bytes"), "{log}");
     assert!(!work.cache().join(&path[1..]).exists());
 }
+
+/// A mirror answering in chunks, with no Content-Length: clients get the
+/// whole file, and it is stored and served from the cache afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_answers_are_served_whole_and_stored() {
+    let tree = tree();
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Chunked).await;
+    let work = Work::new();
+    let gateway = work.gateway(&work.config(&[mirror.url()], &[], "")).await;
+    let addr = gateway.addr("explicit proxy");
+    let zip = "/example.com/util/@v/v1.2.0.zip";
+    let expected = std::fs::read(tree.path().join(&zip[1..])).unwrap();
+    let (status, body, _) = get(addr, zip).await;
+    assert_eq!((status, body.len()), (200, expected.len()));
+    assert!(body == expected);
+    assert_eq!(get(addr, zip).await.1, expected);
+    assert_eq!(
+        mirror.count(zip),
+        1,
+        "the second answer came from the cache"
+    );
+}

@@ -111,9 +111,13 @@ async fn fly(
         store: &inner.store,
         file,
         progress: &report.progress,
-        // Bytes that must pass a check are released only after it, and
+        // Bytes that must pass a check are released only once stored, and
         // must be in a file to be checked.
-        release_at: expected.filter(|_| check.is_none()),
+        release: match (&check, expected) {
+            (Some(_), _) => Release::Stored,
+            (None, Some(length)) => Release::AtLength(length),
+            (None, None) => Release::AtEnd,
+        },
         hold_small: check.is_none(),
         limit: key.kind.limit(),
     };
@@ -198,18 +202,37 @@ struct Writing<'a> {
     store: &'a Arc<Store>,
     file: &'a SharedFile,
     progress: &'a watch::Sender<Progress>,
-    /// When the bytes reach this size (the mirror's Content-Length),
-    /// clients may end their responses before the last write is done.
-    release_at: Option<u64>,
+    release: Release,
     /// A small download may stay in memory until it is stored.
     hold_small: bool,
     /// More bytes than this end the download as failed.
     limit: u64,
 }
 
+/// When clients may end their responses, before the bytes are stored.
+#[derive(Clone, Copy)]
+enum Release {
+    /// Only once stored: the bytes must pass a check first.
+    Stored,
+    /// When this many bytes (the mirror's Content-Length) have arrived.
+    AtLength(u64),
+    /// When the mirror's body ends cleanly (no Content-Length).
+    AtEnd,
+}
+
+impl Release {
+    fn now(self, arrived: u64, ended: bool) -> bool {
+        match self {
+            Release::Stored => false,
+            Release::AtLength(length) => arrived == length,
+            Release::AtEnd => ended,
+        }
+    }
+}
+
 /// When the reading ends: released early, cut as too large, or timed out.
 struct Ends {
-    release_at: Option<u64>,
+    release: Release,
     limit: u64,
     read_timeout: Duration,
 }
@@ -224,7 +247,7 @@ async fn copy(
 ) -> (Result<u64, String>, Downloaded) {
     let (tx, rx) = mpsc::channel(4);
     let ends = Ends {
-        release_at: writing.release_at,
+        release: writing.release,
         limit: writing.limit,
         read_timeout,
     };
@@ -246,7 +269,7 @@ async fn read_batches(
     ends: Ends,
 ) -> Result<(), String> {
     let Ends {
-        release_at,
+        release,
         limit,
         read_timeout,
     } = ends;
@@ -256,6 +279,14 @@ async fn read_batches(
             .await
             .map_err(|_| format!("no bytes for {read_timeout:?}"))?;
         let Some(frame) = frame else {
+            let done = release.now(end, true);
+            progress.send_if_modified(|now| match now {
+                Progress::Growing { all, .. } if *all != done => {
+                    *all = done;
+                    true
+                }
+                _ => false,
+            });
             return Ok(());
         };
         let mut batch: Vec<Bytes> = frame
@@ -283,7 +314,7 @@ async fn read_batches(
                 newer.push(start, &batch, WINDOW);
                 *window = Arc::new(newer);
                 *arrived = end;
-                *all = release_at == Some(end);
+                *all = release.now(end, ended);
             }
         });
         if tx.send(batch).await.is_err() {

@@ -144,6 +144,8 @@ pub enum Behaviour {
     Hang,
     /// Serve, sending bodies at this many bytes per second.
     Throttled(u64),
+    /// Serve, in chunks with no Content-Length.
+    Chunked,
 }
 
 /// A real HTTP mirror over a GOPROXY-layout directory, logging every request
