@@ -23,11 +23,30 @@ use common::netns::Modgate;
 
 const SLOW_LINK: u64 = 2_500_000;
 
-/// Files outside the graph, fetched through each new modgate before it is measured.
-const WARM_UP: [&str; 2] = [
+/// Files outside the graph, fetched at once through each new modgate
+/// before it is measured.
+const WARM_UP: [&str; 6] = [
     "example.com/warmup/@v/v1.0.0.mod",
+    "example.com/warmup/@v/v1.0.0.info",
     "example.com/warmup/@v/v1.0.0.zip",
+    "example.com/warmup/@v/v1.1.0.mod",
+    "example.com/warmup/@v/v1.1.0.info",
+    "example.com/warmup/@v/v1.1.0.zip",
 ];
+
+/// Runs the futures at once; their outputs in order.
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.unwrap());
+    }
+    outputs
+}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -84,9 +103,12 @@ impl Bench {
         // A process serves for days: warm it up (connections to the mirror,
         // threads) with files outside the graph before it is measured.
         let base = format!("http://{}", modgate.addr("explicit proxy"));
-        for file in WARM_UP {
-            let out = common::curl(&["-sf", "-o", "/dev/null", &format!("{base}/{file}")]).await;
-            assert!(out.status.success(), "warm-up {file}");
+        let fetches = WARM_UP.iter().map(|file| {
+            let url = format!("{base}/{file}");
+            async move { common::curl(&["-sf", "-o", "/dev/null", &url]).await }
+        });
+        for out in futures_join(fetches).await {
+            assert!(out.status.success(), "warm-up");
         }
         // Let the warm-up's own storing and hashing finish.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -133,8 +155,19 @@ async fn run(rounds: usize) {
     build_goproxy_dir(tree.path(), "");
     let warm_up = tree.path().join("example.com/warmup/@v");
     std::fs::create_dir_all(&warm_up).unwrap();
-    std::fs::write(warm_up.join("v1.0.0.mod"), "module example.com/warmup\n").unwrap();
-    std::fs::write(warm_up.join("v1.0.0.zip"), vec![7u8; 3 << 20]).unwrap();
+    for version in ["v1.0.0", "v1.1.0"] {
+        std::fs::write(
+            warm_up.join(format!("{version}.mod")),
+            "module example.com/warmup\n",
+        )
+        .unwrap();
+        std::fs::write(
+            warm_up.join(format!("{version}.info")),
+            format!("{{\"Version\":\"{version}\"}}"),
+        )
+        .unwrap();
+        std::fs::write(warm_up.join(format!("{version}.zip")), vec![7u8; 3 << 20]).unwrap();
+    }
     let mut b = Bench {
         dir: tempfile::tempdir().unwrap(),
         runs: 0,

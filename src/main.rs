@@ -219,6 +219,9 @@ fn run(path: Option<PathBuf>, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Cache writes and file opens run on blocking threads: keep them
+        // between bursts of requests rather than make new ones each time.
+        .thread_keep_alive(std::time::Duration::from_secs(600))
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(config))
