@@ -529,3 +529,44 @@ async fn chunked_answers_are_served_whole_and_stored() {
         "the second answer came from the cache"
     );
 }
+
+/// Unmounts a test's tmpfs when it ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk stops storing, not serving: with the cache on a 1 MiB
+/// tmpfs, a 3 MiB zip still reaches its client whole, and nothing is
+/// stored. Root (for the mount), as CI runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_storing_not_serving() {
+    common::netns::require_root();
+    let root = tempfile::tempdir().unwrap();
+    let zip = "/example.com/roomy/@v/v1.0.0.zip";
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let file = root.path().join(&zip[1..]);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &data).unwrap();
+    let mirror = Mirror::start(root.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    std::fs::create_dir_all(work.cache()).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(work.cache())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = Mounted(work.cache());
+    let gateway = work.gateway(&work.config(&[mirror.url()], &[], "")).await;
+    let (status, body, _) = get(gateway.addr("explicit proxy"), zip).await;
+    assert_eq!(status, 200);
+    assert!(body == data, "{} bytes served", body.len());
+    let log = gateway.log_when(|log| log.contains("nothing stored")).await;
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(!work.cache().join(&zip[1..]).exists());
+    drop(gateway);
+}

@@ -255,7 +255,7 @@ async fn copy(
         read_batches(body, tx, writing.progress, ends),
         write_batches(rx, writing)
     );
-    // A write failure stops the reading too; its reason is the one to tell.
+    // A write failure is the reason to tell; the reading went on without it.
     (written.and_then(|size| read.map(|()| size)), temp)
 }
 
@@ -273,6 +273,7 @@ async fn read_batches(
         limit,
         read_timeout,
     } = ends;
+    let mut writer = Some(tx);
     let mut end = 0u64;
     loop {
         let frame = tokio::time::timeout(read_timeout, body.frame())
@@ -317,8 +318,12 @@ async fn read_batches(
                 *all = release.now(end, ended);
             }
         });
-        if tx.send(batch).await.is_err() {
-            return Err("the cache write stopped".into());
+        // A failed write (a full disk) stops storing, not serving: the
+        // clients that keep up still get every byte from the window.
+        if let Some(sender) = &writer
+            && sender.send(batch).await.is_err()
+        {
+            writer = None;
         }
         if ended {
             return Ok(());
