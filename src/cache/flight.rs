@@ -121,8 +121,25 @@ async fn fly(
         hold_small: check.is_none(),
         limit: key.kind.limit(),
     };
-    let (copied, downloaded) = copy(response.into_body(), writing, inner.read_timeout).await;
-    let checked = match (copied, &downloaded) {
+    let copied = copy(response.into_body(), writing, inner.read_timeout).await;
+    let (arrived, downloaded) = match copied {
+        Copied {
+            written: Err(reason),
+            arrived: Ok(_),
+            downloaded,
+        } => {
+            // The clients keeping up have every byte (from memory); only
+            // storing failed.
+            tracing::warn!(file = %key.file, %mirror, %reason, "cache: served but not stored");
+            return downloaded.temp();
+        }
+        Copied {
+            arrived,
+            downloaded,
+            ..
+        } => (arrived, downloaded),
+    };
+    let checked = match (arrived, &downloaded) {
         (Ok(size), _) if expected.is_some_and(|length| length != size) => Err(format!(
             "{mirror} sent {size} bytes of {}",
             expected.unwrap_or_default()
@@ -237,26 +254,33 @@ struct Ends {
     read_timeout: Duration,
 }
 
-/// Writes the body into the file, telling readers how far it is; returns
-/// the size and the temporary file's path. Reading from the mirror and
-/// writing overlap: batches pass between them through a short queue.
-async fn copy(
-    body: Body,
-    writing: Writing<'_>,
-    read_timeout: Duration,
-) -> (Result<u64, String>, Downloaded) {
+/// How a copy went: what arrived from the mirror, what was written, and
+/// where the bytes are.
+struct Copied {
+    arrived: Result<u64, String>,
+    written: Result<u64, String>,
+    downloaded: Downloaded,
+}
+
+/// Writes the body into the file, telling readers how far it is. Reading
+/// from the mirror and writing overlap: batches pass between them through
+/// a short queue.
+async fn copy(body: Body, writing: Writing<'_>, read_timeout: Duration) -> Copied {
     let (tx, rx) = mpsc::channel(4);
     let ends = Ends {
         release: writing.release,
         limit: writing.limit,
         read_timeout,
     };
-    let (read, (written, temp)) = tokio::join!(
+    let (arrived, (written, downloaded)) = tokio::join!(
         read_batches(body, tx, writing.progress, ends),
         write_batches(rx, writing)
     );
-    // A write failure is the reason to tell; the reading went on without it.
-    (written.and_then(|size| read.map(|()| size)), temp)
+    Copied {
+        arrived,
+        written,
+        downloaded,
+    }
 }
 
 /// Hands the body to the clients (the window) and to the writer, in
@@ -267,7 +291,7 @@ async fn read_batches(
     tx: mpsc::Sender<Vec<Bytes>>,
     progress: &watch::Sender<Progress>,
     ends: Ends,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let Ends {
         release,
         limit,
@@ -288,7 +312,7 @@ async fn read_batches(
                 }
                 _ => false,
             });
-            return Ok(());
+            return Ok(end);
         };
         let mut batch: Vec<Bytes> = frame
             .map_err(|e| e.to_string())?
@@ -326,7 +350,7 @@ async fn read_batches(
             writer = None;
         }
         if ended {
-            return Ok(());
+            return Ok(end);
         }
     }
 }
