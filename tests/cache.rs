@@ -59,7 +59,7 @@ impl Work {
         let toml = format!(
             "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n\
              [intercept]\nca_dir = {:?}\n\
-             [gomod]\nmirrors = [{}]\nsumdb_mirrors = [{}]\nmirror_timeout = \"2s\"\n\
+             [gomod]\nmirrors = [{}]\nsumdb_mirrors = [{}]\nmirror_timeout = \"10s\"\n\
              [cache]\ndir = {:?}\n{extra}\n",
             self.path("certs"),
             list(mirrors),
