@@ -122,6 +122,39 @@ async fn fly(
         limit: key.kind.limit(),
     };
     let copied = copy(response.into_body(), writing, inner.read_timeout).await;
+    let landing = Landing {
+        inner,
+        key,
+        file,
+        report: &report,
+        mirror,
+        expected,
+    };
+    land(landing, copied, check).await
+}
+
+/// What a finished copy is settled with.
+struct Landing<'a> {
+    inner: &'a Arc<Inner>,
+    key: &'a Key,
+    file: &'a SharedFile,
+    report: &'a Report,
+    mirror: String,
+    expected: Option<u64>,
+}
+
+/// Settles a finished copy: stored (then complete), served but not stored
+/// (only the write failed), or broken (the mirror failed, sent a wrong
+/// length, or the check refused the bytes). Returns a file to remove.
+async fn land(landing: Landing<'_>, copied: Copied, check: Option<Check>) -> Option<PathBuf> {
+    let Landing {
+        inner,
+        key,
+        file,
+        report,
+        mirror,
+        expected,
+    } = landing;
     let (arrived, downloaded) = match copied {
         Copied {
             written: Err(reason),
@@ -327,21 +360,7 @@ async fn read_batches(
                 "more than {limit} bytes, more than the go command accepts"
             ));
         }
-        progress.send_modify(|now| {
-            if let Progress::Growing {
-                window,
-                end: arrived,
-                all,
-                ..
-            } = now
-            {
-                let mut newer = Window::clone(window);
-                newer.push(start, &batch, WINDOW);
-                *window = Arc::new(newer);
-                *arrived = end;
-                *all = release.now(end, ended);
-            }
-        });
+        publish(progress, start, &batch, release.now(end, ended));
         // A failed write (a full disk) stops storing, not serving: the
         // clients that keep up still get every byte from the window.
         if let Some(sender) = &writer
@@ -353,6 +372,26 @@ async fn read_batches(
             return Ok(end);
         }
     }
+}
+
+/// Puts `batch` (starting at `start`) in the window clients read from.
+fn publish(progress: &watch::Sender<Progress>, start: u64, batch: &[Bytes], done: bool) {
+    let end = start + batch.iter().map(|d| d.len() as u64).sum::<u64>();
+    progress.send_modify(|now| {
+        if let Progress::Growing {
+            window,
+            end: arrived,
+            all,
+            ..
+        } = now
+        {
+            let mut newer = Window::clone(window);
+            newer.push(start, batch, WINDOW);
+            *window = Arc::new(newer);
+            *arrived = end;
+            *all = done;
+        }
+    });
 }
 
 /// Adds the frames that are ready now to `batch` (never waiting to fill

@@ -1,7 +1,7 @@
 //! Streams a file to one client while it may still be growing: a download
-//! in flight (the bytes written so far are sent at once, the rest as they
-//! arrive) or a complete entry. Positional reads, so any number of clients
-//! share one open file.
+//! in flight (from its in-memory window of the newest bytes while the
+//! client keeps up, from the file when it falls behind) or a complete
+//! entry. Positional reads, so any number of clients share one open file.
 
 use std::collections::VecDeque;
 use std::fs::File;
