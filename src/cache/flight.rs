@@ -106,7 +106,6 @@ async fn fly(
     };
     let head = head_of(&response, &mirror);
     let expected = head.content_length;
-    let _ = report.takeoff.send(Takeoff::Started(head));
     let writing = Writing {
         store: &inner.store,
         file,
@@ -121,7 +120,13 @@ async fn fly(
         hold_small: check.is_none(),
         limit: key.kind.limit(),
     };
-    let copied = copy(response.into_body(), writing, inner.read_timeout).await;
+    // Clients are told it started with the first bytes in hand, so a
+    // small file goes out as one answer.
+    let start = Start {
+        takeoff: &report.takeoff,
+        head: Some(head),
+    };
+    let copied = copy(response.into_body(), writing, start, inner.read_timeout).await;
     let landing = Landing {
         inner,
         key,
@@ -197,7 +202,16 @@ async fn land(landing: Landing<'_>, copied: Copied, check: Option<Check>) -> Opt
         }
         Err(reason) => {
             tracing::warn!(file = %key.file, %mirror, %reason, "cache: download failed; nothing stored");
-            let _ = report.progress.send(Progress::Broken(Arc::from(reason)));
+            let reason: Arc<str> = Arc::from(reason);
+            // Failed before its first byte: the waiting clients hear why.
+            report.takeoff.send_if_modified(|takeoff| match takeoff {
+                Takeoff::Fetching => {
+                    *takeoff = Takeoff::Missed(Miss::Failed(reason.clone()));
+                    true
+                }
+                _ => false,
+            });
+            let _ = report.progress.send(Progress::Broken(reason));
             downloaded.temp()
         }
     }
@@ -259,6 +273,20 @@ struct Writing<'a> {
     limit: u64,
 }
 
+/// Tells the waiting clients that the download started, once.
+struct Start<'a> {
+    takeoff: &'a watch::Sender<Takeoff>,
+    head: Option<Head>,
+}
+
+impl Start<'_> {
+    fn now(&mut self) {
+        if let Some(head) = self.head.take() {
+            let _ = self.takeoff.send(Takeoff::Started(head));
+        }
+    }
+}
+
 /// When clients may end their responses, before the bytes are stored.
 #[derive(Clone, Copy)]
 enum Release {
@@ -298,7 +326,12 @@ struct Copied {
 /// Writes the body into the file, telling readers how far it is. Reading
 /// from the mirror and writing overlap: batches pass between them through
 /// a short queue.
-async fn copy(body: Body, writing: Writing<'_>, read_timeout: Duration) -> Copied {
+async fn copy(
+    body: Body,
+    writing: Writing<'_>,
+    start: Start<'_>,
+    read_timeout: Duration,
+) -> Copied {
     let (tx, rx) = mpsc::channel(4);
     let ends = Ends {
         release: writing.release,
@@ -306,7 +339,7 @@ async fn copy(body: Body, writing: Writing<'_>, read_timeout: Duration) -> Copie
         read_timeout,
     };
     let (arrived, (written, downloaded)) = tokio::join!(
-        read_batches(body, tx, writing.progress, ends),
+        read_batches(body, tx, writing.progress, ends, start),
         write_batches(rx, writing)
     );
     Copied {
@@ -324,6 +357,7 @@ async fn read_batches(
     tx: mpsc::Sender<Vec<Bytes>>,
     progress: &watch::Sender<Progress>,
     ends: Ends,
+    mut start: Start<'_>,
 ) -> Result<u64, String> {
     let Ends {
         release,
@@ -345,6 +379,7 @@ async fn read_batches(
                 }
                 _ => false,
             });
+            start.now();
             return Ok(end);
         };
         let mut batch: Vec<Bytes> = frame
@@ -353,14 +388,15 @@ async fn read_batches(
             .into_iter()
             .collect();
         let ended = gather_ready(&mut body, &mut batch).await?;
-        let start = end;
+        let first = end;
         end += batch.iter().map(|d| d.len() as u64).sum::<u64>();
         if end > limit {
             return Err(format!(
                 "more than {limit} bytes, more than the go command accepts"
             ));
         }
-        publish(progress, start, &batch, release.now(end, ended));
+        publish(progress, first, &batch, release.now(end, ended));
+        start.now();
         // A failed write (a full disk) stops storing, not serving: the
         // clients that keep up still get every byte from the window.
         if let Some(sender) = &writer

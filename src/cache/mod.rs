@@ -291,8 +291,22 @@ impl Inner {
                 return Outcome::Missed(Miss::Failed(reason), how);
             }
         };
-        let pin = self.index.pin(&key.file);
-        let body = stream::body(flight.file.clone(), flight.progress.clone(), pin);
+        let whole = match &*flight.progress.borrow() {
+            Progress::Growing {
+                window,
+                end,
+                all: true,
+                ..
+            } => window.whole(*end),
+            _ => None,
+        };
+        let body = match whole {
+            Some(bytes) => crate::message::text(bytes),
+            None => {
+                let pin = self.index.pin(&key.file);
+                stream::body(flight.file.clone(), flight.progress.clone(), pin)
+            }
+        };
         let content_type = head.content_type.unwrap_or_else(|| content_type(key.kind));
         Outcome::Served {
             response: response(body, content_type, head.content_length),

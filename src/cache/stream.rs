@@ -67,6 +67,23 @@ impl Window {
         }
     }
 
+    /// All `size` bytes, when the window holds the whole file and it is
+    /// small: what a client can be answered with at once.
+    pub fn whole(&self, size: u64) -> Option<Bytes> {
+        let starts_at_zero = self.batches.front().is_none_or(|(start, _)| *start == 0);
+        if size > SMALL || self.bytes as u64 != size || !starts_at_zero {
+            return None;
+        }
+        if let [(_, only)] = self.batches.as_slices().0 {
+            return Some(only.clone());
+        }
+        let mut all = BytesMut::with_capacity(size as usize);
+        for (_, piece) in &self.batches {
+            all.extend_from_slice(piece);
+        }
+        Some(all.freeze())
+    }
+
     /// The bytes from `offset` to the end of the batch that holds it.
     pub fn at(&self, offset: u64) -> Option<Bytes> {
         self.batches.iter().find_map(|(start, data)| {
