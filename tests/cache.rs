@@ -356,6 +356,9 @@ async fn lists_are_revalidated_and_ride_out_outages() {
     }
     let seen_at = seen_at.expect("the new version shows");
     assert!(seen_at >= Duration::from_secs(1), "{seen_at:?}");
+    // The first request past the TTL gets the old list and starts the
+    // refresh; the next one, 100 ms later, the new list.
+    assert!(seen_at < Duration::from_millis(2500), "{seen_at:?}");
 
     mirror.stop();
     tokio::time::sleep(Duration::from_millis(2100)).await;

@@ -126,7 +126,13 @@ async fn fly(
         takeoff: &report.takeoff,
         head: Some(head),
     };
-    let copied = copy(response.into_body(), writing, start, inner.read_timeout).await;
+    let copied = copy(
+        response.into_body(),
+        writing,
+        start,
+        inner.settings.read_timeout,
+    )
+    .await;
     let landing = Landing {
         inner,
         key,

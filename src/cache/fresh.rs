@@ -10,6 +10,8 @@ use super::key::Kind;
 pub enum Use {
     /// Serve it.
     Fresh,
+    /// A mutable file past its TTL, but offline: serve it (as stale).
+    StaleOffline,
     /// Serve it once more and fetch a new copy in the background.
     StaleRevalidate,
     /// Too old to serve unasked: fetch a new copy now; serve this one only
@@ -21,8 +23,10 @@ pub enum Use {
 /// served stale while revalidating for another `ttl`, then refetched
 /// first. Offline, whatever is stored is served.
 pub fn judge(kind: Kind, age: Duration, ttl: Duration, offline: bool) -> Use {
-    if kind.immutable() || offline || age <= ttl {
+    if kind.immutable() || age <= ttl {
         Use::Fresh
+    } else if offline {
+        Use::StaleOffline
     } else if age <= ttl.saturating_mul(2) {
         Use::StaleRevalidate
     } else {
@@ -78,7 +82,9 @@ mod tests {
             (Kind::Latest, s(120), false, Use::StaleRevalidate),
             (Kind::Query, s(121), false, Use::Refetch),
             (Kind::SumdbLatest, s(3600), false, Use::Refetch),
-            (Kind::SumdbLatest, s(3600), true, Use::Fresh),
+            (Kind::SumdbLatest, s(3600), true, Use::StaleOffline),
+            (Kind::List, s(30), true, Use::Fresh),
+            (Kind::Zip, s(86_400), true, Use::Fresh),
         ];
         for (kind, age, offline, want) in table {
             assert_eq!(judge(kind, age, ttl, offline), want, "{kind:?} {age:?}");

@@ -127,13 +127,6 @@ impl Index {
         }
     }
 
-    pub fn forget(&self, file: &str) {
-        let mut inner = self.lock();
-        if let Some(old) = inner.entries.remove(file) {
-            inner.total -= old.size;
-        }
-    }
-
     pub fn pin(self: &Arc<Self>, file: &str) -> Pin {
         *self.lock().pins.entry(file.to_string()).or_default() += 1;
         Pin {
@@ -173,10 +166,6 @@ impl Index {
 
     pub fn totals(&self) -> Totals {
         totals(self.lock().entries.values().map(|s| (s.kind, s.size)))
-    }
-
-    pub fn max_size(&self) -> u64 {
-        self.max_size
     }
 }
 

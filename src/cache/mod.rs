@@ -125,7 +125,6 @@ pub struct Inner {
     index: Arc<Index>,
     source: Arc<dyn Source>,
     settings: Settings,
-    read_timeout: Duration,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
     hasher: hasher::Hasher,
     not_found: Mutex<HashMap<String, (Instant, Arc<str>)>>,
@@ -144,7 +143,6 @@ impl Cache {
             store,
             index: Arc::new(Index::new(settings.max_size)),
             source,
-            read_timeout: settings.read_timeout,
             settings,
             flights: Mutex::new(HashMap::new()),
             not_found: Mutex::new(HashMap::new()),
@@ -184,10 +182,8 @@ impl Cache {
         match found {
             Some(found) => match judge(key.kind, found.age, settings.mutable_ttl, settings.offline)
             {
-                Use::Fresh if found.age > settings.mutable_ttl && !key.kind.immutable() => {
-                    inner.serve_found(key, found, How::Stale)
-                }
                 Use::Fresh => inner.serve_found(key, found, How::Hit),
+                Use::StaleOffline => inner.serve_found(key, found, How::Stale),
                 Use::StaleRevalidate => {
                     inner.flight_or_launch(key, None);
                     inner.serve_found(key, found, How::Revalidating)
@@ -238,20 +234,12 @@ impl Cache {
             .await
             .map(|p| p.clone());
         match done {
-            Ok(Progress::Complete { .. }) => {
-                // The commit follows the last byte; wait for the flight to land.
-                while self.inner.flight(&key.file).is_some() {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok(How::Miss)
-            }
+            // Complete is told once storing is over, stored or not.
+            Ok(Progress::Complete { .. }) if self.inner.lookup(key).is_some() => Ok(How::Miss),
+            Ok(Progress::Complete { .. }) => Err("checked but not stored (see the log)".into()),
             Ok(Progress::Broken(reason)) => Err(reason.to_string()),
             _ => Err("download ended without an outcome".into()),
         }
-    }
-
-    pub fn totals(&self) -> index::Totals {
-        self.inner.index.totals()
     }
 }
 

@@ -128,17 +128,16 @@ pub fn body(file: SharedFile, mut progress: watch::Receiver<Progress>, pin: Pin)
         let mut sent = 0u64;
         loop {
             let now = progress.borrow_and_update().clone();
-            let available = match &now {
-                Progress::Growing { window, .. } if window.at(sent).is_some() => {
-                    let Some(rest) = window.at(sent) else {
-                        continue;
-                    };
-                    sent += rest.len() as u64;
-                    if tx.send(Ok(rest)).await.is_err() {
-                        return;
-                    }
-                    continue;
+            if let Progress::Growing { window, .. } = &now
+                && let Some(rest) = window.at(sent)
+            {
+                sent += rest.len() as u64;
+                if tx.send(Ok(rest)).await.is_err() {
+                    return;
                 }
+                continue;
+            }
+            let available = match &now {
                 Progress::Growing { all: true, end, .. } if sent == *end => return,
                 Progress::Growing { written, .. } => *written,
                 Progress::Complete { size } => *size,

@@ -8,6 +8,5 @@ mod handler;
 mod mirrors;
 pub mod path;
 
-pub use fetch::Mirrors;
 pub use handler::{Gomod, GomodError};
 pub use mirrors::MirrorSet;
