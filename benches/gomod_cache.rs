@@ -8,7 +8,8 @@
 //!
 //! Rounds are interleaved; each figure is the median. `scripts/bench-cache.sh`
 //! runs it (`cargo bench --bench gomod_cache`); MODGATE_BENCH_ROUNDS sets the
-//! rounds (default 5). Under `cargo test` it does nothing.
+//! rounds (default 5), MODGATE_BENCH_PATHS a comma-separated subset of
+//! `intercepted,endpoint,uplink` (default all). Under `cargo test` it does nothing.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -184,60 +185,96 @@ async fn run(rounds: usize) {
         &b.path("certs/modgate-ca.pem"),
         &b.path("modgate-roots.pem"),
     );
-    let intercepted = "https://proxy.golang.org";
     let (mut tls, mut plain) = (Samples::default(), Samples::default());
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
-        tls.direct
-            .push(b.download(None, &https.https_url(), &mirror_roots).await);
-        let gate = b.modgate(&https.https_url()).await;
-        let addr = Some(gate.addr("explicit proxy"));
-        tls.cold
-            .push(b.download(addr, intercepted, &modgate_roots).await);
-        tls.warm
-            .push(b.download(addr, intercepted, &modgate_roots).await);
-        drop(gate);
-        let gate = b.modgate_with(&https.https_url(), false).await;
-        let addr = Some(gate.addr("explicit proxy"));
-        tls.relay
-            .push(b.download(addr, intercepted, &modgate_roots).await);
-        drop(gate);
-
-        plain
-            .direct
-            .push(b.download(None, &http.url(), &mirror_roots).await);
-        let gate = b.modgate(&http.url()).await;
-        let endpoint = format!("http://{}", gate.addr("explicit proxy"));
-        plain
-            .cold
-            .push(b.download(None, &endpoint, &mirror_roots).await);
-        plain
-            .warm
-            .push(b.download(None, &endpoint, &mirror_roots).await);
-        drop(gate);
-        let gate = b.modgate_with(&http.url(), false).await;
-        let endpoint = format!("http://{}", gate.addr("explicit proxy"));
-        plain
-            .relay
-            .push(b.download(None, &endpoint, &mirror_roots).await);
-        drop(gate);
+        if wants("intercepted") {
+            intercepted_round(&mut b, &https, &mirror_roots, &modgate_roots, &mut tls).await;
+        }
+        if wants("endpoint") {
+            endpoint_round(&mut b, &http, &mirror_roots, &mut plain).await;
+        }
     }
+    let mut uplink = Samples::default();
+    if wants("uplink") {
+        uplink_rounds(&mut b, &slow, &mirror_roots, rounds, &mut uplink).await;
+    }
+    report(rounds, &tls, &plain, &uplink);
+}
+
+/// Whether MODGATE_BENCH_PATHS (default: all) names `path`.
+fn wants(path: &str) -> bool {
+    std::env::var("MODGATE_BENCH_PATHS")
+        .map_or(true, |paths| paths.split(',').any(|p| p.trim() == path))
+}
+
+async fn intercepted_round(
+    b: &mut Bench,
+    https: &Mirror,
+    mirror_roots: &Path,
+    modgate_roots: &Path,
+    tls: &mut Samples,
+) {
+    let intercepted = "https://proxy.golang.org";
+    tls.direct
+        .push(b.download(None, &https.https_url(), mirror_roots).await);
+    let gate = b.modgate(&https.https_url()).await;
+    let addr = Some(gate.addr("explicit proxy"));
+    tls.cold
+        .push(b.download(addr, intercepted, modgate_roots).await);
+    tls.warm
+        .push(b.download(addr, intercepted, modgate_roots).await);
+    drop(gate);
+    let gate = b.modgate_with(&https.https_url(), false).await;
+    let addr = Some(gate.addr("explicit proxy"));
+    tls.relay
+        .push(b.download(addr, intercepted, modgate_roots).await);
+    drop(gate);
+}
+
+async fn endpoint_round(b: &mut Bench, http: &Mirror, mirror_roots: &Path, plain: &mut Samples) {
+    plain
+        .direct
+        .push(b.download(None, &http.url(), mirror_roots).await);
+    let gate = b.modgate(&http.url()).await;
+    let endpoint = format!("http://{}", gate.addr("explicit proxy"));
+    plain
+        .cold
+        .push(b.download(None, &endpoint, mirror_roots).await);
+    plain
+        .warm
+        .push(b.download(None, &endpoint, mirror_roots).await);
+    drop(gate);
+    let gate = b.modgate_with(&http.url(), false).await;
+    let endpoint = format!("http://{}", gate.addr("explicit proxy"));
+    plain
+        .relay
+        .push(b.download(None, &endpoint, mirror_roots).await);
+    drop(gate);
+}
+
+/// Slow link: filled once, then warm rounds (at most 3) against the throttled mirror.
+async fn uplink_rounds(
+    b: &mut Bench,
+    slow: &Mirror,
+    mirror_roots: &Path,
+    rounds: usize,
+    uplink: &mut Samples,
+) {
     let gate = b.modgate(&slow.url()).await;
     let endpoint = format!("http://{}", gate.addr("explicit proxy"));
-    let mut uplink = Samples::default();
     uplink
         .cold
-        .push(b.download(None, &endpoint, &mirror_roots).await);
+        .push(b.download(None, &endpoint, mirror_roots).await);
     for _ in 0..rounds.min(3) {
         uplink
             .direct
-            .push(b.download(None, &slow.url(), &mirror_roots).await);
+            .push(b.download(None, &slow.url(), mirror_roots).await);
         uplink
             .warm
-            .push(b.download(None, &endpoint, &mirror_roots).await);
+            .push(b.download(None, &endpoint, mirror_roots).await);
     }
     drop(gate);
-    report(rounds, &tls, &plain, &uplink);
 }
 
 fn median(samples: &[f64]) -> f64 {
@@ -258,6 +295,9 @@ fn report(rounds: usize, tls: &Samples, plain: &Samples, uplink: &Samples) {
         ("intercepted vs mirror over HTTPS (HTTP/2)", tls),
         ("GOPROXY endpoint vs mirror over HTTP", plain),
     ] {
+        if s.direct.is_empty() {
+            continue;
+        }
         let direct = median(&s.direct);
         println!(
             "| {name} | {direct:.3} s | {:.3} s ({:.2}x) | {:.3} s ({:.2}x) | {:.3} s ({:.2}x) |",
@@ -268,6 +308,9 @@ fn report(rounds: usize, tls: &Samples, plain: &Samples, uplink: &Samples) {
             median(&s.warm),
             median(&s.warm) / direct,
         );
+    }
+    if uplink.direct.is_empty() {
+        return;
     }
     let slow = median(&uplink.direct);
     let warm = median(&uplink.warm);

@@ -338,7 +338,8 @@ async fn copy(
     start: Start<'_>,
     read_timeout: Duration,
 ) -> Copied {
-    let (tx, rx) = mpsc::channel(4);
+    // One batch queued while one is written; the rest waits as one backlog.
+    let (tx, rx) = mpsc::channel(1);
     let ends = Ends {
         release: writing.release,
         limit: writing.limit,
@@ -371,12 +372,15 @@ async fn read_batches(
         read_timeout,
     } = ends;
     let mut writer = Some(tx);
+    // Bytes the writer has not taken yet (it was busy).
+    let mut behind: Vec<Bytes> = Vec::new();
     let mut end = 0u64;
     loop {
         let frame = tokio::time::timeout(read_timeout, body.frame())
             .await
             .map_err(|_| format!("no bytes for {read_timeout:?}"))?;
         let Some(frame) = frame else {
+            hand_to_writer(&mut writer, &mut behind, true).await;
             let done = release.now(end, true);
             progress.send_if_modified(|now| match now {
                 Progress::Growing { all, .. } if *all != done => {
@@ -403,16 +407,43 @@ async fn read_batches(
         }
         publish(progress, first, &batch, release.now(end, ended));
         start.now();
-        // A failed write (a full disk) stops storing, not serving: the
-        // clients that keep up still get every byte from the window.
-        if let Some(sender) = &writer
-            && sender.send(batch).await.is_err()
-        {
-            writer = None;
-        }
+        behind.extend(batch);
+        hand_to_writer(&mut writer, &mut behind, ended).await;
         if ended {
             return Ok(end);
         }
+    }
+}
+
+/// Hands the bytes not yet queued for the disk to the writer. The
+/// clients read from the window, so the mirror is read on while the disk
+/// is busy; only a backlog as large as the window (or the end) waits for
+/// the writer. A failed write (a full disk) stops storing, not serving.
+async fn hand_to_writer(
+    writer: &mut Option<mpsc::Sender<Vec<Bytes>>>,
+    behind: &mut Vec<Bytes>,
+    ended: bool,
+) {
+    let Some(sender) = writer else {
+        behind.clear();
+        return;
+    };
+    let backlog: usize = behind.iter().map(Bytes::len).sum();
+    let sent = if ended || backlog >= WINDOW {
+        sender.send(std::mem::take(behind)).await.is_ok()
+    } else {
+        match sender.try_send(std::mem::take(behind)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                *behind = back;
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    };
+    if !sent {
+        *writer = None;
+        behind.clear();
     }
 }
 

@@ -9,11 +9,13 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc::Sender;
 use tokio::sync::watch;
 
 use super::index::Pin;
-use crate::message::{Body, BoxError, channel};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+
+use crate::message::{Body, BoxError};
 
 /// The most read for one chunk sent to a client.
 const CHUNK: usize = 256 << 10;
@@ -120,53 +122,87 @@ pub enum Progress {
 struct Cut(String);
 
 /// The body that streams `file` as `progress` allows; `pin` is held until
-/// the client has it all or is gone.
-pub fn body(file: SharedFile, mut progress: watch::Receiver<Progress>, pin: Pin) -> Body {
-    let (tx, body) = channel(2);
-    tokio::spawn(async move {
-        let _pin = pin;
-        let mut sent = 0u64;
-        loop {
-            let now = progress.borrow_and_update().clone();
-            if let Progress::Growing { window, .. } = &now
-                && let Some(rest) = window.at(sent)
-            {
-                sent += rest.len() as u64;
-                if tx.send(Ok(rest)).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            let available = match &now {
-                Progress::Growing { all: true, end, .. } if sent == *end => return,
-                Progress::Growing { written, .. } => *written,
-                Progress::Complete { size } => *size,
-                Progress::Broken(reason) => return cut(&tx, reason).await,
-            };
-            if sent < available {
-                match read(&file, sent, available - sent).await {
-                    Ok(chunk) if !chunk.is_empty() => {
-                        sent += chunk.len() as u64;
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => return cut(&tx, "cache file shorter than recorded").await,
-                    Err(e) => return cut(&tx, &e.to_string()).await,
-                }
-            } else if matches!(now, Progress::Complete { .. }) {
-                return;
-            } else if progress.changed().await.is_err() {
-                return cut(&tx, "download ended without an outcome").await;
-            }
-        }
+/// the client has it all or is gone. The client's connection polls it
+/// directly: no task and no queue between the download and the client.
+pub fn body(file: SharedFile, progress: watch::Receiver<Progress>, pin: Pin) -> Body {
+    let reader = Reader {
+        file,
+        progress,
+        _pin: pin,
+        sent: 0,
+        over: false,
+    };
+    let chunks = futures_util::stream::unfold(reader, |mut reader| async move {
+        let chunk = reader.next().await?;
+        Some((chunk.map(Frame::data), reader))
     });
-    body
+    StreamBody::new(chunks).boxed()
 }
 
-/// Ends the client's body with an error.
-async fn cut(tx: &Sender<Result<Bytes, BoxError>>, reason: &str) {
-    let _ = tx.send(Err(Box::new(Cut(reason.to_string())))).await;
+/// Where one client is in a file that may still be growing.
+struct Reader {
+    file: SharedFile,
+    progress: watch::Receiver<Progress>,
+    _pin: Pin,
+    sent: u64,
+    /// Ended (all sent, or cut): nothing more comes.
+    over: bool,
+}
+
+impl Reader {
+    /// The next chunk: from the window while the client keeps up, else
+    /// from the file; an error cuts the body, `None` ends it.
+    async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
+        if self.over {
+            return None;
+        }
+        let chunk = self.chunk().await;
+        if !matches!(chunk, Some(Ok(_))) {
+            self.over = true;
+        }
+        chunk
+    }
+
+    async fn chunk(&mut self) -> Option<Result<Bytes, BoxError>> {
+        loop {
+            let now = self.progress.borrow_and_update().clone();
+            if let Progress::Growing { window, .. } = &now
+                && let Some(rest) = window.at(self.sent)
+            {
+                self.sent += rest.len() as u64;
+                return Some(Ok(rest));
+            }
+            let available = match &now {
+                Progress::Growing { all: true, end, .. } if self.sent == *end => return None,
+                Progress::Growing { written, .. } => *written,
+                Progress::Complete { size } => *size,
+                Progress::Broken(reason) => return Some(Err(cut(reason))),
+            };
+            if self.sent < available {
+                return Some(
+                    match read(&self.file, self.sent, available - self.sent).await {
+                        Ok(chunk) if !chunk.is_empty() => {
+                            self.sent += chunk.len() as u64;
+                            Ok(chunk)
+                        }
+                        Ok(_) => Err(cut("cache file shorter than recorded")),
+                        Err(e) => Err(e),
+                    },
+                );
+            }
+            if matches!(now, Progress::Complete { .. }) {
+                return None;
+            }
+            if self.progress.changed().await.is_err() {
+                return Some(Err(cut("download ended without an outcome")));
+            }
+        }
+    }
+}
+
+/// The error that ends a client's body early.
+fn cut(reason: &str) -> BoxError {
+    Box::new(Cut(reason.to_string()))
 }
 
 /// Reads up to `CHUNK` (and at most `left`) bytes at `offset`.

@@ -28,6 +28,11 @@ use crate::rules::{Exemption, Target, Via, Way, mask_userinfo};
 
 const MAX_REDIRECTS: usize = 5;
 
+/// The most a mirror connection reads at once (hyper grows its buffer to
+/// this while the socket keeps it full): a module zip then crosses the
+/// cache in a few large pieces rather than many small ones.
+const MAX_BUF: usize = 4 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     #[error("bad URL {0}")]
@@ -71,6 +76,7 @@ impl MirrorClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            .http1_max_buf_size(MAX_BUF)
             .build(https);
         MirrorClient { client, timeout }
     }
