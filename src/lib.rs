@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod rules;
 pub mod server;
 pub mod stats;
+pub mod sumdb;
 pub mod sys;
 pub mod tls;
 pub mod upstream;

@@ -14,7 +14,8 @@ use super::reader::{Reader, Table};
 use super::units::{parse_duration, parse_size};
 use super::{
     CacheConfig, Config, ConfigError, GomodConfig, InterceptConfig, LogConfig, LogFormat,
-    OnMirrorFailure, ParentProxy, ProxyConfig, TransparentConfig, UpstreamConfig,
+    OnMirrorFailure, ParentProxy, ProxyConfig, SUMDB_KEY, TransparentConfig, UpstreamConfig,
+    Verification,
 };
 use crate::rules::{NoProxy, PortRange, Private, Target, mask_userinfo};
 
@@ -255,15 +256,8 @@ fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, intercepting: boo
             "https://sum.golang.google.cn",
         ],
     );
-    let private = match r.string(&mut t, "private") {
-        None => Private::default(),
-        Some(s) => Private::parse(s.get_ref()).unwrap_or_else(|errors| {
-            for e in errors {
-                r.error(s.span(), format!("gomod.private: {e}"));
-            }
-            Private::default()
-        }),
-    };
+    let private = module_patterns(r, &mut t, "private");
+    let verification = verification(r, &mut t);
     let on_mirror_failure = match r.string(&mut t, "on_mirror_failure") {
         None => OnMirrorFailure::NotFound,
         Some(s) => match s.get_ref().as_str() {
@@ -287,10 +281,60 @@ fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, intercepting: boo
         mirrors,
         sumdb_mirrors,
         private,
+        verification,
         on_mirror_failure,
         mirror_ca_file,
         mirror_timeout,
         demote_for,
+    }
+}
+
+/// A GOPRIVATE-syntax list of module path patterns.
+fn module_patterns<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str) -> Private {
+    match r.string(t, key) {
+        None => Private::default(),
+        Some(s) => Private::parse(s.get_ref()).unwrap_or_else(|errors| {
+            for e in errors {
+                r.error(s.span(), format!("gomod.{key}: {e}"));
+            }
+            Private::default()
+        }),
+    }
+}
+
+/// The go.sum checks: `verify`, `sumdb_key`, `nosumdb`.
+fn verification<'i>(r: &mut Reader<'i>, t: &mut Table<'i>) -> Verification {
+    let verify = match r.string(t, "verify") {
+        None => true,
+        Some(s) => match s.get_ref().as_str() {
+            "sumdb" => true,
+            "off" => false,
+            other => {
+                r.error(
+                    s.span(),
+                    format!("gomod.verify must be \"sumdb\" or \"off\", not {other:?}"),
+                );
+                true
+            }
+        },
+    };
+    let key = match r.string(t, "sumdb_key") {
+        None => SUMDB_KEY.to_string(),
+        Some(s) => {
+            if let Err(e) = signed_note::StandardVerifier::new(s.get_ref()) {
+                r.error(
+                    s.span(),
+                    format!("gomod.sumdb_key is not a checksum database verifier key: {e}"),
+                );
+            }
+            s.into_inner()
+        }
+    };
+    let nosumdb = module_patterns(r, t, "nosumdb");
+    Verification {
+        verify,
+        sumdb_key: key,
+        nosumdb,
     }
 }
 

@@ -70,6 +70,7 @@ pub struct GomodConfig {
     pub mirrors: Vec<String>,
     pub sumdb_mirrors: Vec<String>,
     pub private: Private,
+    pub verification: Verification,
     pub on_mirror_failure: OnMirrorFailure,
     pub mirror_ca_file: Option<PathBuf>,
     /// Time allowed for a mirror's response head before trying the next.
@@ -87,6 +88,21 @@ impl GomodConfig {
             .cloned()
             .collect()
     }
+}
+
+/// The verifier key of sum.golang.org, the Go checksum database.
+pub const SUMDB_KEY: &str = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8";
+
+/// How module files are checked against the checksum database.
+#[derive(Clone, Debug)]
+pub struct Verification {
+    /// `gomod.verify = "sumdb"`: public `.mod`/`.zip` are checked before
+    /// they are served or stored.
+    pub verify: bool,
+    /// The database's verifier key (checked at load).
+    pub sumdb_key: String,
+    /// Modules fetched but never looked up (GONOSUMDB syntax).
+    pub nosumdb: Private,
 }
 
 /// What clients get when every mirror failed.

@@ -75,3 +75,25 @@ fn transparent_listeners_and_mark() {
     assert_eq!(lines, [4, 5, 6], "{errors:#?}");
     assert!(errors[0].message.contains("already a listener"));
 }
+
+#[test]
+fn verification_keys() {
+    let c = Config::parse("v.toml", "").unwrap();
+    assert!(c.gomod.verification.verify);
+    assert_eq!(c.gomod.verification.sumdb_key, SUMDB_KEY);
+    let c = Config::parse(
+        "v.toml",
+        "[gomod]\nverify = \"off\"\nnosumdb = \"corp.example/*\"\n",
+    )
+    .unwrap();
+    assert!(!c.gomod.verification.verify);
+    let Err(LoadError::Invalid(errors)) = Config::parse(
+        "v.toml",
+        "[gomod]\nverify = \"yes\"\nsumdb_key = \"sum.golang.org+1234+AAAA\"\n",
+    ) else {
+        panic!("expected errors");
+    };
+    let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [2, 3], "{errors:#?}");
+    assert!(errors[1].message.contains("not a checksum database verifier key"));
+}
