@@ -5,6 +5,7 @@
 //! [`store`] owns the disk, [`index`] the accounting, [`flight`] the
 //! coalesced downloads and [`stream`] the bytes to each client.
 
+mod copy;
 pub mod flight;
 pub mod fresh;
 mod hasher;
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin as StdPin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::message::Body;
 use bytes::Bytes;
-use flight::{Check, Downloaded, Flight, Takeoff};
+use flight::{Downloaded, Flight, MakeCheck, Takeoff};
 use fresh::{Use, judge};
 use index::Index;
 use key::{Key, Kind, Upstream};
@@ -73,6 +74,17 @@ pub trait Source: Send + Sync + 'static {
         upstream: &'a Upstream,
         suffix: &'a str,
     ) -> StdPin<Box<dyn Future<Output = Fetched> + Send + 'a>>;
+
+    /// `mirror`'s answer was refused by its check: it counts as failing.
+    fn failed(&self, upstream: &Upstream, mirror: &str, reason: &str);
+}
+
+/// Decides which downloads must pass a check before clients have them
+/// whole and before they are stored (`gomod`'s checksum verification).
+pub trait Checker: Send + Sync + 'static {
+    /// The check for `key`'s download, if it needs one. `cache` is where
+    /// the check may fetch what it needs (lookups, tiles).
+    fn check_for(&self, cache: &Cache, key: &Key) -> Option<MakeCheck>;
 }
 
 /// How a request was served, for the access log.
@@ -126,6 +138,7 @@ pub struct Inner {
     source: Arc<dyn Source>,
     settings: Settings,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
+    checker: OnceLock<Arc<dyn Checker>>,
     hasher: hasher::Hasher,
     not_found: Mutex<HashMap<String, (Instant, Arc<str>)>>,
 }
@@ -145,6 +158,7 @@ impl Cache {
             source,
             settings,
             flights: Mutex::new(HashMap::new()),
+            checker: OnceLock::new(),
             not_found: Mutex::new(HashMap::new()),
         });
         let scanning = inner.clone();
@@ -168,6 +182,16 @@ impl Cache {
         &self.inner.settings
     }
 
+    /// Sets what checks downloads (once; later calls are ignored).
+    pub fn set_checker(&self, checker: Arc<dyn Checker>) {
+        let _ = self.inner.checker.set(checker);
+    }
+
+    /// The check `key`'s download must pass, by the checker.
+    fn check_for(&self, key: &Key) -> Option<MakeCheck> {
+        self.inner.checker.get()?.check_for(self, key)
+    }
+
     /// Serves `key` from the cache, a download in flight, or the mirrors.
     pub async fn get(&self, key: &Key) -> Outcome {
         let inner = &self.inner;
@@ -185,11 +209,11 @@ impl Cache {
                 Use::Fresh => inner.serve_found(key, found, How::Hit),
                 Use::StaleOffline => inner.serve_found(key, found, How::Stale),
                 Use::StaleRevalidate => {
-                    inner.flight_or_launch(key, None);
+                    inner.flight_or_launch(key, || self.check_for(key));
                     inner.serve_found(key, found, How::Revalidating)
                 }
                 Use::Refetch => {
-                    let flight = inner.flight_or_launch(key, None);
+                    let flight = inner.flight_or_launch(key, || self.check_for(key));
                     match inner.follow(key, flight, How::Miss).await {
                         Outcome::Missed(Miss::Failed(_), _) => {
                             inner.serve_found(key, found, How::Stale)
@@ -205,7 +229,7 @@ impl Cache {
                 How::Miss,
             ),
             None => {
-                let flight = inner.flight_or_launch(key, None);
+                let flight = inner.flight_or_launch(key, || self.check_for(key));
                 inner.follow(key, flight, How::Miss).await
             }
         }
@@ -213,11 +237,11 @@ impl Cache {
 
     /// Downloads `key` into the cache (unless it is there) and waits for the
     /// outcome; `check` must pass before anything is stored.
-    pub async fn fill(&self, key: &Key, check: Check) -> Result<How, String> {
+    pub async fn fill(&self, key: &Key, check: MakeCheck) -> Result<How, String> {
         if self.inner.lookup(key).is_some() {
             return Ok(How::Hit);
         }
-        let flight = self.inner.flight_or_launch(key, Some(check));
+        let flight = self.inner.flight_or_launch(key, || Some(check));
         let mut takeoff = flight.takeoff.clone();
         let started = takeoff
             .wait_for(|t| !matches!(t, Takeoff::Fetching))
@@ -249,12 +273,16 @@ impl Inner {
     }
 
     /// The download in flight for `key`, or a new one.
-    fn flight_or_launch(self: &Arc<Self>, key: &Key, check: Option<Check>) -> Arc<Flight> {
+    fn flight_or_launch(
+        self: &Arc<Self>,
+        key: &Key,
+        check: impl FnOnce() -> Option<MakeCheck>,
+    ) -> Arc<Flight> {
         let mut flights = lock(&self.flights);
         if let Some(flight) = flights.get(&key.file) {
             return flight.clone();
         }
-        let flight = flight::launch(self.clone(), key.clone(), check);
+        let flight = flight::launch(self.clone(), key.clone(), check());
         flights.insert(key.file.clone(), flight.clone());
         flight
     }

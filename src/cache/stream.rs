@@ -86,12 +86,17 @@ impl Window {
         Some(all.freeze())
     }
 
-    /// The bytes from `offset` to the end of the batch that holds it.
-    pub fn at(&self, offset: u64) -> Option<Bytes> {
-        self.batches.iter().find_map(|(start, data)| {
-            let skip = offset.checked_sub(*start)?;
-            (skip < data.len() as u64).then(|| data.slice(skip as usize..))
-        })
+    /// The bytes from `offset` to the end of the batch that holds it, and
+    /// before `open`.
+    pub fn at(&self, offset: u64, open: u64) -> Option<Bytes> {
+        if offset >= open {
+            return None;
+        }
+        let at = self.batches.partition_point(|(start, _)| *start <= offset);
+        let (start, data) = self.batches.get(at.checked_sub(1)?)?;
+        let skip = (offset - start) as usize;
+        let end = data.len().min((open - start) as usize);
+        (skip < end).then(|| data.slice(skip..end))
     }
 }
 
@@ -106,6 +111,9 @@ pub enum Progress {
         written: u64,
         window: Arc<Window>,
         end: u64,
+        /// How many bytes clients may have: `end`, or less while the
+        /// download awaits its check.
+        open: u64,
         /// `end` is the whole size, checked against the mirror's
         /// Content-Length: a client that has it all is done.
         all: bool,
@@ -166,15 +174,15 @@ impl Reader {
     async fn chunk(&mut self) -> Option<Result<Bytes, BoxError>> {
         loop {
             let now = self.progress.borrow_and_update().clone();
-            if let Progress::Growing { window, .. } = &now
-                && let Some(rest) = window.at(self.sent)
+            if let Progress::Growing { window, open, .. } = &now
+                && let Some(rest) = window.at(self.sent, *open)
             {
                 self.sent += rest.len() as u64;
                 return Some(Ok(rest));
             }
             let available = match &now {
                 Progress::Growing { all: true, end, .. } if self.sent == *end => return None,
-                Progress::Growing { written, .. } => *written,
+                Progress::Growing { written, open, .. } => *written.min(open),
                 Progress::Complete { size } => *size,
                 Progress::Broken(reason) => return Some(Err(cut(reason))),
             };

@@ -2,12 +2,13 @@
 //! `.zip` it names, checked against its `h1:` hash before it is stored) or a
 //! vendor/modules.txt (no hashes to check). Parsing is pure.
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::flight::Check;
+use super::flight::MakeCheck;
 use super::key::{Key, proxy_key};
 use super::{Cache, How};
-use crate::gomod::dirhash::{hash_go_mod, hash_zip};
+use crate::gomod::dirhash::check_file;
 use crate::gomod::path::case_encode;
 
 /// One file to fetch.
@@ -112,26 +113,21 @@ pub async fn fetch(cache: &Cache, want: &Want) -> Result<How, String> {
     let key = want
         .key()
         .ok_or_else(|| "not a module version the cache can hold".to_string())?;
-    let check: Check = match want.hash.clone() {
-        None => Box::new(|_: &Path| Ok(())),
-        Some(expected) => {
-            let zip = want.zip;
-            Box::new(move |path: &Path| {
-                let got = if zip {
-                    hash_zip(path).map_err(|e| e.to_string())?
-                } else {
-                    hash_go_mod(&std::fs::read(path).map_err(|e| e.to_string())?)
+    let (expected, go_mod) = (want.hash.clone(), !want.zip);
+    let check: MakeCheck = Arc::new(move || {
+        let expected = expected.clone();
+        Box::new(move |path: PathBuf| {
+            Box::pin(async move {
+                let Some(expected) = expected else {
+                    return Ok(());
                 };
-                if got == expected {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "hash mismatch: go.sum has {expected}, the mirror's bytes are {got}"
-                    ))
-                }
+                tokio::task::spawn_blocking(move || check_file(&path, &expected, go_mod))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.replace("expected", "go.sum has"))
             })
-        }
-    };
+        })
+    });
     cache.fill(&key, check).await
 }
 

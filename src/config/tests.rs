@@ -95,5 +95,9 @@ fn verification_keys() {
     };
     let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, [2, 3], "{errors:#?}");
-    assert!(errors[1].message.contains("not a checksum database verifier key"));
+    assert!(
+        errors[1]
+            .message
+            .contains("not a checksum database verifier key")
+    );
 }

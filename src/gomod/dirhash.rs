@@ -53,6 +53,21 @@ pub fn hash_zip(path: &Path) -> Result<String, HashError> {
     Ok(hash1(files))
 }
 
+/// Checks that the file at `path` (a module zip, or with `go_mod` a
+/// go.mod) has the `h1:` hash `expected`; the error names both hashes.
+pub fn check_file(path: &Path, expected: &str, go_mod: bool) -> Result<(), String> {
+    let got = if go_mod {
+        hash_go_mod(&std::fs::read(path).map_err(|e| e.to_string())?)
+    } else {
+        hash_zip(path).map_err(|e| e.to_string())?
+    };
+    if got == expected {
+        Ok(())
+    } else {
+        Err(format!("hash mismatch: expected {expected}, got {got}"))
+    }
+}
+
 /// The SHA-256 of everything `reader` gives.
 pub fn sha256_stream(mut reader: impl Read) -> std::io::Result<[u8; 32]> {
     let mut hash = digest::Context::new(&digest::SHA256);

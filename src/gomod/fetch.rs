@@ -91,4 +91,14 @@ impl Source for Mirrors {
     ) -> std::pin::Pin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
         Box::pin(Mirrors::fetch(self, upstream, suffix))
     }
+
+    fn failed(&self, upstream: &Upstream, mirror: &str, reason: &str) {
+        let set = match upstream {
+            Upstream::Proxy => &self.proxy,
+            Upstream::Sumdb { .. } => &self.sumdb,
+        };
+        if let Some(index) = set.bases().position(|base| base == mirror) {
+            set.demote(index, &format!("{mirror}: {reason}"), None);
+        }
+    }
 }

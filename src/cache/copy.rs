@@ -1,0 +1,352 @@
+//! A flight's copy from the mirror: each batch of frames goes to the
+//! clients' window at once and, through a short queue, to the disk.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::{mpsc, watch};
+
+use super::flight::{Downloaded, Head, Takeoff};
+use super::store::Store;
+use super::stream::{Progress, SharedFile, Window};
+use crate::message::Body;
+
+/// The most bytes gathered from ready frames into one write.
+const BATCH: usize = 1 << 20;
+
+/// A download up to this size is held in memory and written once, whole,
+/// when complete; a larger one goes to its file as it arrives.
+const IN_MEMORY: usize = 1 << 20;
+
+/// The newest bytes kept in memory for clients: more than can wait to be
+/// written (the write queue's batches), so a client that keeps up never
+/// waits for the disk.
+const WINDOW: usize = 8 << 20;
+
+/// Where a download's bytes go.
+pub struct Writing<'a> {
+    pub store: &'a Arc<Store>,
+    pub file: &'a SharedFile,
+    /// The flight's temporary file, when an earlier attempt made it (its
+    /// bytes are overwritten).
+    pub temp: Option<PathBuf>,
+    pub progress: &'a watch::Sender<Progress>,
+    pub release: Release,
+    /// A small download may stay in memory until it is stored.
+    pub hold_small: bool,
+    /// More bytes than this end the download as failed.
+    pub limit: u64,
+}
+
+/// Tells the waiting clients that the download started, once.
+pub struct Start<'a> {
+    pub takeoff: &'a watch::Sender<Takeoff>,
+    pub head: Option<Head>,
+}
+
+impl Start<'_> {
+    pub fn now(&mut self) {
+        if let Some(head) = self.head.take() {
+            let _ = self.takeoff.send(Takeoff::Started(head));
+        }
+    }
+}
+
+/// How much of a download clients may have before it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// All of it when this many bytes (the mirror's Content-Length) have arrived.
+    AtLength(u64),
+    /// All of it when the mirror's body ends cleanly (no Content-Length).
+    AtEnd,
+    /// The bytes must pass a check first: until then clients may have all
+    /// but the last `hold` bytes (`None`: nothing, not even the answer's head).
+    Checked { hold: Option<u64> },
+}
+
+impl Release {
+    /// How many of the `arrived` bytes clients may have, and whether that
+    /// is the whole file.
+    pub fn open(self, arrived: u64, ended: bool) -> (u64, bool) {
+        match self {
+            Release::AtLength(length) => (arrived, arrived == length),
+            Release::AtEnd => (arrived, ended),
+            Release::Checked { hold: Some(hold) } => (arrived.saturating_sub(hold), false),
+            Release::Checked { hold: None } => (0, false),
+        }
+    }
+
+    /// Whether the waiting clients hear of the download with its first bytes
+    /// (else only once it is checked).
+    fn starts_early(self) -> bool {
+        self != Release::Checked { hold: None }
+    }
+}
+
+/// When the reading ends: released early, cut as too large, or timed out.
+struct Ends {
+    release: Release,
+    limit: u64,
+    read_timeout: Duration,
+}
+
+/// How a copy went: what arrived from the mirror, what was written, and
+/// where the bytes are.
+pub struct Copied {
+    pub arrived: Result<u64, String>,
+    pub written: Result<u64, String>,
+    pub downloaded: Downloaded,
+}
+
+/// Writes the body into the file, telling readers how far it is. Reading
+/// from the mirror and writing overlap: batches pass between them through
+/// a short queue.
+pub async fn copy(
+    body: Body,
+    writing: Writing<'_>,
+    start: &mut Start<'_>,
+    read_timeout: Duration,
+) -> Copied {
+    // One batch queued while one is written; the rest waits as one backlog.
+    let (tx, rx) = mpsc::channel(1);
+    let ends = Ends {
+        release: writing.release,
+        limit: writing.limit,
+        read_timeout,
+    };
+    let (arrived, (written, downloaded)) = tokio::join!(
+        read_batches(body, tx, writing.progress, ends, start),
+        write_batches(rx, writing)
+    );
+    Copied {
+        arrived,
+        written,
+        downloaded,
+    }
+}
+
+/// Hands the body to the clients (the window) and to the writer, in
+/// batches of the frames that are ready together (never copied: a frame
+/// is the buffer the mirror's bytes were read into).
+async fn read_batches(
+    mut body: Body,
+    tx: mpsc::Sender<Vec<Bytes>>,
+    progress: &watch::Sender<Progress>,
+    ends: Ends,
+    start: &mut Start<'_>,
+) -> Result<u64, String> {
+    let Ends {
+        release,
+        limit,
+        read_timeout,
+    } = ends;
+    let mut writer = Some(tx);
+    // Bytes the writer has not taken yet (it was busy).
+    let mut behind: Vec<Bytes> = Vec::new();
+    let mut end = 0u64;
+    loop {
+        let frame = tokio::time::timeout(read_timeout, body.frame())
+            .await
+            .map_err(|_| format!("no bytes for {read_timeout:?}"))?;
+        let Some(frame) = frame else {
+            hand_to_writer(&mut writer, &mut behind, true).await;
+            let (open, all) = release.open(end, true);
+            progress.send_if_modified(|now| match now {
+                Progress::Growing {
+                    open: o, all: a, ..
+                } if (*o, *a) != (open, all) => {
+                    (*o, *a) = (open, all);
+                    true
+                }
+                _ => false,
+            });
+            if release.starts_early() {
+                start.now();
+            }
+            return Ok(end);
+        };
+        let mut batch: Vec<Bytes> = frame
+            .map_err(|e| e.to_string())?
+            .into_data()
+            .into_iter()
+            .collect();
+        let ended = gather_ready(&mut body, &mut batch).await?;
+        let first = end;
+        end += batch.iter().map(|d| d.len() as u64).sum::<u64>();
+        if end > limit {
+            return Err(format!(
+                "more than {limit} bytes, more than the go command accepts"
+            ));
+        }
+        publish(progress, first, &batch, release.open(end, ended));
+        if release.starts_early() {
+            start.now();
+        }
+        behind.extend(batch);
+        hand_to_writer(&mut writer, &mut behind, ended).await;
+        if ended {
+            return Ok(end);
+        }
+    }
+}
+
+/// Hands the bytes not yet queued for the disk to the writer. The
+/// clients read from the window, so the mirror is read on while the disk
+/// is busy; only a backlog as large as the window (or the end) waits for
+/// the writer. A failed write (a full disk) stops storing, not serving.
+async fn hand_to_writer(
+    writer: &mut Option<mpsc::Sender<Vec<Bytes>>>,
+    behind: &mut Vec<Bytes>,
+    ended: bool,
+) {
+    let Some(sender) = writer else {
+        behind.clear();
+        return;
+    };
+    let backlog: usize = behind.iter().map(Bytes::len).sum();
+    let sent = if ended || backlog >= WINDOW {
+        sender.send(std::mem::take(behind)).await.is_ok()
+    } else {
+        match sender.try_send(std::mem::take(behind)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                *behind = back;
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    };
+    if !sent {
+        *writer = None;
+        behind.clear();
+    }
+}
+
+/// Puts `batch` (starting at `start`) in the window clients read from.
+fn publish(progress: &watch::Sender<Progress>, start: u64, batch: &[Bytes], open: (u64, bool)) {
+    let end = start + batch.iter().map(|d| d.len() as u64).sum::<u64>();
+    progress.send_modify(|now| {
+        if let Progress::Growing {
+            window,
+            end: arrived,
+            open: may,
+            all,
+            ..
+        } = now
+        {
+            let mut newer = Window::clone(window);
+            newer.push(start, batch, WINDOW);
+            *window = Arc::new(newer);
+            *arrived = end;
+            (*may, *all) = open;
+        }
+    });
+}
+
+/// Adds the frames that are ready now to `batch` (never waiting to fill
+/// it), up to `BATCH` bytes; `true` when the body ended.
+async fn gather_ready(body: &mut Body, batch: &mut Vec<Bytes>) -> Result<bool, String> {
+    while batch.iter().map(Bytes::len).sum::<usize>() < BATCH {
+        let ready = std::future::poll_fn(|cx| {
+            Poll::Ready(http_body::Body::poll_frame(Pin::new(&mut *body), cx))
+        })
+        .await;
+        match ready {
+            Poll::Ready(Some(frame)) => batch.extend(frame.map_err(|e| e.to_string())?.into_data()),
+            Poll::Ready(None) => return Ok(true),
+            Poll::Pending => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
+/// Writes the batches off the async threads, telling readers how much is
+/// on disk. A small download is held: written once, whole, at the end, or
+/// (`hold_small`) handed on in memory. Returns the size and where it is.
+async fn write_batches(
+    mut rx: mpsc::Receiver<Vec<Bytes>>,
+    writing: Writing<'_>,
+) -> (Result<u64, String>, Downloaded) {
+    let mut held: Vec<Bytes> = Vec::new();
+    let mut held_bytes = 0usize;
+    let mut temp = writing.temp.clone();
+    let mut written = 0u64;
+    while let Some(batch) = rx.recv().await {
+        held_bytes += batch.iter().map(Bytes::len).sum::<usize>();
+        held.extend(batch);
+        if temp.is_none() && held_bytes <= IN_MEMORY {
+            continue;
+        }
+        let pending = std::mem::take(&mut held);
+        held_bytes = 0;
+        match write(&writing, &mut temp, pending, written).await {
+            Ok(length) => written += length,
+            Err(e) => return (Err(e), in_file(temp)),
+        }
+        writing.progress.send_modify(|now| {
+            if let Progress::Growing { written: w, .. } = now {
+                *w = written;
+            }
+        });
+    }
+    if temp.is_none() {
+        if writing.hold_small {
+            return (Ok(held_bytes_of(&held)), Downloaded::Memory(held));
+        }
+        match write(&writing, &mut temp, held, 0).await {
+            Ok(length) => written = length,
+            Err(e) => return (Err(e), in_file(temp)),
+        }
+    }
+    (Ok(written), in_file(temp))
+}
+
+fn in_file(temp: Option<PathBuf>) -> Downloaded {
+    temp.map_or(Downloaded::Nothing, Downloaded::File)
+}
+
+fn held_bytes_of(pieces: &[Bytes]) -> u64 {
+    pieces.iter().map(|p| p.len() as u64).sum()
+}
+
+/// Writes `pieces` from `offset` on, off the async threads, making the
+/// temporary file first if there is none yet; returns how many bytes.
+async fn write(
+    writing: &Writing<'_>,
+    temp: &mut Option<PathBuf>,
+    pieces: Vec<Bytes>,
+    offset: u64,
+) -> Result<u64, String> {
+    let (store, file, make) = (writing.store.clone(), writing.file.clone(), temp.is_none());
+    let made = tokio::task::spawn_blocking(move || {
+        let mut path = None;
+        if make {
+            let (handle, made) = store.temp()?;
+            let _ = file.set(handle);
+            path = Some(made);
+        }
+        let handle = file
+            .get()
+            .ok_or_else(|| std::io::Error::other("no download file"))?;
+        let mut at = offset;
+        for piece in &pieces {
+            handle.write_all_at(piece, at)?;
+            at += piece.len() as u64;
+        }
+        Ok::<_, std::io::Error>((path, at - offset))
+    })
+    .await
+    .map_err(|e| format!("cache write: {e}"))?
+    .map_err(|e| format!("cache write: {e}"))?;
+    let (made, length) = made;
+    if made.is_some() {
+        *temp = made;
+    }
+    Ok(length)
+}
