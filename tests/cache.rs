@@ -52,6 +52,22 @@ impl Work {
     /// Writes a config: these mirrors, the cache in this directory, `extra`
     /// appended to `[cache]`.
     fn config(&self, mirrors: &[String], sumdb: &[String], extra: &str) -> PathBuf {
+        self.config_keyed(mirrors, sumdb, None, extra)
+    }
+
+    /// As `config`; `key`: the test checksum database's key, which modgate
+    /// then verifies every module against (`None`: no verification).
+    fn config_keyed(
+        &self,
+        mirrors: &[String],
+        sumdb: &[String],
+        key: Option<&str>,
+        extra: &str,
+    ) -> PathBuf {
+        let verification = match key {
+            Some(key) => format!("sumdb_key = {key:?}\n"),
+            None => "verify = \"off\"\n".to_string(),
+        };
         let list = |urls: &[String]| {
             let quoted: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
             quoted.join(", ")
@@ -59,7 +75,7 @@ impl Work {
         let toml = format!(
             "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n\
              [intercept]\nca_dir = {:?}\n\
-             [gomod]\nmirrors = [{}]\nsumdb_mirrors = [{}]\nmirror_timeout = \"10s\"\n\
+             [gomod]\nmirrors = [{}]\nsumdb_mirrors = [{}]\nmirror_timeout = \"10s\"\n{verification}\
              [cache]\ndir = {:?}\n{extra}\n",
             self.path("certs"),
             list(mirrors),
@@ -174,10 +190,10 @@ async fn the_graph_is_served_from_the_cache_alone() {
     let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
     let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
     let work = Work::new();
-    let config = work.config(&[mirror.url()], &[sumdb.url()], "");
+    let key = sumdb.key.clone();
+    let config = work.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&key), "");
     let gateway = work.gateway(&config).await;
     let addr = gateway.addr("explicit proxy");
-    let key = sumdb.key.clone();
 
     download_all(&work.go("cold", Some(addr), DEFAULT_GOPROXY, &key)).await;
     assert!(work.cache().join("example.com/big/@v/v1.0.0.zip").exists());

@@ -129,11 +129,12 @@ async fn gateway(tag: &str, with_parent: bool) -> Gateway {
              [transparent]\nhttp = \"[::]:0\"\nhttps = \"[::]:0\"\n\
              [upstream]\nconnect_timeout = \"2s\"\n{upstream}\
              [intercept]\nca_dir = {:?}\n\
-             [gomod]\nmirrors = [\"{}\"]\nsumdb_mirrors = [\"{}\"]\nmirror_timeout = \"5s\"\n",
+             [gomod]\nmirrors = [\"{}\"]\nsumdb_mirrors = [\"{}\"]\nmirror_timeout = \"5s\"\nsumdb_key = {:?}\n",
             HELLO_DEADLINE.as_secs(),
             work.path().join("certs"),
             mirror.url(),
             sumdb.url(),
+            sumdb.key,
         ),
     )
     .unwrap();

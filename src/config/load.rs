@@ -38,7 +38,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let upstream = upstream_section(&mut r, &mut root);
     let intercept = intercept_section(&mut r, &mut root);
     let gomod = gomod_section(&mut r, &mut root, intercept.enabled);
-    let cache = cache_section(&mut r, &mut root);
+    let cache = cache_section(&mut r, &mut root, gomod.verification.verify);
     let log = log_section(&mut r, &mut root);
     r.finish(root);
     if r.errors.is_empty() {
@@ -338,9 +338,17 @@ fn verification<'i>(r: &mut Reader<'i>, t: &mut Table<'i>) -> Verification {
     }
 }
 
-fn cache_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> CacheConfig {
+/// `verifying`: gomod.verify is on, which keeps its state in the cache.
+fn cache_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, verifying: bool) -> CacheConfig {
     let mut t = r.section(root, "cache");
+    let enabled_place = t.place_of("enabled");
     let enabled = r.boolean(&mut t, "enabled").is_none_or(|b| *b.get_ref());
+    if verifying && !enabled {
+        r.error(
+            enabled_place,
+            "cache.enabled = false needs gomod.verify = \"off\": checksum verification keeps the database's signed head, lookups and tiles in the cache",
+        );
+    }
     let dir_place = t.place_of("dir");
     let dir = match r.string(&mut t, "dir") {
         Some(s) if !PathBuf::from(s.get_ref()).is_absolute() => {

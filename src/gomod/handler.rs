@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use super::fetch::Mirrors;
 use super::mirrors::MirrorSet;
 use super::path::{Plan, Route, plan};
+use super::verify::{Verifier, VerifyError};
 use crate::cache::key::{Key, Upstream, proxy_key, sumdb_key};
 use crate::cache::{Cache, Fetched, How, Miss, Outcome, Settings};
 use crate::config::{GomodConfig, OnMirrorFailure};
@@ -32,6 +33,8 @@ pub struct Gomod {
 pub enum GomodError {
     #[error("gomod.mirror_ca_file: {0}")]
     Roots(#[from] RootsError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     #[error("cache.dir {dir}: {source}")]
     Cache {
         dir: std::path::PathBuf,
@@ -71,10 +74,17 @@ impl Gomod {
             Some(settings) => {
                 let dir = settings.dir.clone();
                 let source: Arc<dyn crate::cache::Source> = mirrors.clone();
-                Some(
-                    Cache::open(settings, source)
-                        .map_err(|source| GomodError::Cache { dir, source })?,
-                )
+                let cache = Cache::open(settings, source).map_err(|source| GomodError::Cache {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                let checks = &config.verification;
+                if checks.verify {
+                    let skip = vec![config.private.clone(), checks.nosumdb.clone()];
+                    let verifier = Verifier::new(&checks.sumdb_key, skip, &dir)?;
+                    cache.set_checker(Arc::new(verifier));
+                }
+                Some(cache)
             }
         };
         Ok(Gomod {

@@ -7,6 +7,7 @@ mod fetch;
 mod handler;
 mod mirrors;
 pub mod path;
+pub mod verify;
 
 pub use handler::{Gomod, GomodError};
 pub use mirrors::MirrorSet;

@@ -133,7 +133,7 @@ pub fn case_encode(text: &str) -> String {
 }
 
 /// `!x` -> `X` (the go command's case-encoding); upper case or a lone `!` is invalid.
-fn case_decode(text: &str) -> Option<String> {
+pub fn case_decode(text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {

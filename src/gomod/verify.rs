@@ -1,0 +1,307 @@
+//! Checksum verification at the gateway: every public `.mod` and `.zip` is
+//! checked against the go.sum lines the checksum database has for it
+//! (looked up, signed head verified, record proved from tiles) before a
+//! client has it whole and before it is stored; lookups and signed heads
+//! are checked before they are stored or served. The newest verified head
+//! is kept on disk, and every later head must be consistent with it. This
+//! is the edge (fetching through the cache); the proofs are `crate::sumdb`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::dirhash::check_file;
+use super::path::{case_decode, case_encode};
+use crate::cache::flight::{Check, MakeCheck};
+use crate::cache::key::{Key, Kind, Upstream, sumdb_key};
+use crate::cache::{Cache, Checker};
+use crate::rules::Private;
+use crate::sumdb::head::{Head, Key as DbKey};
+use crate::sumdb::proof::{self, Proof, Tiles};
+use crate::sumdb::{SumdbError, lookup};
+
+/// Larger lookup answers or tiles are refused.
+const MAX_ANSWER: usize = 64 << 10;
+
+/// Rounds of fetching missing tiles for one proof (one is usually enough).
+const PROOF_ROUNDS: usize = 4;
+
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<State>,
+}
+
+struct State {
+    key: DbKey,
+    /// The database's name (the key's), as in `sumdb/<name>/…`.
+    db: String,
+    /// Modules never looked up: `gomod.private` and `gomod.nosumdb`.
+    skip: Vec<Private>,
+    /// The newest verified signed head, and where it is kept.
+    head: Mutex<Option<Head>>,
+    head_file: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("gomod.sumdb_key: {0}")]
+    Key(SumdbError),
+}
+
+impl Verifier {
+    /// Reads the stored head from `cache_dir` (a head that no longer
+    /// verifies is ignored, with a warning).
+    pub fn new(key: &str, skip: Vec<Private>, cache_dir: &Path) -> Result<Verifier, VerifyError> {
+        let key = DbKey::parse(key).map_err(VerifyError::Key)?;
+        let db = key.name().to_string();
+        let head_file = cache_dir.join(".modgate").join(format!("{db}.head"));
+        let head = match std::fs::read(&head_file) {
+            Ok(signed) => match key.verify(&signed) {
+                Ok(head) => Some(head),
+                Err(e) => {
+                    tracing::warn!(file = %head_file.display(), error = %e, "sumdb: stored signed head ignored");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        if let Some(head) = &head {
+            tracing::info!(db, head = %head.name(), "sumdb: stored signed head");
+        }
+        Ok(Verifier {
+            inner: Arc::new(State {
+                key,
+                db,
+                skip,
+                head: Mutex::new(head),
+                head_file,
+            }),
+        })
+    }
+
+    /// The go.sum hash the database has for `module@version`'s zip (or
+    /// with `go_mod` its go.mod): from a verified lookup.
+    async fn expected(
+        &self,
+        cache: &Cache,
+        module: &str,
+        version: &str,
+        go_mod: bool,
+    ) -> Result<String, String> {
+        let path = format!("/lookup/{}@{}", case_encode(module), case_encode(version));
+        let key = sumdb_key(&self.inner.db, &path)
+            .ok_or_else(|| format!("cannot look up {module}@{version}"))?;
+        let answer = cache
+            .bytes(&key, MAX_ANSWER)
+            .await
+            .map_err(|e| format!("checksum database lookup of {module}@{version}: {e}"))?;
+        let parsed = lookup::parse(&answer).map_err(|e| e.to_string())?;
+        lookup::hash_of(parsed.record, module, version, go_mod).ok_or_else(|| {
+            format!("the checksum database has no go.sum line for {module}@{version}")
+        })
+    }
+
+    /// Checks a lookup answer for `module@version`: signed by the key, its
+    /// head consistent with the stored one, its record proved in that head.
+    async fn lookup_holds(
+        &self,
+        cache: &Cache,
+        answer: &[u8],
+        module: &str,
+        version: &str,
+    ) -> Result<(), String> {
+        let parsed = lookup::parse(answer).map_err(|e| e.to_string())?;
+        if lookup::hash_of(parsed.record, module, version, true).is_none() {
+            return Err(format!("the record is not for {module}@{version}"));
+        }
+        let head = self
+            .inner
+            .key
+            .verify(parsed.head)
+            .map_err(|e| e.to_string())?;
+        self.accept(cache, &head).await?;
+        let (id, record) = (parsed.id, parsed.record);
+        self.prove(cache, |tiles| proof::record_in(&head, id, record, tiles))
+            .await
+    }
+
+    /// Accepts `head` when it is consistent with the stored head; keeps it
+    /// when it is newer. A fork is refused and logged as a security event.
+    async fn accept(&self, cache: &Cache, head: &Head) -> Result<(), String> {
+        let stored = lock(&self.inner.head).clone();
+        if let Some(stored) = &stored {
+            let held = self
+                .prove(cache, |tiles| proof::consistent(stored, head, tiles))
+                .await;
+            if let Err(reason) = held {
+                tracing::error!(
+                    security = true, db = %self.inner.db, stored = %stored.name(), seen = %head.name(),
+                    %reason, "sumdb: signed head refused (not consistent with the stored head, which is kept)"
+                );
+                return Err(reason);
+            }
+            if head.size <= stored.size {
+                return Ok(());
+            }
+        }
+        self.keep(head).await;
+        Ok(())
+    }
+
+    /// Stores `head` when it is newer than the stored one (disk first).
+    async fn keep(&self, head: &Head) {
+        let (file, signed) = (self.inner.head_file.clone(), head.signed.clone());
+        {
+            let mut stored = lock(&self.inner.head);
+            if stored.as_ref().is_some_and(|s| s.size >= head.size) {
+                return;
+            }
+            *stored = Some(head.clone());
+        }
+        let written = tokio::task::spawn_blocking(move || write_atomically(&file, &signed)).await;
+        if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
+            tracing::warn!(error = %e, "sumdb: cannot store the signed head");
+        }
+    }
+
+    /// Runs `attempt` until it holds, fetching the tiles it needs through the cache.
+    async fn prove(
+        &self,
+        cache: &Cache,
+        attempt: impl Fn(&Tiles) -> Result<Proof, SumdbError>,
+    ) -> Result<(), String> {
+        let mut tiles = Tiles::default();
+        for _ in 0..PROOF_ROUNDS {
+            match attempt(&tiles).map_err(|e| e.to_string())? {
+                Proof::Holds => return Ok(()),
+                Proof::Needs(paths) => {
+                    let fetches = paths.iter().map(|path| self.tile(cache, path));
+                    for (path, data) in paths
+                        .iter()
+                        .zip(futures_util::future::join_all(fetches).await)
+                    {
+                        tiles.insert(path.clone(), data?.to_vec());
+                    }
+                }
+            }
+        }
+        Err("the proof still lacks tiles".into())
+    }
+
+    async fn tile(&self, cache: &Cache, path: &str) -> Result<bytes::Bytes, String> {
+        let key = sumdb_key(&self.inner.db, &format!("/{path}"))
+            .ok_or_else(|| format!("bad tile path {path}"))?;
+        cache
+            .bytes(&key, MAX_ANSWER)
+            .await
+            .map_err(|e| format!("tile {path}: {e}"))
+    }
+
+    /// Whether `module` is looked up at all.
+    fn looked_up(&self, module: &str) -> bool {
+        self.inner.skip.iter().all(|p| p.find(module).is_none())
+    }
+}
+
+impl Checker for Verifier {
+    fn check_for(&self, cache: &Cache, key: &Key) -> Option<MakeCheck> {
+        match key.kind {
+            Kind::Mod | Kind::Zip => {
+                let (module, version) = module_version(&key.file)?;
+                if !self.looked_up(&module) {
+                    return None;
+                }
+                let go_mod = key.kind == Kind::Mod;
+                Some(self.file_check(cache, module, version, go_mod))
+            }
+            Kind::Lookup if self.own(&key.upstream) => {
+                let lookup = key.file.rsplit_once("/lookup/")?.1;
+                let (module, version) = lookup.rsplit_once('@')?;
+                let (module, version) = (case_decode(module)?, case_decode(version)?);
+                let (me, cache) = (self.clone(), cache.clone());
+                Some(Arc::new(move || {
+                    let (me, cache) = (me.clone(), cache.clone());
+                    let (module, version) = (module.clone(), version.clone());
+                    boxed(move |path| async move {
+                        let answer = read(path).await?;
+                        me.lookup_holds(&cache, &answer, &module, &version).await
+                    })
+                }))
+            }
+            Kind::SumdbLatest if self.own(&key.upstream) => {
+                let (me, cache) = (self.clone(), cache.clone());
+                Some(Arc::new(move || {
+                    let (me, cache) = (me.clone(), cache.clone());
+                    boxed(move |path| async move {
+                        let signed = read(path).await?;
+                        let head = me.inner.key.verify(&signed).map_err(|e| e.to_string())?;
+                        me.accept(&cache, &head).await
+                    })
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Verifier {
+    /// The check of a module file: its lookup starts with the download.
+    fn file_check(
+        &self,
+        cache: &Cache,
+        module: String,
+        version: String,
+        go_mod: bool,
+    ) -> MakeCheck {
+        let (me, cache) = (self.clone(), cache.clone());
+        Arc::new(move || {
+            let (me, cache) = (me.clone(), cache.clone());
+            let (module, version) = (module.clone(), version.clone());
+            let expected =
+                tokio::spawn(async move { me.expected(&cache, &module, &version, go_mod).await });
+            boxed(move |path| async move {
+                let expected = expected.await.map_err(|e| e.to_string())??;
+                tokio::task::spawn_blocking(move || check_file(&path, &expected, go_mod))
+                    .await
+                    .map_err(|e| e.to_string())?
+            })
+        })
+    }
+
+    /// Whether `upstream` is this verifier's database.
+    fn own(&self, upstream: &Upstream) -> bool {
+        matches!(upstream, Upstream::Sumdb { db } if *db == self.inner.db)
+    }
+}
+
+fn boxed<F>(check: impl FnOnce(PathBuf) -> F + Send + 'static) -> Check
+where
+    F: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Box::new(move |path| Box::pin(check(path)))
+}
+
+async fn read(path: PathBuf) -> Result<Vec<u8>, String> {
+    tokio::fs::read(&path).await.map_err(|e| e.to_string())
+}
+
+/// `(module, version)` of a cached `.mod`/`.zip` file path.
+fn module_version(file: &str) -> Option<(String, String)> {
+    let (module, name) = file.rsplit_once("/@v/")?;
+    let version = name.rsplit_once('.')?.0;
+    Some((case_decode(module)?, case_decode(version)?))
+}
+
+fn write_atomically(file: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = file.with_extension(format!("head.{}", std::process::id()));
+    let mut out = std::fs::File::create(&temp)?;
+    out.write_all(data)?;
+    out.sync_all()?;
+    std::fs::rename(&temp, file)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
