@@ -77,43 +77,49 @@ pub fn escape(path: &str) -> String {
 /// changes the sources (a mirror lying about a module's content).
 pub fn build_goproxy_dir(root: &Path, variant: &str) {
     for m in MODULES {
-        let dir = root.join(escape(m.path)).join("@v");
-        std::fs::create_dir_all(&dir).unwrap();
-        let go_mod = format!("module {}\n\ngo 1.21\n", m.path);
-        std::fs::write(dir.join("list"), format!("{}\n", m.version)).unwrap();
-        std::fs::write(
-            dir.join(format!("{}.info", m.version)),
-            format!(
-                "{{\"Version\":\"{}\",\"Time\":\"2026-01-02T03:04:05Z\"}}",
-                m.version
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.join(format!("{}.mod", m.version)), &go_mod).unwrap();
-        let source = format!(
-            "package {}\n\n// {} is part of the test module {}.{variant}\nfunc {}(n int) int {{ return n * 2 }}\n",
-            m.package, m.func, m.path, m.func
-        );
-        let file = std::fs::File::create(dir.join(format!("{}.zip", m.version))).unwrap();
-        let mut zip = zip::ZipWriter::new(file);
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        let prefix = format!("{}@{}", m.path, m.version);
-        zip.start_file(format!("{prefix}/go.mod"), options).unwrap();
-        zip.write_all(go_mod.as_bytes()).unwrap();
-        zip.start_file(format!("{prefix}/{}.go", m.package), options)
-            .unwrap();
-        zip.write_all(source.as_bytes()).unwrap();
-        if m.blob > 0 {
-            zip.start_file(format!("{prefix}/blob.bin"), options)
-                .unwrap();
-            let blob: Vec<u8> = (0..m.blob)
-                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-                .collect();
-            zip.write_all(&blob).unwrap();
-        }
-        zip.finish().unwrap();
+        write_module(root, m, variant);
     }
+}
+
+/// Writes `m`'s `list`, `.info`, `.mod` and `.zip` into the GOPROXY tree at
+/// `root`; `variant` goes into its source (a tampered copy differs there).
+pub fn write_module(root: &Path, m: &Module, variant: &str) {
+    let dir = root.join(escape(m.path)).join("@v");
+    std::fs::create_dir_all(&dir).unwrap();
+    let go_mod = format!("module {}\n\ngo 1.21\n", m.path);
+    std::fs::write(dir.join("list"), format!("{}\n", m.version)).unwrap();
+    std::fs::write(
+        dir.join(format!("{}.info", m.version)),
+        format!(
+            "{{\"Version\":\"{}\",\"Time\":\"2026-01-02T03:04:05Z\"}}",
+            m.version
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join(format!("{}.mod", m.version)), &go_mod).unwrap();
+    let source = format!(
+        "package {}\n\n// {} is part of the test module {}.{variant}\nfunc {}(n int) int {{ return n * 2 }}\n",
+        m.package, m.func, m.path, m.func
+    );
+    let file = std::fs::File::create(dir.join(format!("{}.zip", m.version))).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let prefix = format!("{}@{}", m.path, m.version);
+    zip.start_file(format!("{prefix}/go.mod"), options).unwrap();
+    zip.write_all(go_mod.as_bytes()).unwrap();
+    zip.start_file(format!("{prefix}/{}.go", m.package), options)
+        .unwrap();
+    zip.write_all(source.as_bytes()).unwrap();
+    if m.blob > 0 {
+        zip.start_file(format!("{prefix}/blob.bin"), options)
+            .unwrap();
+        let blob: Vec<u8> = (0..m.blob)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        zip.write_all(&blob).unwrap();
+    }
+    zip.finish().unwrap();
 }
 
 /// Writes a main module that imports every test module.
@@ -447,9 +453,20 @@ impl SumDb {
 
     /// Starts the helper inside network namespace `netns` (on its loopback).
     pub async fn start_in(netns: Option<&str>, tree: &Path, name: &str) -> SumDb {
+        Self::start_with(netns, tree, name, &[]).await
+    }
+
+    /// With the helper's test options (`SUMDB_SEED`, `SUMDB_PREFILL`, `SUMDB_LIE`).
+    pub async fn start_with(
+        netns: Option<&str>,
+        tree: &Path,
+        name: &str,
+        options: &[(&str, &str)],
+    ) -> SumDb {
         use tokio::io::AsyncBufReadExt;
         let helper = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/sumdb");
         let mut child = super::command_in(netns, &helper)
+            .envs(options.iter().copied())
             .arg(tree)
             .arg(name)
             .stdin(std::process::Stdio::piped())

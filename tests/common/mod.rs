@@ -2,6 +2,7 @@
 //! origin servers on loopback, and the real `curl` binary.
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod gomod;
 pub mod netns;
 
