@@ -6,6 +6,10 @@
 //! - the GOPROXY endpoint (`GOPROXY=http://modgate`) vs the mirror over HTTP;
 //! - warm through modgate vs the mirror behind a 2.5 MB/s link (an office uplink).
 //!
+//! modgate runs as shipped: cache on, every module verified against a real
+//! checksum database (golang.org/x/mod/sumdb's test server, on loopback;
+//! the client has GOSUMDB=off). "Cache off" is a plain relay, verification off.
+//!
 //! Rounds are interleaved; each figure is the median. `scripts/bench-cache.sh`
 //! runs it (`cargo bench --bench gomod_cache`); MODGATE_BENCH_ROUNDS sets the
 //! rounds (default 5), MODGATE_BENCH_PATHS a comma-separated subset of
@@ -68,6 +72,8 @@ fn main() {
 struct Bench {
     dir: tempfile::TempDir,
     runs: usize,
+    /// The checksum database's URL and key: modgate verifies through it.
+    sumdb: (String, String),
 }
 
 impl Bench {
@@ -80,13 +86,20 @@ impl Bench {
         self.modgate_with(mirror, true).await
     }
 
-    /// `cache`: whether the cache is enabled (off: a plain relay to the mirror).
+    /// `cache`: whether the cache (and checksum verification) is on; off,
+    /// modgate is a plain relay to the mirror.
     async fn modgate_with(&mut self, mirror: &str, cache: bool) -> Modgate {
         self.runs += 1;
         let config = self.path(&format!("modgate-{}.toml", self.runs));
+        let (sumdb, key) = &self.sumdb;
+        let verification = if cache {
+            format!("sumdb_mirrors = [{sumdb:?}]\nsumdb_key = {key:?}\n")
+        } else {
+            "sumdb_mirrors = []\nverify = \"off\"\n".to_string()
+        };
         let toml = format!(
             "[proxy]\nlisten = [\"127.0.0.1:0\"]\n[intercept]\nca_dir = {:?}\n\
-             [gomod]\nmirrors = [{mirror:?}]\nsumdb_mirrors = []\nmirror_ca_file = {:?}\n\
+             [gomod]\nmirrors = [{mirror:?}]\n{verification}mirror_ca_file = {:?}\n\
              [cache]\nenabled = {cache}\ndir = {:?}\n",
             self.path("certs"),
             self.path("mirror-ca.pem"),
@@ -154,24 +167,22 @@ struct Samples {
 async fn run(rounds: usize) {
     let tree = tempfile::tempdir().unwrap();
     build_goproxy_dir(tree.path(), "");
-    let warm_up = tree.path().join("example.com/warmup/@v");
-    std::fs::create_dir_all(&warm_up).unwrap();
     for version in ["v1.0.0", "v1.1.0"] {
-        std::fs::write(
-            warm_up.join(format!("{version}.mod")),
-            "module example.com/warmup\n",
-        )
-        .unwrap();
-        std::fs::write(
-            warm_up.join(format!("{version}.info")),
-            format!("{{\"Version\":\"{version}\"}}"),
-        )
-        .unwrap();
-        std::fs::write(warm_up.join(format!("{version}.zip")), vec![7u8; 3 << 20]).unwrap();
+        let module = Module {
+            path: "example.com/warmup",
+            version,
+            package: "warmup",
+            func: "Warm",
+            blob: 3 << 20,
+        };
+        write_module(tree.path(), &module, "");
     }
+    // The checksum database modgate verifies every module against.
+    let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
     let mut b = Bench {
         dir: tempfile::tempdir().unwrap(),
         runs: 0,
+        sumdb: (sumdb.url(), sumdb.key.clone()),
     };
     let root = tree.path().to_path_buf();
     let https = Mirror::start_tls(root.clone(), Behaviour::Serve, &b.path("mirror-ca.pem")).await;

@@ -39,6 +39,19 @@ struct State {
     /// The newest verified signed head, and where it is kept.
     head: Mutex<Option<Head>>,
     head_file: PathBuf,
+    /// Held while the head is written to disk.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// Why a proof did not hold.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The database's answers are wrong (a security matter).
+    #[error("{0}")]
+    Refused(SumdbError),
+    /// What the proof needs could not be fetched.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +87,7 @@ impl Verifier {
                 skip,
                 head: Mutex::new(head),
                 head_file,
+                writing: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -101,7 +115,8 @@ impl Verifier {
     }
 
     /// Checks a lookup answer for `module@version`: signed by the key, its
-    /// head consistent with the stored one, its record proved in that head.
+    /// head consistent with the stored one, its record proved in that head
+    /// (both proofs from one set of tiles, fetched together).
     async fn lookup_holds(
         &self,
         cache: &Cache,
@@ -118,38 +133,63 @@ impl Verifier {
             .key
             .verify(parsed.head)
             .map_err(|e| e.to_string())?;
-        self.accept(cache, &head).await?;
+        let stored = lock(&self.inner.head).clone();
         let (id, record) = (parsed.id, parsed.record);
-        self.prove(cache, |tiles| proof::record_in(&head, id, record, tiles))
-            .await
+        let proved = self
+            .prove(cache, |tiles| {
+                let in_tree = proof::record_in(&head, id, record, tiles)?;
+                let consistent = match &stored {
+                    Some(stored) => proof::consistent(stored, &head, tiles)?,
+                    None => Proof::Holds,
+                };
+                Ok(both(in_tree, consistent))
+            })
+            .await;
+        self.settle_head(stored.as_ref(), &head, proved).await
     }
 
     /// Accepts `head` when it is consistent with the stored head; keeps it
-    /// when it is newer. A fork is refused and logged as a security event.
+    /// when it is newer.
     async fn accept(&self, cache: &Cache, head: &Head) -> Result<(), String> {
         let stored = lock(&self.inner.head).clone();
-        if let Some(stored) = &stored {
-            let held = self
-                .prove(cache, |tiles| proof::consistent(stored, head, tiles))
-                .await;
-            if let Err(reason) = held {
-                tracing::error!(
-                    security = true, db = %self.inner.db, stored = %stored.name(), seen = %head.name(),
-                    %reason, "sumdb: signed head refused (not consistent with the stored head, which is kept)"
-                );
-                return Err(reason);
+        let proved = match &stored {
+            Some(stored) => {
+                self.prove(cache, |tiles| proof::consistent(stored, head, tiles))
+                    .await
             }
-            if head.size <= stored.size {
-                return Ok(());
-            }
-        }
-        self.keep(head).await;
-        Ok(())
+            None => Ok(()),
+        };
+        self.settle_head(stored.as_ref(), head, proved).await
     }
 
-    /// Stores `head` when it is newer than the stored one (disk first).
+    /// Keeps `head` when its proofs held and it is newer than `stored`; a
+    /// head that is not consistent with the stored one is a security event.
+    async fn settle_head(
+        &self,
+        stored: Option<&Head>,
+        head: &Head,
+        proved: Result<(), Failure>,
+    ) -> Result<(), String> {
+        match proved {
+            Err(Failure::Refused(fork @ SumdbError::Fork { .. })) => {
+                let stored = stored.map(Head::name).unwrap_or_default();
+                tracing::error!(
+                    security = true, db = %self.inner.db, %stored, seen = %head.name(),
+                    reason = %fork, "sumdb: signed head refused (not consistent with the stored head, which is kept)"
+                );
+                Err(fork.to_string())
+            }
+            Err(failure) => Err(failure.to_string()),
+            Ok(()) => {
+                self.keep(head).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores `head` when it is newer than the stored one: in memory at
+    /// once, then on disk (one writer at a time, always the newest).
     async fn keep(&self, head: &Head) {
-        let (file, signed) = (self.inner.head_file.clone(), head.signed.clone());
         {
             let mut stored = lock(&self.inner.head);
             if stored.as_ref().is_some_and(|s| s.size >= head.size) {
@@ -157,7 +197,13 @@ impl Verifier {
             }
             *stored = Some(head.clone());
         }
-        let written = tokio::task::spawn_blocking(move || write_atomically(&file, &signed)).await;
+        let _writing = self.inner.writing.lock().await;
+        let Some(newest) = lock(&self.inner.head).clone() else {
+            return;
+        };
+        let file = self.inner.head_file.clone();
+        let written =
+            tokio::task::spawn_blocking(move || write_atomically(&file, &newest.signed)).await;
         if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
             tracing::warn!(error = %e, "sumdb: cannot store the signed head");
         }
@@ -168,10 +214,10 @@ impl Verifier {
         &self,
         cache: &Cache,
         attempt: impl Fn(&Tiles) -> Result<Proof, SumdbError>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let mut tiles = Tiles::default();
         for _ in 0..PROOF_ROUNDS {
-            match attempt(&tiles).map_err(|e| e.to_string())? {
+            match attempt(&tiles).map_err(Failure::Refused)? {
                 Proof::Holds => return Ok(()),
                 Proof::Needs(paths) => {
                     let fetches = paths.iter().map(|path| self.tile(cache, path));
@@ -179,12 +225,12 @@ impl Verifier {
                         .iter()
                         .zip(futures_util::future::join_all(fetches).await)
                     {
-                        tiles.insert(path.clone(), data?.to_vec());
+                        tiles.insert(path.clone(), data.map_err(Failure::Unavailable)?.to_vec());
                     }
                 }
             }
         }
-        Err("the proof still lacks tiles".into())
+        Err(Failure::Unavailable("the proof still lacks tiles".into()))
     }
 
     async fn tile(&self, cache: &Cache, path: &str) -> Result<bytes::Bytes, String> {
@@ -270,6 +316,18 @@ impl Verifier {
     /// Whether `upstream` is this verifier's database.
     fn own(&self, upstream: &Upstream) -> bool {
         matches!(upstream, Upstream::Sumdb { db } if *db == self.inner.db)
+    }
+}
+
+/// Both proofs: they hold when both do; the tiles either lacks, together.
+fn both(a: Proof, b: Proof) -> Proof {
+    match (a, b) {
+        (Proof::Holds, Proof::Holds) => Proof::Holds,
+        (Proof::Needs(mut x), Proof::Needs(y)) => {
+            x.extend(y.into_iter().filter(|p| !x.contains(p)).collect::<Vec<_>>());
+            Proof::Needs(x)
+        }
+        (Proof::Needs(x), _) | (_, Proof::Needs(x)) => Proof::Needs(x),
     }
 }
 
