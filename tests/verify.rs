@@ -285,3 +285,44 @@ async fn finished(mirror: &Mirror, path: &str) -> std::time::Instant {
     }
     panic!("the mirror did not finish {path}")
 }
+
+/// `modgate cache verify` re-checks every cached `.mod` and `.zip` against
+/// the go.sum lines of the cached (proved) lookups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_verify_rechecks_against_the_database() {
+    let tree = tree();
+    let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    let config = work.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&sumdb.key), "");
+    let gate = work.gateway(&config).await;
+    let out = download(&work, "client", gate.addr("explicit proxy")).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stored(&work, UTIL_ZIP).await.is_some());
+    gate.kill().await;
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
+            .args(["cache", "verify", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let clean = verify();
+    let said = text(&clean);
+    assert!(clean.status.success(), "{said}");
+    let summed = 2 * MODULES.len();
+    assert!(
+        said.contains(&format!("{summed} checked against the checksum database")),
+        "{said}"
+    );
+    let go_mod = work.cache().join(UTIL_MOD.trim_start_matches('/'));
+    std::fs::write(&go_mod, "module example.com/util\n\ngo 1.22\n").unwrap();
+    let damaged = verify();
+    let said = text(&damaged);
+    assert!(!damaged.status.success(), "{said}");
+    assert!(
+        said.contains(
+            "example.com/util/@v/v1.2.0.mod: against the checksum database: hash mismatch"
+        ),
+        "{said}"
+    );
+}

@@ -4,7 +4,11 @@
 
 use super::fresh::{Candidate, victims};
 use super::index::{Totals, totals};
+use super::key::Kind;
 use super::store::{Store, sha256_of};
+use crate::gomod::dirhash::check_file;
+use crate::gomod::path::case_decode;
+use crate::sumdb::lookup;
 
 /// What `verify` found.
 #[derive(Debug, Default)]
@@ -14,6 +18,9 @@ pub struct Verified {
     pub damaged: Vec<(String, String)>,
     /// Immutable files with no record to check against (copied in by hand).
     pub unrecorded: Vec<String>,
+    /// `.mod`/`.zip` files checked against the go.sum lines of a cached
+    /// (proved when stored) checksum database lookup.
+    pub summed: u64,
 }
 
 pub fn stats(store: &Store) -> Totals {
@@ -21,11 +28,25 @@ pub fn stats(store: &Store) -> Totals {
 }
 
 /// Re-hashes every immutable file against the size and SHA-256 recorded
-/// when it was stored.
+/// when it was stored, and every `.mod`/`.zip` against the go.sum lines of
+/// its cached checksum database lookup.
 pub fn verify(store: &Store) -> Verified {
     let mut report = Verified::default();
     let records = store.records();
     for entry in store.scan().into_iter().filter(|s| s.kind.immutable()) {
+        if matches!(entry.kind, Kind::Mod | Kind::Zip)
+            && let Some(sum) = go_sum_of(store, &entry.file)
+        {
+            report.summed += 1;
+            if let Err(problem) =
+                check_file(&store.path(&entry.file), &sum, entry.kind == Kind::Mod)
+            {
+                report.damaged.push((
+                    entry.file.clone(),
+                    format!("against the checksum database: {problem}"),
+                ));
+            }
+        }
         let Some(meta) = records.get(&entry.file) else {
             report.unrecorded.push(entry.file);
             continue;
@@ -45,6 +66,20 @@ pub fn verify(store: &Store) -> Verified {
         }
     }
     report
+}
+
+/// The `h1:` hash a cached lookup gives for a cached `.mod`/`.zip` file.
+fn go_sum_of(store: &Store, file: &str) -> Option<String> {
+    let (module, name) = file.rsplit_once("/@v/")?;
+    let (version, ext) = name.rsplit_once('.')?;
+    let (path, real_version) = (case_decode(module)?, case_decode(version)?);
+    let databases = std::fs::read_dir(store.root().join("sumdb")).ok()?;
+    databases.flatten().find_map(|db| {
+        let answer =
+            std::fs::read(db.path().join("lookup").join(format!("{module}@{version}"))).ok()?;
+        let parsed = lookup::parse(&answer).ok()?;
+        lookup::hash_of(parsed.record, &path, &real_version, ext == "mod")
+    })
 }
 
 /// Removes the least recently used files until the cache holds at most

@@ -38,10 +38,11 @@ pub fn verify_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         println!("unrecorded {file}: no stored hash to check against");
     }
     println!(
-        "{} checked, {} damaged, {} unrecorded",
+        "{} checked, {} damaged, {} unrecorded; {} checked against the checksum database",
         report.checked,
         report.damaged.len(),
-        report.unrecorded.len()
+        report.unrecorded.len(),
+        report.summed
     );
     Ok(if report.damaged.is_empty() {
         ExitCode::SUCCESS
