@@ -265,15 +265,7 @@ async fn land(landing: Landing<'_>, copied: Copied, check: Option<Check>) -> Flo
                 }
             });
             start.now();
-            let meta = Meta {
-                file: key.file.clone(),
-                fetched: unix_secs(Some(SystemTime::now())),
-                mirror,
-                size,
-                // Hashed after it is stored, when the CPU has time.
-                sha256: String::new(),
-            };
-            let temp = inner.commit(key, file.clone(), downloaded, meta).await;
+            let temp = store(inner, key, file, downloaded, (mirror, size)).await;
             let _ = report.progress.send(Progress::Complete { size });
             Flown::Done(temp)
         }
@@ -305,6 +297,26 @@ async fn land(landing: Landing<'_>, copied: Copied, check: Option<Check>) -> Flo
             Flown::Done(downloaded.temp())
         }
     }
+}
+
+/// Stores a good download fetched from `mirror`, `size` bytes; returns a
+/// temporary file left to remove.
+async fn store(
+    inner: &Arc<Inner>,
+    key: &Key,
+    file: &SharedFile,
+    downloaded: Downloaded,
+    (mirror, size): (String, u64),
+) -> Option<PathBuf> {
+    let meta = Meta {
+        file: key.file.clone(),
+        fetched: unix_secs(Some(SystemTime::now())),
+        mirror,
+        size,
+        // Hashed after it is stored, when the CPU has time.
+        sha256: String::new(),
+    };
+    inner.commit(key, file.clone(), downloaded, meta).await
 }
 
 /// What a finished copy amounts to.
