@@ -12,6 +12,7 @@ use common::gomod::*;
 
 const DEFAULT_GOPROXY: &str = "https://proxy.golang.org,direct";
 const UTIL_MOD: &str = "/example.com/util/@v/v1.2.0.mod";
+const UTIL_INFO: &str = "/example.com/util/@v/v1.2.0.info";
 const UTIL_ZIP: &str = "/example.com/util/@v/v1.2.0.zip";
 const HUGE_ZIP: &str = "/example.com/huge/@v/v1.0.0.zip";
 
@@ -31,13 +32,19 @@ fn tampered_zips() -> tempfile::TempDir {
     dir
 }
 
-/// The test graph with one go.mod tampered.
+/// The test graph with one go.mod and one .info tampered.
 fn tampered_mod() -> tempfile::TempDir {
     let dir = tree();
     let go_mod = dir.path().join(UTIL_MOD.trim_start_matches('/'));
     let mut text = std::fs::read_to_string(&go_mod).unwrap();
     text.push_str("require example.com/evil v1.0.0\n");
     std::fs::write(go_mod, text).unwrap();
+    let info = dir.path().join(UTIL_INFO.trim_start_matches('/'));
+    std::fs::write(
+        info,
+        r#"{"Version":"v1.9.9","Time":"2026-01-02T03:04:05Z"}"#,
+    )
+    .unwrap();
     dir
 }
 
@@ -86,9 +93,9 @@ async fn a_tampered_zip_is_refused_and_the_next_mirror_serves() {
     let good = Mirror::start(good_tree.path().to_path_buf(), Behaviour::Serve).await;
     let bad = Mirror::start(bad_tree.path().to_path_buf(), Behaviour::Serve).await;
 
-    let alone = Work::new();
-    let gate = gateway(&alone, &[bad.url()], &sumdb).await;
-    let out = download(&alone, "alone", gate.addr("explicit proxy")).await;
+    let work = Work::new();
+    let gate = gateway(&work, &[bad.url()], &sumdb).await;
+    let out = download(&work, "client", gate.addr("explicit proxy")).await;
     assert!(
         !out.status.success(),
         "tampered graph accepted:\n{}",
@@ -108,31 +115,38 @@ async fn a_tampered_zip_is_refused_and_the_next_mirror_serves() {
             && event.contains("got h1:"),
         "{event}"
     );
-    assert!(
-        cached(&alone, UTIL_ZIP).is_none(),
-        "a tampered zip was stored"
-    );
-    drop(gate);
+    for m in MODULES {
+        let zip = format!("{}/@v/{}.zip", escape(m.path), m.version);
+        assert!(cached(&work, &zip).is_none(), "a tampered {zip} was stored");
+    }
+    gate.kill().await;
 
-    let both = Work::new();
-    let gate = gateway(&both, &[bad.url(), good.url()], &sumdb).await;
+    // The admin adds an honest mirror after it; the same client tries again.
+    let gate = gateway(&work, &[bad.url(), good.url()], &sumdb).await;
     let addr = gate.addr("explicit proxy");
-    let first = download(&both, "first", addr).await;
+    let first = download(&work, "client", addr).await;
     if !first.status.success() {
-        let second = download(&both, "second", addr).await;
+        let second = download(&work, "client", addr).await;
         assert!(
             second.status.success(),
             "second attempt:\n{}",
             text(&second)
         );
     }
-    assert!(stored(&both, UTIL_ZIP).await == Some(file(&good_tree, UTIL_ZIP)));
-    assert!(good.count(UTIL_ZIP) >= 1, "{:?}", good.requests());
+    for m in MODULES {
+        let zip = format!("/{}/@v/{}.zip", escape(m.path), m.version);
+        assert!(
+            stored(&work, &zip).await == Some(file(&good_tree, &zip)),
+            "{zip}"
+        );
+        assert!(good.count(&zip) >= 1, "{zip}: {:?}", good.requests());
+    }
 }
 
-/// Point 1, small files: a tampered go.mod is checked whole before any
-/// byte goes out and fetched again from the next mirror in the same
-/// request, so it never costs the client an attempt.
+/// Point 1, small files: a tampered go.mod (and a .info naming another
+/// version) is checked whole before any byte goes out and fetched again
+/// from the next mirror in the same request, so it never costs the client
+/// an attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_go_mod_never_costs_an_attempt() {
     let good_tree = tree();
@@ -159,6 +173,18 @@ async fn a_tampered_go_mod_never_costs_an_attempt() {
         "{served}"
     );
     assert!(log.contains("verification failed"), "{log}");
+    drop(gate);
+
+    // A .info naming another version: refused the same way (a fresh
+    // gateway, where the tampered mirror is first again).
+    let work = Work::new();
+    let gate = gateway(&work, &[bad.url(), good.url()], &sumdb).await;
+    let asked = (bad.count(UTIL_INFO), good.count(UTIL_INFO));
+    let (status, body, _) = get(gate.addr("explicit proxy"), UTIL_INFO).await;
+    assert_eq!(status, 200);
+    assert!(body == file(&good_tree, UTIL_INFO));
+    let now = (bad.count(UTIL_INFO), good.count(UTIL_INFO));
+    assert_eq!(now, (asked.0 + 1, asked.1 + 1), "each mirror asked once");
 }
 
 /// Point 2: a database signed with another key, and one whose lookup

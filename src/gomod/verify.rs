@@ -251,6 +251,15 @@ impl Verifier {
 impl Checker for Verifier {
     fn check_for(&self, cache: &Cache, key: &Key) -> Option<MakeCheck> {
         match key.kind {
+            Kind::Info => {
+                // No go.sum line covers a .info: it must at least name the
+                // version asked for.
+                let (_, version) = module_version(&key.file)?;
+                Some(Arc::new(move || {
+                    let version = version.clone();
+                    boxed(move |path| async move { info_names(&read(path).await?, &version) })
+                }))
+            }
             Kind::Mod | Kind::Zip => {
                 let (module, version) = module_version(&key.file)?;
                 if !self.looked_up(&module) {
@@ -342,11 +351,50 @@ async fn read(path: PathBuf) -> Result<Vec<u8>, String> {
     tokio::fs::read(&path).await.map_err(|e| e.to_string())
 }
 
-/// `(module, version)` of a cached `.mod`/`.zip` file path.
+/// Checks a `.info` answer is JSON naming `version` as its `Version`.
+fn info_names(info: &[u8], version: &str) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Info {
+        #[serde(rename = "Version")]
+        version: String,
+    }
+    let info: Info =
+        serde_json::from_slice(info).map_err(|e| format!("not a version's .info: {e}"))?;
+    if info.version == version {
+        Ok(())
+    } else {
+        Err(format!("a .info for {}, not {version}", info.version))
+    }
+}
+
+/// `(module, version)` of a cached `.info`/`.mod`/`.zip` file path.
 fn module_version(file: &str) -> Option<(String, String)> {
     let (module, name) = file.rsplit_once("/@v/")?;
     let version = name.rsplit_once('.')?.0;
     Some((case_decode(module)?, case_decode(version)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_info_must_name_its_version() {
+        let info = br#"{"Version":"v1.2.0","Time":"2026-01-02T03:04:05Z"}"#;
+        assert_eq!(info_names(info, "v1.2.0"), Ok(()));
+        assert!(info_names(info, "v1.2.1").is_err());
+        assert!(info_names(b"<html>", "v1.2.0").is_err());
+        assert!(info_names(br#"{"Time":"x"}"#, "v1.2.0").is_err());
+    }
+
+    #[test]
+    fn module_and_version_of_a_file() {
+        assert_eq!(
+            module_version("example.com/!acme/!lib/@v/v1.0.0-!r!c1.zip"),
+            Some(("example.com/Acme/Lib".into(), "v1.0.0-RC1".into()))
+        );
+        assert_eq!(module_version("example.com/m/@v/list"), None);
+    }
 }
 
 fn write_atomically(file: &Path, data: &[u8]) -> std::io::Result<()> {
