@@ -374,6 +374,21 @@ fn module_version(file: &str) -> Option<(String, String)> {
     Some((case_decode(module)?, case_decode(version)?))
 }
 
+fn write_atomically(file: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = file.with_extension(format!("head.{}", std::process::id()));
+    let mut out = std::fs::File::create(&temp)?;
+    out.write_all(data)?;
+    out.sync_all()?;
+    std::fs::rename(&temp, file)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,19 +410,4 @@ mod tests {
         );
         assert_eq!(module_version("example.com/m/@v/list"), None);
     }
-}
-
-fn write_atomically(file: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temp = file.with_extension(format!("head.{}", std::process::id()));
-    let mut out = std::fs::File::create(&temp)?;
-    out.write_all(data)?;
-    out.sync_all()?;
-    std::fs::rename(&temp, file)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
