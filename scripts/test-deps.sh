@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 tools="$PWD/target/test-tools"
 
 missing=()
-for pair in curl:curl iptables:iptables nft:nftables ip:iproute2 openssl:openssl; do
+for pair in curl:curl iptables:iptables nft:nftables ip:iproute2 openssl:openssl node:nodejs npm:npm; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 # golang.org/x/mod (zip, sumdb) for the checksum database helper in tests/tools/sumdb.
@@ -37,3 +37,11 @@ fi
 # The signed checksum database the module tests verify against (offline build).
 GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off GOCACHE="$tools/gocache" \
   "$tools/go/bin/go" -C tests/tools/sumdb build -o "$tools/sumdb" .
+
+# A real PAC engine for the PAC file test: npm's pac-resolver (QuickJS, in WebAssembly).
+pac="$tools/pac"
+if [ ! -f "$pac/node_modules/pac-resolver/package.json" ] || [ ! -f "$pac/node_modules/quickjs-wasi/package.json" ]; then
+  echo "test-deps: installing pac-resolver into $pac" >&2
+  mkdir -p "$pac"
+  npm install --prefix "$pac" --no-audit --no-fund --silent pac-resolver@9.0.1 quickjs-wasi@2.2.0 >&2
+fi

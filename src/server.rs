@@ -141,6 +141,7 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
         force_stop: force_stop.clone(),
+        public_name: config.proxy.public_name.clone(),
     });
     let permits = Arc::new(Semaphore::new(config.proxy.max_connections));
     let limits = ConnLimits {

@@ -120,6 +120,17 @@ fn proxy_section<'i>(
     let header_read_timeout = duration(r, &mut t, "header_read_timeout", Duration::from_secs(10));
     let idle_timeout = duration(r, &mut t, "idle_timeout", Duration::from_secs(300));
     let shutdown_grace = duration(r, &mut t, "shutdown_grace", Duration::from_secs(10));
+    let public_name = r.string(&mut t, "public_name").and_then(|s| {
+        if crate::rules::pac::proxy_name(s.get_ref()).is_some() {
+            Some(s.into_inner())
+        } else {
+            r.error(
+                s.span(),
+                "proxy.public_name must be host:port (a name or IP literal and a port)",
+            );
+            None
+        }
+    });
     r.finish(t);
     let proxy = ProxyConfig {
         listen,
@@ -134,6 +145,7 @@ fn proxy_section<'i>(
         header_read_timeout,
         idle_timeout,
         shutdown_grace,
+        public_name,
     };
     (proxy, listen_place)
 }

@@ -129,6 +129,9 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// `host:port` the PAC file names as the proxy; `None`: the PAC
+    /// request's own Host.
+    pub public_name: Option<String>,
 }
 
 /// `[transparent]`: listeners that REDIRECT rules send clients to.

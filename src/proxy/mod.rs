@@ -75,6 +75,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Fires when the shutdown grace period is over: cut remaining tunnels.
     pub force_stop: CancellationToken,
+    /// `proxy.public_name`: what the PAC file names as the proxy.
+    pub public_name: Option<String>,
 }
 
 pub use crate::limits::{Slot, SlotGuards};
@@ -87,6 +89,13 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     shared.stats.requests.inc();
+    if is_pac_request(&req) {
+        // Browsers fetch the PAC file without proxy credentials.
+        return Ok(match allowed(&shared, client) {
+            Ok(()) => pac_file(&shared, &req),
+            Err(err) => err.response(),
+        });
+    }
     let response = match admit(&shared, client, &req) {
         Err(err) => {
             let decision = if err.status() == http::StatusCode::FORBIDDEN {
@@ -132,8 +141,53 @@ async fn goproxy_endpoint(
     intercept.with.gomod.serve(client, host, req).await
 }
 
+/// `GET /proxy.pac` (origin-form).
+fn is_pac_request(req: &Request<Incoming>) -> bool {
+    (req.method() == Method::GET || req.method() == Method::HEAD)
+        && req.uri().scheme().is_none()
+        && req.uri().path() == "/proxy.pac"
+}
+
+/// The PAC file, naming `proxy.public_name` or the request's Host as the proxy.
+fn pac_file(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let asked = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let Some(proxy) = shared
+        .public_name
+        .as_deref()
+        .or(asked)
+        .and_then(crate::rules::pac::proxy_name)
+    else {
+        return ProxyError::BadRequest(
+            "the PAC file needs a Host header naming this proxy (host:port), or proxy.public_name"
+                .into(),
+        )
+        .response();
+    };
+    let text = crate::rules::pac::pac(&shared.policy.via.no_proxy, &proxy);
+    let mut response = crate::message::plain_text(http::StatusCode::OK, text);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
+    );
+    response
+}
+
 /// Client allow-list and proxy authentication, before anything else.
 fn admit(shared: &Shared, client: SocketAddr, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    allowed(shared, client)?;
+    if let Some(auth) = &shared.auth
+        && !auth.check(req.headers().get(http::header::PROXY_AUTHORIZATION))
+    {
+        return Err(ProxyError::AuthRequired);
+    }
+    Ok(())
+}
+
+/// The client allow-list.
+fn allowed(shared: &Shared, client: SocketAddr) -> Result<(), ProxyError> {
     let ip = client.ip();
     if !shared
         .policy
@@ -145,11 +199,6 @@ fn admit(shared: &Shared, client: SocketAddr, req: &Request<Incoming>) -> Result
         return Err(ProxyError::Forbidden(format!(
             "client {ip} is not in proxy.allow_clients"
         )));
-    }
-    if let Some(auth) = &shared.auth
-        && !auth.check(req.headers().get(http::header::PROXY_AUTHORIZATION))
-    {
-        return Err(ProxyError::AuthRequired);
     }
     Ok(())
 }

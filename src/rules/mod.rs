@@ -4,6 +4,7 @@
 
 pub mod egress;
 pub mod no_proxy;
+pub mod pac;
 pub mod ports;
 pub mod private;
 pub mod route;

@@ -35,6 +35,17 @@ enum Pattern {
     Net(IpNet),
 }
 
+/// What one entry matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule<'a> {
+    Everything,
+    /// The domain (lower case, no leading `.`/`*.`, no trailing dot) and
+    /// every subdomain, on a label boundary.
+    Domain(&'a str),
+    /// IP-literal hosts in this network (a literal entry is a /32 or /128).
+    Net(IpNet),
+}
+
 /// An entry of a NO_PROXY list that cannot be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid entry {entry:?}: {reason}")]
@@ -69,6 +80,18 @@ impl NoProxy {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Every entry as it matches (for the PAC file, which must match the same).
+    pub fn rules(&self) -> impl Iterator<Item = (Rule<'_>, Option<u16>)> {
+        self.entries.iter().map(|entry| {
+            let rule = match &entry.pattern {
+                Pattern::Everything => Rule::Everything,
+                Pattern::Domain(domain) => Rule::Domain(domain),
+                Pattern::Net(net) => Rule::Net(*net),
+            };
+            (rule, entry.port)
+        })
     }
 
     /// Returns the entry (as written) that matches `host:port`, if any.
