@@ -228,9 +228,10 @@ fn run(path: Option<PathBuf>, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     // Watch SIGTERM before saying we listen: a supervisor may stop us at once.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let listeners = modgate::server::bind_all(&config)?;
     let running = modgate::server::start(&config, listeners)?;
     for (entry, addr) in &running.bound {
@@ -241,13 +242,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         };
         tracing::info!(%addr, "modgate listening ({serves})");
     }
+    let grace = config.proxy.shutdown_grace;
     tokio::select! {
         _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("cannot watch ctrl-c")?,
+        _ = int.recv() => {}
     }
-    tracing::info!("shutting down: no new connections, draining");
-    running.shutdown().await;
-    Ok(())
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections, draining (a second SIGTERM or SIGINT exits at once)"
+    );
+    tokio::select! {
+        () = running.shutdown() => Ok(()),
+        _ = term.recv() => exit_now(),
+        _ = int.recv() => exit_now(),
+    }
+}
+
+/// A second stop signal while draining: cut everything, exit 1.
+fn exit_now() -> ! {
+    tracing::warn!("second stop signal: exiting now, cutting what is still running");
+    std::process::exit(1)
 }
 
 fn init_logging(format: LogFormat) {

@@ -211,6 +211,21 @@ impl Modgate {
         self._child.kill().await.unwrap();
     }
 
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.pid()).unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
+    }
+
+    /// The exit status, if the process ends within `within`.
+    pub async fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self._child.wait())
+            .await
+            .ok()
+            .map(|status| status.unwrap())
+    }
+
     /// The modgate process (with `ip netns exec`, which execs, the same one).
     pub fn pid(&self) -> u32 {
         self._child.id().expect("modgate runs")
