@@ -90,17 +90,22 @@ async fn serves(proxy: SocketAddr, origin: SocketAddr) -> bool {
     matches!(read, Ok(Ok(n)) if n > 0 && answer.starts_with(b"HTTP/1.1 200"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_then_exits_0() {
+/// A gateway with a working tunnel in flight, sent SIGTERM and draining.
+async fn draining() -> (tempfile::TempDir, SocketAddr, Modgate, TcpStream) {
     let origin = echo_server().await;
     let work = tempfile::tempdir().unwrap();
-    let mut modgate = gateway(&work, origin).await;
-    let proxy = modgate.addr("explicit proxy");
-    let mut stream = tunnel(proxy, origin).await;
+    let modgate = gateway(&work, origin).await;
+    let mut stream = tunnel(modgate.addr("explicit proxy"), origin).await;
     round_trip(&mut stream, b"before").await;
-
     modgate.signal(libc::SIGTERM);
     modgate.log_when(|l| l.contains("shutting down")).await;
+    (work, origin, modgate, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_exits_0() {
+    let (_work, origin, mut modgate, mut stream) = draining().await;
+    let proxy = modgate.addr("explicit proxy");
     assert!(
         !serves(proxy, origin).await,
         "a new connection was served while draining"
@@ -123,14 +128,7 @@ async fn sigterm_drains_then_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
-    let origin = echo_server().await;
-    let work = tempfile::tempdir().unwrap();
-    let mut modgate = gateway(&work, origin).await;
-    let proxy = modgate.addr("explicit proxy");
-    let mut stream = tunnel(proxy, origin).await;
-    round_trip(&mut stream, b"before").await;
-    modgate.signal(libc::SIGTERM);
-    modgate.log_when(|l| l.contains("shutting down")).await;
+    let (_work, _, mut modgate, mut stream) = draining().await;
     modgate.signal(libc::SIGINT);
     let status = modgate
         .exited(Duration::from_secs(5))
