@@ -352,3 +352,29 @@ async fn cache_verify_rechecks_against_the_database() {
         "{said}"
     );
 }
+
+/// A checksum database that cannot be reached is nobody's bytes being
+/// wrong: the file is not served (fail closed), the mirror is asked once,
+/// not demoted, and no security event is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_fails_closed_and_blames_no_mirror() {
+    let tree = tree();
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let gone = SumDb::start(tree.path(), "sum.golang.org").await;
+    let (url, key) = (gone.url(), gone.key.clone());
+    drop(gone);
+    let work = Work::new();
+    let config = work.config_keyed(&[mirror.url()], &[url], Some(&key), "");
+    let gate = work.gateway(&config).await;
+    let (status, _, _) = get(gate.addr("explicit proxy"), UTIL_MOD).await;
+    assert_ne!(status, 200);
+    assert_eq!(mirror.count(UTIL_MOD), 1, "{:?}", mirror.requests());
+    let log = gate.log_when(|l| l.contains("cannot be checked")).await;
+    assert!(log.contains("cannot be checked"), "{log}");
+    let blamed = format!("mirror demoted mirror={}", mirror.url());
+    assert!(
+        !log.contains("verification failed") && !log.contains(&blamed),
+        "{log}"
+    );
+    assert!(cached(&work, UTIL_MOD).is_none());
+}

@@ -27,7 +27,20 @@ use crate::message::Body;
 /// any client has them all and before they are stored (a go.sum hash, a
 /// signed tree head); `Err` says what is wrong with them.
 pub type Check =
-    Box<dyn FnOnce(PathBuf) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send>;
+    Box<dyn FnOnce(PathBuf) -> Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send>> + Send>;
+
+/// Why a check did not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The bytes are wrong: the mirror that sent them counts as failing,
+    /// and it is a security event.
+    #[error("{0}")]
+    Bad(String),
+    /// They could not be checked (what the check needs is unavailable):
+    /// no mirror's fault; nothing is served whole or stored.
+    #[error("cannot be checked: {0}")]
+    Unchecked(String),
+}
 
 /// Makes the check for each attempt of a flight (a retry checks anew).
 pub type MakeCheck = Arc<dyn Fn() -> Check + Send + Sync>;
@@ -347,7 +360,8 @@ async fn settle(
             None => Settled::Good(*size),
             Some(check) => match check(temp.clone()).await {
                 Ok(()) => Settled::Good(*size),
-                Err(reason) => Settled::Refused(reason),
+                Err(Refusal::Bad(reason)) => Settled::Refused(reason),
+                Err(unchecked) => Settled::Failed(unchecked.to_string()),
             },
         },
         (Ok(_), _, _) if check.is_some() => Settled::Failed("no file to check".into()),

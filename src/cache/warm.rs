@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::flight::MakeCheck;
+use super::flight::{MakeCheck, Refusal};
 use super::key::{Key, proxy_key};
 use super::{Cache, How};
 use crate::gomod::dirhash::check_file;
@@ -123,8 +123,8 @@ pub async fn fetch(cache: &Cache, want: &Want) -> Result<How, String> {
                 };
                 tokio::task::spawn_blocking(move || check_file(&path, &expected, go_mod))
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.replace("expected", "go.sum has"))
+                    .map_err(|e| Refusal::Unchecked(e.to_string()))?
+                    .map_err(|e| Refusal::Bad(e.replace("expected", "go.sum has")))
             })
         })
     });

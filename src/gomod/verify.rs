@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::dirhash::check_file;
 use super::path::{case_decode, case_encode};
-use crate::cache::flight::{Check, MakeCheck};
+use crate::cache::flight::{Check, MakeCheck, Refusal};
 use crate::cache::key::{Key, Kind, Upstream, sumdb_key};
 use crate::cache::{Cache, Checker};
 use crate::rules::Private;
@@ -100,17 +100,21 @@ impl Verifier {
         module: &str,
         version: &str,
         go_mod: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, Refusal> {
+        let unchecked = |why: String| Refusal::Unchecked(why);
         let path = format!("/lookup/{}@{}", case_encode(module), case_encode(version));
         let key = sumdb_key(&self.inner.db, &path)
-            .ok_or_else(|| format!("cannot look up {module}@{version}"))?;
-        let answer = cache
-            .bytes(&key, MAX_ANSWER)
-            .await
-            .map_err(|e| format!("checksum database lookup of {module}@{version}: {e}"))?;
-        let parsed = lookup::parse(&answer).map_err(|e| e.to_string())?;
+            .ok_or_else(|| unchecked(format!("cannot look up {module}@{version}")))?;
+        let answer = cache.bytes(&key, MAX_ANSWER).await.map_err(|e| {
+            unchecked(format!(
+                "checksum database lookup of {module}@{version}: {e}"
+            ))
+        })?;
+        let parsed = lookup::parse(&answer).map_err(|e| unchecked(e.to_string()))?;
         lookup::hash_of(parsed.record, module, version, go_mod).ok_or_else(|| {
-            format!("the checksum database has no go.sum line for {module}@{version}")
+            unchecked(format!(
+                "the checksum database has no go.sum line for {module}@{version}"
+            ))
         })
     }
 
@@ -123,16 +127,15 @@ impl Verifier {
         answer: &[u8],
         module: &str,
         version: &str,
-    ) -> Result<(), String> {
-        let parsed = lookup::parse(answer).map_err(|e| e.to_string())?;
+    ) -> Result<(), Refusal> {
+        let bad = |e: SumdbError| Refusal::Bad(e.to_string());
+        let parsed = lookup::parse(answer).map_err(bad)?;
         if lookup::hash_of(parsed.record, module, version, true).is_none() {
-            return Err(format!("the record is not for {module}@{version}"));
+            return Err(Refusal::Bad(format!(
+                "the record is not for {module}@{version}"
+            )));
         }
-        let head = self
-            .inner
-            .key
-            .verify(parsed.head)
-            .map_err(|e| e.to_string())?;
+        let head = self.inner.key.verify(parsed.head).map_err(bad)?;
         let stored = lock(&self.inner.head).clone();
         let (id, record) = (parsed.id, parsed.record);
         let proved = self
@@ -150,7 +153,7 @@ impl Verifier {
 
     /// Accepts `head` when it is consistent with the stored head; keeps it
     /// when it is newer.
-    async fn accept(&self, cache: &Cache, head: &Head) -> Result<(), String> {
+    async fn accept(&self, cache: &Cache, head: &Head) -> Result<(), Refusal> {
         let stored = lock(&self.inner.head).clone();
         let proved = match &stored {
             Some(stored) => {
@@ -169,7 +172,7 @@ impl Verifier {
         stored: Option<&Head>,
         head: &Head,
         proved: Result<(), Failure>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         match proved {
             Err(Failure::Refused(fork @ SumdbError::Fork { .. })) => {
                 let stored = stored.map(Head::name).unwrap_or_default();
@@ -177,9 +180,10 @@ impl Verifier {
                     security = true, db = %self.inner.db, %stored, seen = %head.name(),
                     reason = %fork, "sumdb: signed head refused (not consistent with the stored head, which is kept)"
                 );
-                Err(fork.to_string())
+                Err(Refusal::Bad(fork.to_string()))
             }
-            Err(failure) => Err(failure.to_string()),
+            Err(Failure::Refused(bad)) => Err(Refusal::Bad(bad.to_string())),
+            Err(Failure::Unavailable(why)) => Err(Refusal::Unchecked(why)),
             Ok(()) => {
                 self.keep(head).await;
                 Ok(())
@@ -257,7 +261,9 @@ impl Checker for Verifier {
                 let (_, version) = module_version(&key.file)?;
                 Some(Arc::new(move || {
                     let version = version.clone();
-                    boxed(move |path| async move { info_names(&read(path).await?, &version) })
+                    boxed(move |path| async move {
+                        info_names(&read(path).await?, &version).map_err(Refusal::Bad)
+                    })
                 }))
             }
             Kind::Mod | Kind::Zip => {
@@ -288,7 +294,11 @@ impl Checker for Verifier {
                     let (me, cache) = (me.clone(), cache.clone());
                     boxed(move |path| async move {
                         let signed = read(path).await?;
-                        let head = me.inner.key.verify(&signed).map_err(|e| e.to_string())?;
+                        let head = me
+                            .inner
+                            .key
+                            .verify(&signed)
+                            .map_err(|e| Refusal::Bad(e.to_string()))?;
                         me.accept(&cache, &head).await
                     })
                 }))
@@ -314,10 +324,13 @@ impl Verifier {
             let expected =
                 tokio::spawn(async move { me.expected(&cache, &module, &version, go_mod).await });
             boxed(move |path| async move {
-                let expected = expected.await.map_err(|e| e.to_string())??;
+                let expected = expected
+                    .await
+                    .map_err(|e| Refusal::Unchecked(e.to_string()))??;
                 tokio::task::spawn_blocking(move || check_file(&path, &expected, go_mod))
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| Refusal::Unchecked(e.to_string()))?
+                    .map_err(Refusal::Bad)
             })
         })
     }
@@ -342,13 +355,15 @@ fn both(a: Proof, b: Proof) -> Proof {
 
 fn boxed<F>(check: impl FnOnce(PathBuf) -> F + Send + 'static) -> Check
 where
-    F: Future<Output = Result<(), String>> + Send + 'static,
+    F: Future<Output = Result<(), Refusal>> + Send + 'static,
 {
     Box::new(move |path| Box::pin(check(path)))
 }
 
-async fn read(path: PathBuf) -> Result<Vec<u8>, String> {
-    tokio::fs::read(&path).await.map_err(|e| e.to_string())
+async fn read(path: PathBuf) -> Result<Vec<u8>, Refusal> {
+    tokio::fs::read(&path)
+        .await
+        .map_err(|e| Refusal::Unchecked(e.to_string()))
 }
 
 /// Checks a `.info` answer is JSON naming `version` as its `Version`.
