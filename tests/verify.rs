@@ -195,7 +195,13 @@ async fn a_database_with_another_key_or_a_lying_record_is_refused() {
     let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
     let trusted = SumDb::start(tree.path(), "sum.golang.org").await;
     let impostor = SumDb::start(tree.path(), "sum.golang.org").await;
-    let liar = SumDb::start_with(None, tree.path(), "sum.golang.org", &[("SUMDB_LIE", "1")]).await;
+    let liar = SumDb::start_with(
+        None,
+        tree.path(),
+        "sum.golang.org",
+        &[("SUMDB_LIE", "1"), ("SUMDB_PREFILL", "300")],
+    )
+    .await;
     let cases = [
         (&impostor, &trusted.key, "is not signed by sum.golang.org"),
         (&liar, &liar.key, "is not in the signed tree"),
@@ -214,6 +220,14 @@ async fn a_database_with_another_key_or_a_lying_record_is_refused() {
         assert!(cached(&work, lookup).is_none(), "{reason}: lookup stored");
         let log = gateway.log_when(|l| l.contains(reason)).await;
         assert!(log.contains(reason), "{reason}:\n{log}");
+        // Tiles that took part in a failed proof are not kept.
+        let tiles = work.cache().join("sumdb/sum.golang.org/tile");
+        let kept = walkdir::WalkDir::new(&tiles)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count();
+        assert_eq!(kept, 0, "{reason}: tiles kept after a failed proof");
     }
 }
 

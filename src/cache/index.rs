@@ -167,6 +167,14 @@ impl Index {
     pub fn totals(&self) -> Totals {
         totals(self.lock().entries.values().map(|s| (s.kind, s.size)))
     }
+
+    /// Takes `file` out of the index (it is being removed).
+    pub fn forget(&self, file: &str) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.entries.remove(file) {
+            inner.total -= old.size;
+        }
+    }
 }
 
 /// Sums `(kind, size)` pairs.

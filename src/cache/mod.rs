@@ -260,6 +260,28 @@ impl Cache {
         }
     }
 
+    /// Removes `key`'s file (one found wanting after it was stored: a tile
+    /// that failed a proof). Done off the async threads.
+    pub async fn forget(&self, key: &Key) {
+        // A download of it still being stored lands first (bounded wait).
+        for _ in 0..500 {
+            if self.inner.flight(&key.file).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let inner = self.inner.clone();
+        let file = key.file.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            inner.index.forget(&file);
+            match inner.store.remove(&file) {
+                Ok(()) => tracing::info!(%file, "cache: removed (failed a check)"),
+                Err(e) => tracing::warn!(%file, error = %e, "cache: cannot remove"),
+            }
+        })
+        .await;
+    }
+
     /// Downloads `key` into the cache (unless it is there) and waits for the
     /// outcome; `check` must pass before anything is stored.
     pub async fn fill(&self, key: &Key, check: MakeCheck) -> Result<How, String> {

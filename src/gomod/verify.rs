@@ -220,8 +220,20 @@ impl Verifier {
         attempt: impl Fn(&Tiles) -> Result<Proof, SumdbError>,
     ) -> Result<(), Failure> {
         let mut tiles = Tiles::default();
+        let mut fetched = Vec::new();
         for _ in 0..PROOF_ROUNDS {
-            match attempt(&tiles).map_err(Failure::Refused)? {
+            let proved = match attempt(&tiles) {
+                Ok(proved) => proved,
+                Err(refused) => {
+                    // A tile may be the wrong one: none of them is kept, so
+                    // the next proof fetches them again.
+                    if matches!(refused, SumdbError::Tiles(_) | SumdbError::NotInTree { .. }) {
+                        self.forget_tiles(cache, &fetched).await;
+                    }
+                    return Err(Failure::Refused(refused));
+                }
+            };
+            match proved {
                 Proof::Holds => return Ok(()),
                 Proof::Needs(paths) => {
                     let fetches = paths.iter().map(|path| self.tile(cache, path));
@@ -230,11 +242,20 @@ impl Verifier {
                         .zip(futures_util::future::join_all(fetches).await)
                     {
                         tiles.insert(path.clone(), data.map_err(Failure::Unavailable)?.to_vec());
+                        fetched.push(path.clone());
                     }
                 }
             }
         }
         Err(Failure::Unavailable("the proof still lacks tiles".into()))
+    }
+
+    async fn forget_tiles(&self, cache: &Cache, paths: &[String]) {
+        for path in paths {
+            if let Some(key) = sumdb_key(&self.inner.db, &format!("/{path}")) {
+                cache.forget(&key).await;
+            }
+        }
     }
 
     async fn tile(&self, cache: &Cache, path: &str) -> Result<bytes::Bytes, String> {
