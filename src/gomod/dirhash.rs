@@ -17,7 +17,15 @@ pub enum HashError {
     Io(#[from] std::io::Error),
     #[error("file name with a newline in the zip")]
     BadName,
+    #[error(
+        "the zip holds more than {UNZIPPED_LIMIT} bytes uncompressed, more than the go command accepts"
+    )]
+    TooLarge,
 }
+
+/// The most a module zip may hold uncompressed (the go command's limit):
+/// a mirror sending a compression bomb is cut there, not inflated.
+pub const UNZIPPED_LIMIT: u64 = 500 << 20;
 
 /// `h1:` of named file hashes (the names need not be sorted).
 pub fn hash1(mut files: Vec<(String, [u8; 32])>) -> String {
@@ -40,15 +48,25 @@ pub fn hash_go_mod(content: &[u8]) -> String {
 
 /// The hash go.sum records for a module zip (`<module> <version> h1:…`).
 pub fn hash_zip(path: &Path) -> Result<String, HashError> {
+    hash_zip_within(path, UNZIPPED_LIMIT)
+}
+
+/// `hash_zip`, refusing more than `limit` bytes uncompressed.
+fn hash_zip_within(path: &Path, limit: u64) -> Result<String, HashError> {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(path)?)?;
     let mut files = Vec::with_capacity(archive.len());
+    let mut left = limit;
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i)?;
+        let entry = archive.by_index(i)?;
         let name = entry.name()?.to_string();
         if name.contains('\n') {
             return Err(HashError::BadName);
         }
-        files.push((name, sha256_stream(&mut entry)?));
+        let mut counted = Read::take(entry, left + 1);
+        let sha = sha256_stream(&mut counted)?;
+        let read = left + 1 - counted.limit();
+        left = left.checked_sub(read).ok_or(HashError::TooLarge)?;
+        files.push((name, sha));
     }
     Ok(hash1(files))
 }
@@ -100,6 +118,37 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zip that inflates past the limit is refused, not hashed whole.
+    #[test]
+    fn a_compression_bomb_is_cut_at_the_limit() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        let zeros = vec![0u8; 1 << 20];
+        for (name, mib) in [("m@v1.0.0/a", 3), ("m@v1.0.0/b", 2)] {
+            zip.start_file(name, options).unwrap();
+            for _ in 0..mib {
+                zip.write_all(&zeros).unwrap();
+            }
+        }
+        zip.finish().unwrap();
+        assert!(
+            std::fs::metadata(&path).unwrap().len() < 64 << 10,
+            "a bomb is small"
+        );
+        assert!(matches!(
+            hash_zip_within(&path, 4 << 20),
+            Err(HashError::TooLarge)
+        ));
+        assert!(
+            hash_zip_within(&path, 5 << 20).is_ok(),
+            "exactly the limit is fine"
+        );
+    }
 
     /// Vectors from the go command: go.sum lines of published modules.
     #[test]
