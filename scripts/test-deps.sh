@@ -45,3 +45,9 @@ if [ ! -f "$pac/node_modules/pac-resolver/package.json" ] || [ ! -f "$pac/node_m
   mkdir -p "$pac"
   npm install --prefix "$pac" --no-audit --no-fund --silent pac-resolver@9.0.1 quickjs-wasi@2.2.0 >&2
 fi
+
+# A real Prometheus text-format parser for the metrics test: PyPI's prometheus_client.
+if ! "$tools/venv/bin/python" -c "import prometheus_client" 2>/dev/null; then
+  echo "test-deps: installing prometheus_client into $tools/venv" >&2
+  "$tools/venv/bin/pip" install -q prometheus_client==0.26.0 >&2
+fi

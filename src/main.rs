@@ -33,6 +33,9 @@ enum Command {
         /// Listen address, replacing proxy.listen (repeatable).
         #[arg(long)]
         listen: Vec<SocketAddr>,
+        /// The admin listener's address, replacing admin.listen.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Validate the config; print every error with file:line.
     Check {
@@ -113,7 +116,11 @@ enum CaCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, listen } => run(config, listen),
+        Command::Run {
+            config,
+            listen,
+            admin_listen,
+        } => run(config, listen, admin_listen),
         Command::Check { config } => return check(config),
         Command::Ca { command } => ca(command),
         Command::Cache { command } => return cache_command(command),
@@ -210,10 +217,17 @@ fn explain(path: Option<PathBuf>, target: &str, client: IpAddr) -> anyhow::Resul
     Ok(())
 }
 
-fn run(path: Option<PathBuf>, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
+fn run(
+    path: Option<PathBuf>,
+    listen: Vec<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let mut config = Config::load(path.as_deref())?;
     if !listen.is_empty() {
         config.proxy.listen = listen;
+    }
+    if admin_listen.is_some() {
+        config.admin.listen = admin_listen;
     }
     init_logging(config.log.format);
     raise_fd_limit();
@@ -241,6 +255,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Entry::TransparentTls => "transparent https",
         };
         tracing::info!(%addr, "modgate listening ({serves})");
+    }
+    if let Some(addr) = running.admin {
+        tracing::info!(%addr, "admin listening: /healthz /readyz /metrics");
     }
     let grace = config.proxy.shutdown_grace;
     tokio::select! {

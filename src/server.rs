@@ -46,6 +46,8 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     /// Every listener, explicit and transparent, with what it serves.
     pub bound: Vec<(Entry, SocketAddr)>,
+    /// The admin listener's address, when there is one.
+    pub admin: Option<SocketAddr>,
     pub stats: Arc<Stats>,
     /// Stops accepting and starts draining.
     shutdown: CancellationToken,
@@ -148,6 +150,7 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
         max_header_size: config.proxy.max_header_size,
         per_client: ClientCounts::new(config.proxy.max_connections_per_client),
     };
+    let admin = start_admin(config, &shared, &tasks, &shutdown)?;
     for (entry, listener) in listeners {
         let serve = listener::serve(
             listener,
@@ -162,12 +165,53 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
     Ok(Running {
         addrs,
         bound,
+        admin,
         stats,
         shutdown,
         force_stop,
         tasks,
         grace: config.proxy.shutdown_grace,
     })
+}
+
+/// Binds and starts the admin listener (`admin.listen`), if any. Ready
+/// means: listeners bound and CA loaded (true once started, or start
+/// failed), and at least one module mirror not demoted.
+fn start_admin(
+    config: &Config,
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(addr) = config.admin.listen else {
+        return Ok(None);
+    };
+    let bind = |addr| -> std::io::Result<TcpListener> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        TcpListener::from_std(listener)
+    };
+    let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let mut registry = prometheus_client::registry::Registry::with_prefix("modgate");
+    shared.stats.register(&mut registry);
+    let watched = shared.clone();
+    let readiness = move || match &watched.policy.intercept {
+        Some(intercept) => match intercept.with.gomod.healthy_mirrors() {
+            (0, all) if all > 0 => Err(format!("every module mirror ({all}) is demoted")),
+            _ => Ok(()),
+        },
+        None => Ok(()),
+    };
+    let admin = Arc::new(crate::admin::Admin {
+        registry,
+        token: config.admin.token.clone(),
+        readiness: Box::new(readiness),
+    });
+    tasks.spawn(crate::admin::serve(listener, admin, shutdown.clone()));
+    Ok(Some(bound))
 }
 
 fn transparent_notes(config: &Config) -> Result<(), StartError> {

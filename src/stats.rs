@@ -1,19 +1,9 @@
-//! Counters shared by the whole process (read by tests and, later, /metrics).
+//! Counters shared by the whole process, kept as Prometheus metrics
+//! (`prometheus-client`) so `/metrics` on the admin listener shows them as
+//! they are; tests read them directly.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -27,4 +17,28 @@ pub struct Stats {
     pub forwarded: Counter,
     /// Tunnels or forwards that went through the parent proxy.
     pub via_parent: Counter,
+}
+
+impl Stats {
+    /// Registers every counter (they stay shared: the registry holds clones).
+    pub fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "requests",
+                "Requests received, CONNECT included",
+                &self.requests,
+            ),
+            ("denied", "Requests refused by policy", &self.denied),
+            ("tunnels", "Tunnels established", &self.tunnels),
+            ("forwarded", "Requests forwarded upstream", &self.forwarded),
+            (
+                "via_parent",
+                "Tunnels and forwards through the parent proxy",
+                &self.via_parent,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+    }
 }

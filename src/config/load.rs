@@ -13,9 +13,9 @@ use ipnet::IpNet;
 use super::reader::{Reader, Table};
 use super::units::{parse_duration, parse_size};
 use super::{
-    CacheConfig, Config, ConfigError, GomodConfig, InterceptConfig, LogConfig, LogFormat,
-    OnMirrorFailure, ParentProxy, ProxyConfig, SUMDB_KEY, TransparentConfig, UpstreamConfig,
-    Verification,
+    AdminConfig, CacheConfig, Config, ConfigError, GomodConfig, InterceptConfig, LogConfig,
+    LogFormat, OnMirrorFailure, ParentProxy, ProxyConfig, SUMDB_KEY, TransparentConfig,
+    UpstreamConfig, Verification,
 };
 use crate::rules::{NoProxy, PortRange, Private, Target, mask_userinfo};
 
@@ -39,6 +39,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let intercept = intercept_section(&mut r, &mut root);
     let gomod = gomod_section(&mut r, &mut root, intercept.enabled);
     let cache = cache_section(&mut r, &mut root, gomod.verification.verify);
+    let admin = admin_section(&mut r, &mut root);
     let log = log_section(&mut r, &mut root);
     r.finish(root);
     if r.errors.is_empty() {
@@ -49,6 +50,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
             intercept,
             gomod,
             cache,
+            admin,
             log,
         })
     } else {
@@ -148,6 +150,37 @@ fn proxy_section<'i>(
         public_name,
     };
     (proxy, listen_place)
+}
+
+fn admin_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> AdminConfig {
+    let mut t = r.section(root, "admin");
+    let listen = match r.string(&mut t, "listen") {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9128))),
+        Some(s) if s.get_ref().is_empty() => None,
+        Some(s) => s.get_ref().parse().map(Some).unwrap_or_else(|_| {
+            r.error(
+                s.span(),
+                format!(
+                    "admin.listen: {:?} is not an IP:port address (\"\" turns the admin listener off)",
+                    s.get_ref()
+                ),
+            );
+            None
+        }),
+    };
+    let token = r.string(&mut t, "token").and_then(|s| {
+        if s.get_ref().len() < 16 || s.get_ref().chars().any(char::is_whitespace) {
+            r.error(
+                s.span(),
+                "admin.token must be at least 16 characters, without spaces",
+            );
+            None
+        } else {
+            Some(s.into_inner())
+        }
+    });
+    r.finish(t);
+    AdminConfig { listen, token }
 }
 
 fn transparent_section<'i>(

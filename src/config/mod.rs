@@ -27,7 +27,17 @@ pub struct Config {
     pub intercept: InterceptConfig,
     pub gomod: GomodConfig,
     pub cache: CacheConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
+}
+
+/// `[admin]`: health, readiness and metrics for the people who run modgate.
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    /// `None`: no admin listener (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+    /// A bearer token `/metrics` asks for, when set (never the probes).
+    pub token: Option<String>,
 }
 
 /// `[cache]`: the office module cache.

@@ -94,6 +94,11 @@ impl Gomod {
         })
     }
 
+    /// Module mirrors not demoted now, of how many.
+    pub fn healthy_mirrors(&self) -> (usize, usize) {
+        self.mirrors.proxy.healthy()
+    }
+
     pub fn cache(&self) -> Option<&Cache> {
         self.cache.as_ref()
     }

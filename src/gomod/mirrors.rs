@@ -48,6 +48,22 @@ impl MirrorSet {
         order.into_iter().map(|(_, i)| i).collect()
     }
 
+    /// How many mirrors are not demoted now, of how many.
+    pub fn healthy(&self) -> (usize, usize) {
+        let now = Instant::now();
+        let up = self
+            .mirrors
+            .iter()
+            .filter(|m| {
+                m.demoted_until
+                    .lock()
+                    .map(|g| g.is_none_or(|t| t <= now))
+                    .unwrap_or(true)
+            })
+            .count();
+        (up, self.mirrors.len())
+    }
+
     pub fn base(&self, index: usize) -> &str {
         &self.mirrors[index].base
     }

@@ -45,6 +45,9 @@ impl Proxy {
     pub async fn start_on(listen: &str, toml: &str) -> Proxy {
         let mut config = Config::parse("test.toml", toml).expect("test config is valid");
         config.proxy.listen = vec![listen.parse().unwrap()];
+        if !toml.contains("[admin]") {
+            config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        }
         let cache_dir = (!toml.contains("[cache]")).then(|| {
             let dir = tempfile::tempdir().unwrap();
             config.cache.dir = dir.path().to_path_buf();

@@ -165,8 +165,15 @@ impl Modgate {
         }
         // The default cache.dir is the user's cache directory: keep it in the test's own.
         let cache_home = tempfile::tempdir().unwrap();
+        // The admin listener on a free port, unless the test chose one.
+        let admin: &[&str] = if args.first() == Some(&"run") && !args.contains(&"--admin-listen") {
+            &["--admin-listen", "127.0.0.1:0"]
+        } else {
+            &[]
+        };
         let mut child = cmd
             .args(args)
+            .args(admin)
             .env("RUST_LOG", "info")
             .env("XDG_CACHE_HOME", cache_home.path())
             .stdin(Stdio::null())
@@ -237,6 +244,23 @@ impl Modgate {
             .find(|(s, _)| s == serves)
             .map(|(_, addr)| *addr)
             .unwrap_or_else(|| panic!("no {serves} listener in {:?}", self.listening))
+    }
+
+    /// The admin listener's address, from its start-up line.
+    pub async fn admin_addr(&self) -> SocketAddr {
+        let log = self.log_when(|l| l.contains("admin listening")).await;
+        let line = log
+            .lines()
+            .find(|l| l.contains("admin listening"))
+            .expect("an admin listener");
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        addr.trim_matches('"').parse().unwrap()
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,135 @@
+//! The admin listener: `/metrics` read by a real Prometheus text-format
+//! parser (PyPI's prometheus_client, installed by scripts/test-deps.sh)
+//! before and after real traffic; `/healthz`, `/readyz` (not ready once
+//! every module mirror is demoted) and the bearer token.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use common::*;
+
+/// `name -> value` of every sample, parsed by prometheus_client.
+async fn scrape(admin: std::net::SocketAddr, token: Option<&str>) -> HashMap<String, f64> {
+    let url = format!("http://{admin}/metrics");
+    let header = token.map(|t| format!("Authorization: Bearer {t}"));
+    let mut args = vec!["-sf", url.as_str()];
+    if let Some(header) = &header {
+        args.extend(["-H", header.as_str()]);
+    }
+    let out = curl(&args).await;
+    assert!(out.status.success(), "scrape: {}", stderr(&out));
+    let python =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/venv/bin/python");
+    let parse = "import sys\n\
+                 from prometheus_client.parser import text_string_to_metric_families\n\
+                 for family in text_string_to_metric_families(sys.stdin.read()):\n\
+                 \x20   for s in family.samples:\n\
+                 \x20       print(s.name, s.value)\n";
+    let mut child = tokio::process::Command::new(python)
+        .args(["-c", parse])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the test venv's python (scripts/test-deps.sh)");
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&out.stdout).await.unwrap();
+    drop(stdin);
+    let parsed = child.wait_with_output().await.unwrap();
+    assert!(
+        parsed.status.success(),
+        "not the Prometheus text format: {}\n{}",
+        String::from_utf8_lossy(&parsed.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(parsed.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, value)| (name.to_string(), value.parse().unwrap()))
+        .collect()
+}
+
+async fn status(url: &str) -> String {
+    let out = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", url]).await;
+    stdout(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic_and_parse() {
+    let origin = Origin::start("127.0.0.1").await;
+    let tls = TlsOrigin::start().await;
+    let port = tls.addr.port();
+    let proxy = Proxy::start(&base_config(&format!("connect_ports = [{port}]"), "")).await;
+    let admin = proxy.running.admin.expect("an admin listener");
+    let before = scrape(admin, None).await;
+    for name in ["requests", "denied", "tunnels", "forwarded", "via_parent"] {
+        assert_eq!(before[&format!("modgate_{name}_total")], 0.0, "{name}");
+    }
+    // Two forwards, one tunnel, one denied destination.
+    for _ in 0..2 {
+        let out = curl(&["-x", &proxy.url(), &origin.url("/bytes/10")]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let cacert = tls.cert_pem.display().to_string();
+    let url = format!("https://localhost:{port}/");
+    let out = curl(&["-x", &proxy.url(), "--cacert", &cacert, &url]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = curl(&["-x", &proxy.url(), "http://127.0.0.1:25/"]).await;
+    assert!(out.status.success());
+    let after = scrape(admin, None).await;
+    let moved = |name: &str| {
+        after[&format!("modgate_{name}_total")] - before[&format!("modgate_{name}_total")]
+    };
+    assert_eq!(moved("requests"), 4.0);
+    assert_eq!(moved("forwarded"), 2.0);
+    assert_eq!(moved("tunnels"), 1.0);
+    assert_eq!(moved("denied"), 1.0);
+    assert_eq!(moved("via_parent"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_the_token() {
+    let token = "s3cret-admin-token";
+    let proxy = Proxy::start(&format!(
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nenabled = false\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\"\n"
+    ))
+    .await;
+    let admin = proxy.running.admin.unwrap();
+    assert_eq!(status(&format!("http://{admin}/healthz")).await, "200");
+    assert_eq!(status(&format!("http://{admin}/readyz")).await, "200");
+    assert_eq!(status(&format!("http://{admin}/metrics")).await, "401");
+    let metrics = scrape(admin, Some(token)).await;
+    assert!(metrics.contains_key("modgate_requests_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_once_every_mirror_is_demoted() {
+    let work = tempfile::tempdir().unwrap();
+    // Port 9 on loopback refuses: the one mirror fails and is demoted.
+    let proxy = Proxy::start(&format!(
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nca_dir = {:?}\n\
+         [gomod]\nmirrors = [\"http://127.0.0.1:9\"]\nverify = \"off\"\nmirror_timeout = \"2s\"\n",
+        work.path().join("certs")
+    ))
+    .await;
+    let admin = proxy.running.admin.unwrap();
+    assert_eq!(status(&format!("http://{admin}/readyz")).await, "200");
+    let module = format!("{}/example.com/m/@v/v1.0.0.mod", proxy.url());
+    let out = curl(&["-s", &module]).await;
+    assert!(
+        stdout(&out).contains("every mirror failed"),
+        "{}",
+        stdout(&out)
+    );
+    let out = curl(&["-s", &format!("http://{admin}/readyz")]).await;
+    assert!(
+        stdout(&out).contains("not ready: every module mirror (1) is demoted"),
+        "{}",
+        stdout(&out)
+    );
+}
