@@ -94,7 +94,13 @@ fn run_serves_and_stops_on_sigterm() {
     // The default config intercepts and creates its CA under ./certs.
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_modgate"))
-        .args(["run", "--listen", "127.0.0.1:0"])
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir.path())
         .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .stderr(Stdio::piped())
