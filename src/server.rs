@@ -116,8 +116,9 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
         .as_deref()
         .map(Auth::load)
         .transpose()?;
+    let stats = Arc::new(Stats::default());
     let mitm = if config.intercept.enabled {
-        Some(Arc::new(mitm(config, dialer.clone())?))
+        Some(Arc::new(mitm(config, dialer.clone(), stats.clone())?))
     } else {
         None
     };
@@ -127,7 +128,6 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
         tasks.spawn(mitm.leaves.clone().renew_until(shutdown.clone()));
     }
     let force_stop = CancellationToken::new();
-    let stats = Arc::new(Stats::default());
     let shared = Arc::new(Shared {
         policy: Arc::new(policy(config, egress, mitm)),
         direct: new_client(dialer.clone(), false),
@@ -227,7 +227,7 @@ fn transparent_notes(config: &Config) -> Result<(), StartError> {
 }
 
 /// Loads (or creates) the CA, mints the leaves, builds the gomod handler.
-fn mitm(config: &Config, dialer: Arc<Dialer>) -> Result<Mitm, StartError> {
+fn mitm(config: &Config, dialer: Arc<Dialer>, stats: Arc<Stats>) -> Result<Mitm, StartError> {
     let hosts = config.gomod.hosts();
     let (ca, created) = Ca::load_or_init(&config.intercept.ca_dir, &hosts)?;
     if created {
@@ -245,7 +245,13 @@ fn mitm(config: &Config, dialer: Arc<Dialer>) -> Result<Mitm, StartError> {
         );
     }
     let leaves = Arc::new(Leaves::new(ca, &hosts)?);
-    let gomod = Gomod::new(&config.gomod, cache_settings(config), dialer, via(config))?;
+    let gomod = Gomod::new(
+        &config.gomod,
+        cache_settings(config),
+        dialer,
+        via(config),
+        stats,
+    )?;
     Ok(Mitm {
         tls: crate::tls::leaves::server_config(leaves.clone()),
         leaves,
@@ -266,7 +272,14 @@ pub fn standalone_cache(config: &Config) -> Result<crate::cache::Cache, StartErr
     let mut enabled = config.clone();
     enabled.cache.enabled = true;
     enabled.cache.offline = false;
-    let gomod = Gomod::new(&config.gomod, cache_settings(&enabled), dialer, via(config))?;
+    let stats = Arc::new(Stats::default());
+    let gomod = Gomod::new(
+        &config.gomod,
+        cache_settings(&enabled),
+        dialer,
+        via(config),
+        stats,
+    )?;
     gomod.cache().cloned().ok_or(StartError::NoCache)
 }
 

@@ -2,8 +2,31 @@
 //! (`prometheus-client`) so `/metrics` on the admin listener shows them as
 //! they are; tests read them directly.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+
+/// A module request's outcome: how the cache served it, and the status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleLabels {
+    /// `hit`, `miss`, `joined`, `revalidating`, `stale`, `negative`, or `none`.
+    pub cache: &'static str,
+    pub status: u16,
+}
+
+/// One mirror's answer to one fetch.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub mirror: String,
+    /// `ok`, `not_found` or `failed`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabel {
+    pub mirror: String,
+}
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -17,6 +40,14 @@ pub struct Stats {
     pub forwarded: Counter,
     /// Tunnels or forwards that went through the parent proxy.
     pub via_parent: Counter,
+    /// Module requests (intercepted and GOPROXY endpoint) by cache outcome and status.
+    pub module_requests: Family<ModuleLabels, Counter>,
+    /// Fetches from each mirror, by result.
+    pub mirror_requests: Family<MirrorLabels, Counter>,
+    /// Times each mirror was demoted (failed, 429/503, refused bytes).
+    pub mirror_demotions: Family<MirrorLabel, Counter>,
+    /// Downloads whose bytes failed their checksum check (security events).
+    pub verification_failures: Counter,
 }
 
 impl Stats {
@@ -40,5 +71,41 @@ impl Stats {
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "verification_failures",
+            "Downloads whose bytes failed their checksum check",
+            self.verification_failures.clone(),
+        );
+        registry.register(
+            "module_requests",
+            "Module requests by cache outcome and status",
+            self.module_requests.clone(),
+        );
+        registry.register(
+            "mirror_requests",
+            "Fetches from each mirror by result",
+            self.mirror_requests.clone(),
+        );
+        registry.register(
+            "mirror_demotions",
+            "Times each mirror was demoted",
+            self.mirror_demotions.clone(),
+        );
+    }
+
+    /// One fetch from `mirror` ended with `result`.
+    pub fn mirror_result(&self, mirror: &str, result: &'static str) {
+        let labels = MirrorLabels {
+            mirror: mirror.to_string(),
+            result,
+        };
+        self.mirror_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn demoted(&self, mirror: &str) {
+        let labels = MirrorLabel {
+            mirror: mirror.to_string(),
+        };
+        self.mirror_demotions.get_or_create(&labels).inc();
     }
 }

@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use common::gomod::{Behaviour, Mirror, build_goproxy_dir};
 use common::*;
 
 /// `name -> value` of every sample, parsed by prometheus_client.
@@ -26,7 +27,8 @@ async fn scrape(admin: std::net::SocketAddr, token: Option<&str>) -> HashMap<Str
                  from prometheus_client.parser import text_string_to_metric_families\n\
                  for family in text_string_to_metric_families(sys.stdin.read()):\n\
                  \x20   for s in family.samples:\n\
-                 \x20       print(s.name, s.value)\n";
+                 \x20       labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n\
+                 \x20       print(s.name + '{' + labels + '}', s.value)\n";
     let mut child = tokio::process::Command::new(python)
         .args(["-c", parse])
         .stdin(std::process::Stdio::piped())
@@ -48,7 +50,7 @@ async fn scrape(admin: std::net::SocketAddr, token: Option<&str>) -> HashMap<Str
     String::from_utf8(parsed.stdout)
         .unwrap()
         .lines()
-        .filter_map(|l| l.split_once(' '))
+        .filter_map(|l| l.rsplit_once(' '))
         .map(|(name, value)| (name.to_string(), value.parse().unwrap()))
         .collect()
 }
@@ -67,7 +69,7 @@ async fn metrics_move_with_traffic_and_parse() {
     let admin = proxy.running.admin.expect("an admin listener");
     let before = scrape(admin, None).await;
     for name in ["requests", "denied", "tunnels", "forwarded", "via_parent"] {
-        assert_eq!(before[&format!("modgate_{name}_total")], 0.0, "{name}");
+        assert_eq!(before[&format!("modgate_{name}_total{{}}")], 0.0, "{name}");
     }
     // Two forwards, one tunnel, one denied destination.
     for _ in 0..2 {
@@ -82,7 +84,8 @@ async fn metrics_move_with_traffic_and_parse() {
     assert!(out.status.success());
     let after = scrape(admin, None).await;
     let moved = |name: &str| {
-        after[&format!("modgate_{name}_total")] - before[&format!("modgate_{name}_total")]
+        let key = format!("modgate_{name}_total{{}}");
+        after[&key] - before[&key]
     };
     assert_eq!(moved("requests"), 4.0);
     assert_eq!(moved("forwarded"), 2.0);
@@ -104,7 +107,7 @@ async fn probes_and_the_token() {
     assert_eq!(status(&format!("http://{admin}/readyz")).await, "200");
     assert_eq!(status(&format!("http://{admin}/metrics")).await, "401");
     let metrics = scrape(admin, Some(token)).await;
-    assert!(metrics.contains_key("modgate_requests_total"));
+    assert!(metrics.contains_key("modgate_requests_total{}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,4 +135,69 @@ async fn not_ready_once_every_mirror_is_demoted() {
         "{}",
         stdout(&out)
     );
+}
+
+/// Module requests through the GOPROXY endpoint with a failing mirror
+/// first: the counters per cache outcome, per mirror and result, and of
+/// demotions move exactly as the requests went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_metrics_follow_the_mirrors_and_the_cache() {
+    let tree = tempfile::tempdir().unwrap();
+    build_goproxy_dir(tree.path(), "");
+    let good = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let dead = "http://127.0.0.1:9";
+    let work = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(&format!(
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nca_dir = {:?}\n\
+         [gomod]\nmirrors = [\"{dead}\", \"{}\"]\nverify = \"off\"\nmirror_timeout = \"5s\"\n",
+        work.path().join("certs"),
+        good.url()
+    ))
+    .await;
+    let admin = proxy.running.admin.unwrap();
+    let before = scrape(admin, None).await;
+    for path in [
+        "/example.com/util/@v/v1.2.0.mod",
+        "/example.com/util/@v/v1.2.0.mod",
+        "/example.com/util/@v/v1.2.0.info",
+    ] {
+        let out = curl(&["-sf", &format!("{}{path}", proxy.url())]).await;
+        assert!(out.status.success(), "{path}: {}", stderr(&out));
+    }
+    let after = scrape(admin, None).await;
+    let moved = |key: &str| {
+        after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+    };
+    assert_eq!(
+        moved("modgate_module_requests_total{cache=miss,status=200}"),
+        2.0,
+        "{after:#?}"
+    );
+    assert_eq!(
+        moved("modgate_module_requests_total{cache=hit,status=200}"),
+        1.0
+    );
+    let good = good.url();
+    assert_eq!(
+        moved(&format!(
+            "modgate_mirror_requests_total{{mirror={dead},result=failed}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        moved(&format!(
+            "modgate_mirror_requests_total{{mirror={good},result=ok}}"
+        )),
+        2.0
+    );
+    assert_eq!(
+        moved(&format!("modgate_mirror_demotions_total{{mirror={dead}}}")),
+        1.0
+    );
+    assert_eq!(
+        moved(&format!("modgate_mirror_demotions_total{{mirror={good}}}")),
+        0.0
+    );
+    assert_eq!(moved("modgate_requests_total{}"), 3.0);
+    assert_eq!(moved("modgate_verification_failures_total{}"), 0.0);
 }

@@ -3,6 +3,7 @@
 //! (the next mirror may still have it); a failure (connect, timeout, 5xx,
 //! 429) demotes the mirror, for as long as its Retry-After asks when it says.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::StatusCode;
@@ -13,6 +14,7 @@ use super::mirrors::{MirrorSet, retry_after};
 use crate::cache::key::Upstream;
 use crate::cache::{Fetched, Miss, Source};
 use crate::message::headers::strip_hop_by_hop;
+use crate::stats::Stats;
 use crate::upstream::MirrorClient;
 
 pub struct Mirrors {
@@ -21,6 +23,8 @@ pub struct Mirrors {
     pub client: MirrorClient,
     /// The real module proxy host, for the `origin` mirror.
     pub proxy_host: String,
+    /// Per-mirror results and demotions, for /metrics.
+    pub stats: Arc<Stats>,
 }
 
 impl Mirrors {
@@ -42,6 +46,8 @@ impl Mirrors {
                 Ok(response) => response,
                 Err(err) => {
                     let miss = format!("{base}: {err}");
+                    self.stats.mirror_result(base, "failed");
+                    self.stats.demoted(base);
                     set.demote(index, &miss, None);
                     misses.push(miss);
                     any_failed = true;
@@ -50,6 +56,7 @@ impl Mirrors {
             };
             let status = response.status();
             if status.is_success() {
+                self.stats.mirror_result(base, "ok");
                 set.restore(index);
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers, None);
@@ -61,9 +68,13 @@ impl Mirrors {
                 };
             }
             let miss = format!("{base}: {status}");
-            if status != StatusCode::NOT_FOUND && status != StatusCode::GONE {
+            let found = status == StatusCode::NOT_FOUND || status == StatusCode::GONE;
+            self.stats
+                .mirror_result(base, if found { "not_found" } else { "failed" });
+            if !found {
                 any_failed = true;
                 if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    self.stats.demoted(base);
                     let asked = response
                         .headers()
                         .get(RETRY_AFTER)
@@ -97,7 +108,9 @@ impl Source for Mirrors {
             Upstream::Proxy => &self.proxy,
             Upstream::Sumdb { .. } => &self.sumdb,
         };
+        self.stats.verification_failures.inc();
         if let Some(index) = set.bases().position(|base| base == mirror) {
+            self.stats.demoted(mirror);
             set.demote(index, &format!("{mirror}: {reason}"), None);
         }
     }

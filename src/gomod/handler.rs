@@ -19,12 +19,14 @@ use crate::cache::{Cache, Fetched, How, Miss, Outcome, Settings};
 use crate::config::{GomodConfig, OnMirrorFailure};
 use crate::message::{Body, plain_text};
 use crate::rules::Via;
+use crate::stats::{ModuleLabels, Stats};
 use crate::tls::roots::{RootsError, client_config};
 use crate::upstream::{Dialer, MirrorClient};
 
 /// Everything the handler needs; built once per config.
 pub struct Gomod {
     config: GomodConfig,
+    stats: Arc<Stats>,
     mirrors: Arc<Mirrors>,
     cache: Option<Cache>,
 }
@@ -67,8 +69,9 @@ impl Gomod {
         cache: Option<Settings>,
         dialer: Arc<Dialer>,
         via: Via,
+        stats: Arc<Stats>,
     ) -> Result<Gomod, GomodError> {
-        let mirrors = Arc::new(mirrors(config, dialer, via)?);
+        let mirrors = Arc::new(mirrors(config, dialer, via, stats.clone())?);
         let cache = match cache {
             None => None,
             Some(settings) => {
@@ -90,6 +93,7 @@ impl Gomod {
         Ok(Gomod {
             mirrors,
             cache,
+            stats,
             config: config.clone(),
         })
     }
@@ -130,6 +134,11 @@ impl Gomod {
             duration_ms = started.elapsed().as_millis() as u64,
             "gomod"
         );
+        let labels = ModuleLabels {
+            cache: answer.cache.map_or("none", How::name),
+            status: answer.response.status().as_u16(),
+        };
+        self.stats.module_requests.get_or_create(&labels).inc();
         answer.response
     }
 
@@ -213,7 +222,12 @@ impl Gomod {
 
 /// The mirror sets and their client. "origin" names the real hosts, which
 /// the admin named too (allowed past `deny_destinations` like any mirror).
-fn mirrors(config: &GomodConfig, dialer: Arc<Dialer>, via: Via) -> Result<Mirrors, GomodError> {
+fn mirrors(
+    config: &GomodConfig,
+    dialer: Arc<Dialer>,
+    via: Via,
+    stats: Arc<Stats>,
+) -> Result<Mirrors, GomodError> {
     let tls = client_config(config.mirror_ca_file.as_deref())?;
     let origin = config
         .mirrors
@@ -237,5 +251,6 @@ fn mirrors(config: &GomodConfig, dialer: Arc<Dialer>, via: Via) -> Result<Mirror
             .first()
             .cloned()
             .unwrap_or_else(|| "proxy.golang.org".into()),
+        stats,
     })
 }
