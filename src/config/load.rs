@@ -122,17 +122,7 @@ fn proxy_section<'i>(
     let header_read_timeout = duration(r, &mut t, "header_read_timeout", Duration::from_secs(10));
     let idle_timeout = duration(r, &mut t, "idle_timeout", Duration::from_secs(300));
     let shutdown_grace = duration(r, &mut t, "shutdown_grace", Duration::from_secs(10));
-    let public_name = r.string(&mut t, "public_name").and_then(|s| {
-        if crate::rules::pac::proxy_name(s.get_ref()).is_some() {
-            Some(s.into_inner())
-        } else {
-            r.error(
-                s.span(),
-                "proxy.public_name must be host:port (a name or IP literal and a port)",
-            );
-            None
-        }
-    });
+    let public_name = public_name(r, &mut t);
     r.finish(t);
     let proxy = ProxyConfig {
         listen,
@@ -150,6 +140,20 @@ fn proxy_section<'i>(
         public_name,
     };
     (proxy, listen_place)
+}
+
+/// `proxy.public_name`: `host:port`, as a PAC file names a proxy.
+fn public_name<'i>(r: &mut Reader<'i>, t: &mut Table<'i>) -> Option<String> {
+    let s = r.string(t, "public_name")?;
+    if crate::rules::pac::proxy_name(s.get_ref()).is_some() {
+        Some(s.into_inner())
+    } else {
+        r.error(
+            s.span(),
+            "proxy.public_name must be host:port (a name or IP literal and a port)",
+        );
+        None
+    }
 }
 
 fn admin_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> AdminConfig {

@@ -67,22 +67,8 @@ impl Mirrors {
                     mirror: base.to_string(),
                 };
             }
-            let miss = format!("{base}: {status}");
-            let found = status == StatusCode::NOT_FOUND || status == StatusCode::GONE;
-            self.stats
-                .mirror_result(base, if found { "not_found" } else { "failed" });
-            if !found {
-                any_failed = true;
-                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                    self.stats.demoted(base);
-                    let asked = response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| retry_after(v, SystemTime::now()));
-                    set.demote(index, &miss, asked);
-                }
-            }
+            let (miss, failed) = self.unanswered(set, index, &response);
+            any_failed |= failed;
             misses.push(miss);
         }
         let reason = misses.join("; ").into();
@@ -91,6 +77,34 @@ impl Mirrors {
         } else {
             Miss::NotFound(reason)
         })
+    }
+}
+
+impl Mirrors {
+    /// A mirror's answer other than 2xx: why (for the reason given to
+    /// clients), and whether it counts as the mirror failing (not a
+    /// 404/410); a 5xx or 429 demotes it, for as long as Retry-After asks.
+    fn unanswered(
+        &self,
+        set: &MirrorSet,
+        index: usize,
+        response: &http::Response<hyper::body::Incoming>,
+    ) -> (String, bool) {
+        let (base, status) = (set.base(index), response.status());
+        let miss = format!("{base}: {status}");
+        let found = status == StatusCode::NOT_FOUND || status == StatusCode::GONE;
+        self.stats
+            .mirror_result(base, if found { "not_found" } else { "failed" });
+        if !found && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
+            self.stats.demoted(base);
+            let asked = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after(v, SystemTime::now()));
+            set.demote(index, &miss, asked);
+        }
+        (miss, !found)
     }
 }
 
