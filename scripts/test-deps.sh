@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 tools="$PWD/target/test-tools"
 
 missing=()
-for pair in curl:curl iptables:iptables nft:nftables ip:iproute2 openssl:openssl node:nodejs npm:npm; do
+for pair in curl:curl iptables:iptables nft:nftables ip:iproute2 openssl:openssl node:nodejs npm:npm chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 # golang.org/x/mod (zip, sumdb) for the checksum database helper in tests/tools/sumdb.

@@ -41,6 +41,17 @@ pub enum Entry {
     TransparentTls,
 }
 
+impl Entry {
+    /// What the listener serves, as logs and the status page name it.
+    pub fn serves(self) -> &'static str {
+        match self {
+            Entry::Explicit => "explicit proxy",
+            Entry::TransparentHttp => "transparent http",
+            Entry::TransparentTls => "transparent https",
+        }
+    }
+}
+
 /// Binds `addr` with a deep accept backlog (bursts of new tunnels).
 /// An IPv6 address takes IPv4 too (mapped) unless `v6_only`, which lets
 /// `[::]:3128` and `0.0.0.0:3128` be bound side by side.

@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use modgate::config::{Config, LoadError, LogFormat};
-use modgate::listener::Entry;
 
 #[derive(Parser)]
 #[command(
@@ -249,12 +248,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = modgate::server::bind_all(&config)?;
     let running = modgate::server::start(&config, listeners)?;
     for (entry, addr) in &running.bound {
-        let serves = match entry {
-            Entry::Explicit => "explicit proxy",
-            Entry::TransparentHttp => "transparent http",
-            Entry::TransparentTls => "transparent https",
-        };
-        tracing::info!(%addr, "modgate listening ({serves})");
+        tracing::info!(%addr, "modgate listening ({})", entry.serves());
     }
     if let Some(addr) = running.admin {
         tracing::info!(%addr, "admin listening: /healthz /readyz /metrics");

@@ -150,7 +150,7 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
         max_header_size: config.proxy.max_header_size,
         per_client: ClientCounts::new(config.proxy.max_connections_per_client),
     };
-    let admin = start_admin(config, &shared, &tasks, &shutdown)?;
+    let admin = start_admin(config, &shared, &bound, (&tasks, &shutdown))?;
     for (entry, listener) in listeners {
         let serve = listener::serve(
             listener,
@@ -180,8 +180,8 @@ pub fn start(config: &Config, listeners: Vec<(Entry, TcpListener)>) -> Result<Ru
 fn start_admin(
     config: &Config,
     shared: &Arc<Shared>,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
+    listeners: &[(Entry, SocketAddr)],
+    (tasks, shutdown): (&TaskTracker, &CancellationToken),
 ) -> Result<Option<SocketAddr>, StartError> {
     let Some(addr) = config.admin.listen else {
         return Ok(None);
@@ -209,9 +209,42 @@ fn start_admin(
         registry,
         token: config.admin.token.clone(),
         readiness: Box::new(readiness),
+        status: status_of(shared.clone(), listeners.to_vec()),
     });
     tasks.spawn(crate::admin::serve(listener, admin, shutdown.clone()));
     Ok(Some(bound))
+}
+
+/// The status page's snapshot, taken when it is asked for.
+fn status_of(
+    shared: Arc<Shared>,
+    listeners: Vec<(Entry, SocketAddr)>,
+) -> Box<dyn Fn() -> crate::admin::status::Status + Send + Sync> {
+    let started = std::time::Instant::now();
+    Box::new(move || {
+        let gomod = shared.policy.intercept.as_ref().map(|i| &i.with.gomod);
+        let stats = &shared.stats;
+        crate::admin::status::Status {
+            uptime: started.elapsed(),
+            listeners: listeners
+                .iter()
+                .map(|(entry, addr)| (entry.serves().to_string(), *addr))
+                .collect(),
+            mirrors: gomod.map(|g| g.mirror_health()).unwrap_or_default(),
+            cache: gomod
+                .and_then(|g| g.cache())
+                .map(|c| (c.totals().entries, c.totals().bytes)),
+            module_hits: stats.module_hits(),
+            requests: stats.requests.get(),
+            tunnels: stats.tunnels.get(),
+            forwarded: stats.forwarded.get(),
+            events: stats
+                .events
+                .lock()
+                .map(|e| e.iter().cloned().collect())
+                .unwrap_or_default(),
+        }
+    })
 }
 
 fn transparent_notes(config: &Config) -> Result<(), StartError> {

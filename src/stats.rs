@@ -28,8 +28,13 @@ pub struct MirrorLabel {
     pub mirror: String,
 }
 
+/// The newest security events kept for the status page.
+const EVENTS_KEPT: usize = 20;
+
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// The newest security events (time, what), newest last.
+    pub events: std::sync::Mutex<std::collections::VecDeque<(std::time::SystemTime, String)>>,
     /// Requests received (CONNECT included).
     pub requests: Counter,
     /// Requests refused by policy (403).
@@ -91,6 +96,32 @@ impl Stats {
             "Times each mirror was demoted",
             self.mirror_demotions.clone(),
         );
+    }
+
+    /// Keeps a security event for the status page (the log has them all).
+    pub fn security_event(&self, what: String) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() == EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back((std::time::SystemTime::now(), what));
+    }
+
+    /// Module requests served 200, and how many of them from the cache.
+    pub fn module_hits(&self) -> (u64, u64) {
+        let count = |cache| {
+            let labels = ModuleLabels { cache, status: 200 };
+            self.module_requests.get_or_create(&labels).get()
+        };
+        let all = ["hit", "miss", "joined", "revalidating", "stale", "none"]
+            .into_iter()
+            .map(count)
+            .sum();
+        let cached = ["hit", "revalidating", "stale"]
+            .into_iter()
+            .map(count)
+            .sum();
+        (all, cached)
     }
 
     /// One fetch from `mirror` ended with `result`.

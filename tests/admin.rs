@@ -201,3 +201,82 @@ async fn module_metrics_follow_the_mirrors_and_the_cache() {
     assert_eq!(moved("modgate_requests_total{}"), 3.0);
     assert_eq!(moved("modgate_verification_failures_total{}"), 0.0);
 }
+
+/// The text of `url` as headless chromium renders it (tags stripped).
+async fn rendered(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .env("HOME", profile.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), out)
+        .await
+        .expect("chromium in time")
+        .expect("chromium runs (scripts/test-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in dom.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The status page, rendered by headless chromium, shows each mirror and
+/// its health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_mirrors() {
+    let tree = tempfile::tempdir().unwrap();
+    build_goproxy_dir(tree.path(), "");
+    let good = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let dead = "http://127.0.0.1:9";
+    let work = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(&format!(
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nca_dir = {:?}\n\
+         [gomod]\nmirrors = [\"{dead}\", \"{}\"]\nsumdb_mirrors = [\"{}\"]\nverify = \"off\"\n",
+        work.path().join("certs"),
+        good.url(),
+        good.url()
+    ))
+    .await;
+    let out = curl(&[
+        "-sf",
+        &format!("{}/example.com/util/@v/v1.2.0.mod", proxy.url()),
+    ])
+    .await;
+    assert!(out.status.success());
+    let admin = proxy.running.admin.unwrap();
+    let text = rendered(&format!("http://{admin}/")).await;
+    assert!(text.contains(&format!("{dead} demoted for")), "{text}");
+    assert!(text.contains(&format!("{} healthy", good.url())), "{text}");
+    assert!(
+        text.contains(&format!("explicit proxy {}", proxy.addr)),
+        "{text}"
+    );
+    assert!(text.contains("module files served 1"), "{text}");
+}

@@ -1,4 +1,5 @@
-//! The admin listener (`admin.listen`): `/healthz` (the process answers),
+//! The admin listener (`admin.listen`): `/` (the status page, [`status`]),
+//! `/healthz` (the process answers),
 //! `/readyz` (listeners bound, CA loaded, at least one module mirror not
 //! demoted) and `/metrics` (Prometheus text format, by `prometheus-client`;
 //! behind `admin.token` when one is set). What each path answers is decided
@@ -18,12 +19,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::{Body, plain_text};
 
+pub mod status;
+
 /// What the admin listener serves from.
 pub struct Admin {
     pub registry: Registry,
     pub token: Option<String>,
     /// `Err(why)` while modgate should not be sent traffic.
     pub readiness: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// What the status page shows now.
+    pub status: Box<dyn Fn() -> status::Status + Send + Sync>,
 }
 
 /// The content type of the Prometheus text format.
@@ -48,7 +53,7 @@ pub fn answer(
                 format!("not ready: {why}\n"),
             ),
         },
-        "/metrics" if !authorized(admin, authorization) => {
+        "/" | "/metrics" if !authorized(admin, authorization) => {
             let mut response = plain_text(StatusCode::UNAUTHORIZED, "admin: bearer token needed\n");
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
@@ -57,9 +62,17 @@ pub fn answer(
             response
         }
         "/metrics" => metrics(&admin.registry),
+        "/" => {
+            let mut page = plain_text(StatusCode::OK, status::render(&(admin.status)()));
+            page.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            page
+        }
         _ => plain_text(
             StatusCode::NOT_FOUND,
-            "admin: /healthz, /readyz, /metrics\n",
+            "admin: /, /healthz, /readyz, /metrics\n",
         ),
     }
 }
@@ -137,6 +150,17 @@ mod tests {
                     Err("no mirror".into())
                 }
             }),
+            status: Box::new(|| status::Status {
+                uptime: std::time::Duration::ZERO,
+                listeners: Vec::new(),
+                mirrors: Vec::new(),
+                cache: None,
+                module_hits: (0, 0),
+                requests: 0,
+                tunnels: 0,
+                forwarded: 0,
+                events: Vec::new(),
+            }),
         }
     }
 
@@ -148,11 +172,13 @@ mod tests {
         assert_eq!(answer(&open, &get, "/readyz", None).status(), 200);
         assert_eq!(answer(&open, &get, "/metrics", None).status(), 200);
         assert_eq!(answer(&open, &get, "/other", None).status(), 404);
+        assert_eq!(answer(&open, &get, "/", None).status(), 200);
         assert_eq!(answer(&open, &Method::POST, "/healthz", None).status(), 405);
         let closed = admin(Some("0123456789abcdef"), false);
         assert_eq!(answer(&closed, &get, "/healthz", None).status(), 200);
         assert_eq!(answer(&closed, &get, "/readyz", None).status(), 503);
         assert_eq!(answer(&closed, &get, "/metrics", None).status(), 401);
+        assert_eq!(answer(&closed, &get, "/", None).status(), 401);
         assert_eq!(
             answer(&closed, &get, "/metrics", Some("Bearer nope")).status(),
             401

@@ -182,6 +182,11 @@ impl Cache {
         &self.inner.settings
     }
 
+    /// Entries and bytes by kind, as the index counts them.
+    pub fn totals(&self) -> index::Totals {
+        self.inner.index.totals()
+    }
+
     /// Sets what checks downloads (once; later calls are ignored).
     pub fn set_checker(&self, checker: Arc<dyn Checker>) {
         let _ = self.inner.checker.set(checker);

@@ -123,6 +123,8 @@ impl Source for Mirrors {
             Upstream::Sumdb { .. } => &self.sumdb,
         };
         self.stats.verification_failures.inc();
+        self.stats
+            .security_event(format!("verification failed: {mirror}: {reason}"));
         if let Some(index) = set.bases().position(|base| base == mirror) {
             self.stats.demoted(mirror);
             set.demote(index, &format!("{mirror}: {reason}"), None);

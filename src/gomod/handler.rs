@@ -103,6 +103,13 @@ impl Gomod {
         self.mirrors.proxy.healthy()
     }
 
+    /// Module mirrors, then checksum database mirrors, with their health.
+    pub fn mirror_health(&self) -> Vec<(String, Option<std::time::Duration>)> {
+        let mut all = self.mirrors.proxy.health();
+        all.extend(self.mirrors.sumdb.health());
+        all
+    }
+
     pub fn cache(&self) -> Option<&Cache> {
         self.cache.as_ref()
     }

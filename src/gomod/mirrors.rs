@@ -48,6 +48,19 @@ impl MirrorSet {
         order.into_iter().map(|(_, i)| i).collect()
     }
 
+    /// Each mirror and, when it is demoted, for how much longer.
+    pub fn health(&self) -> Vec<(String, Option<Duration>)> {
+        let now = Instant::now();
+        self.mirrors
+            .iter()
+            .map(|m| {
+                let until = m.demoted_until.lock().map(|g| *g).unwrap_or(None);
+                let left = until.and_then(|t| t.checked_duration_since(now));
+                (m.base.clone(), left.filter(|d| !d.is_zero()))
+            })
+            .collect()
+    }
+
     /// How many mirrors are not demoted now, of how many.
     pub fn healthy(&self) -> (usize, usize) {
         let now = Instant::now();

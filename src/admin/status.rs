@@ -1,0 +1,146 @@
+//! The status page (`/` on the admin listener): one server-rendered HTML
+//! page, no scripts, no external assets. Pure: [`render`] turns a
+//! [`Status`] snapshot into the page.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// What the page shows, taken when it is asked for.
+pub struct Status {
+    pub uptime: Duration,
+    /// `(what it serves, address)`.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// Each mirror, and for how much longer it is demoted.
+    pub mirrors: Vec<(String, Option<Duration>)>,
+    /// Cache entries and bytes, when the cache is on.
+    pub cache: Option<(u64, u64)>,
+    /// Module requests answered 200, and how many of them from the cache.
+    pub module_hits: (u64, u64),
+    pub requests: u64,
+    pub tunnels: u64,
+    pub forwarded: u64,
+    /// The newest security events, newest last.
+    pub events: Vec<(SystemTime, String)>,
+}
+
+/// Text made safe inside HTML.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn render(status: &Status) -> String {
+    let mut page = String::from(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>modgate status</title><style>body{font:14px sans-serif;margin:2em}\
+         td,th{padding:2px 12px;text-align:left}.down{color:#b00}.up{color:#080}</style>\
+         </head><body>\n<h1>modgate</h1>\n",
+    );
+    let _ = writeln!(
+        page,
+        "<p id=\"uptime\">up {} s</p>",
+        status.uptime.as_secs()
+    );
+    page.push_str("<h2>Listeners</h2><table>\n");
+    for (serves, addr) in &status.listeners {
+        let _ = writeln!(page, "<tr><td>{}</td><td>{addr}</td></tr>", escape(serves));
+    }
+    page.push_str("</table>\n<h2>Mirrors</h2><table id=\"mirrors\">\n");
+    for (mirror, demoted) in &status.mirrors {
+        let health = match demoted {
+            None => "<td class=\"up\">healthy</td>".to_string(),
+            Some(left) => format!(
+                "<td class=\"down\">demoted for {} s more</td>",
+                left.as_secs().max(1)
+            ),
+        };
+        let _ = writeln!(page, "<tr><td>{}</td>{health}</tr>", escape(mirror));
+    }
+    page.push_str("</table>\n<h2>Traffic</h2><table>\n");
+    let (served, cached) = status.module_hits;
+    let ratio = if served == 0 {
+        0.0
+    } else {
+        100.0 * cached as f64 / served as f64
+    };
+    let rows = [
+        ("requests", status.requests.to_string()),
+        ("tunnels established", status.tunnels.to_string()),
+        ("requests forwarded", status.forwarded.to_string()),
+        ("module files served", served.to_string()),
+        ("cache hit ratio", format!("{ratio:.1}%")),
+        (
+            "cache",
+            status.cache.map_or("off".into(), |(entries, bytes)| {
+                format!("{entries} files, {bytes} bytes")
+            }),
+        ),
+        (
+            "reloads",
+            "not supported yet (restart to apply a new config)".into(),
+        ),
+    ];
+    for (what, value) in rows {
+        let _ = writeln!(page, "<tr><th>{what}</th><td>{}</td></tr>", escape(&value));
+    }
+    page.push_str("</table>\n<h2>Security events</h2>\n");
+    if status.events.is_empty() {
+        page.push_str("<p>none</p>\n");
+    } else {
+        page.push_str("<ul id=\"events\">\n");
+        for (when, what) in status.events.iter().rev() {
+            let when = httpdate::fmt_http_date(*when);
+            let _ = writeln!(page, "<li>{when}: {}</li>", escape(what));
+        }
+        page.push_str("</ul>\n");
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_and_events_are_shown_escaped() {
+        let status = Status {
+            uptime: Duration::from_secs(42),
+            listeners: vec![("explicit proxy".into(), "127.0.0.1:3128".parse().unwrap())],
+            mirrors: vec![
+                ("https://good.example".into(), None),
+                (
+                    "https://bad.example/<x>".into(),
+                    Some(Duration::from_secs(29)),
+                ),
+            ],
+            cache: Some((3, 1024)),
+            module_hits: (4, 1),
+            requests: 9,
+            tunnels: 2,
+            forwarded: 1,
+            events: vec![(
+                SystemTime::UNIX_EPOCH,
+                "verification failed: <script>".into(),
+            )],
+        };
+        let page = render(&status);
+        assert!(page.contains("<td>https://good.example</td><td class=\"up\">healthy</td>"));
+        assert!(page.contains(
+            "https://bad.example/&lt;x&gt;</td><td class=\"down\">demoted for 29 s more"
+        ));
+        assert!(page.contains("25.0%") && page.contains("3 files, 1024 bytes"));
+        assert!(page.contains("verification failed: &lt;script&gt;") && !page.contains("<script>"));
+    }
+}
