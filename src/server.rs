@@ -186,12 +186,8 @@ fn start_admin(
     let Some(addr) = config.admin.listen else {
         return Ok(None);
     };
-    let bind = |addr| -> std::io::Result<TcpListener> {
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        TcpListener::from_std(listener)
-    };
-    let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let listener =
+        listener::bind(addr, false).map_err(|source| StartError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -238,11 +234,7 @@ fn status_of(
             requests: stats.requests.get(),
             tunnels: stats.tunnels.get(),
             forwarded: stats.forwarded.get(),
-            events: stats
-                .events
-                .lock()
-                .map(|e| e.iter().cloned().collect())
-                .unwrap_or_default(),
+            events: crate::cache::lock(&stats.events).iter().cloned().collect(),
         }
     })
 }

@@ -100,7 +100,7 @@ impl Stats {
 
     /// Keeps a security event for the status page (the log has them all).
     pub fn security_event(&self, what: String) {
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = crate::cache::lock(&self.events);
         if events.len() == EVENTS_KEPT {
             events.pop_front();
         }

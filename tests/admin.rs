@@ -137,11 +137,17 @@ async fn not_ready_once_every_mirror_is_demoted() {
     );
 }
 
-/// Module requests through the GOPROXY endpoint with a failing mirror
-/// first: the counters per cache outcome, per mirror and result, and of
-/// demotions move exactly as the requests went.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn module_metrics_follow_the_mirrors_and_the_cache() {
+/// A gateway whose first module mirror refuses connections (port 9 on
+/// loopback) and whose second serves the test graph.
+struct DeadFirst {
+    _tree: tempfile::TempDir,
+    _work: tempfile::TempDir,
+    good: Mirror,
+    dead: &'static str,
+    proxy: Proxy,
+}
+
+async fn dead_first() -> DeadFirst {
     let tree = tempfile::tempdir().unwrap();
     build_goproxy_dir(tree.path(), "");
     let good = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
@@ -149,11 +155,34 @@ async fn module_metrics_follow_the_mirrors_and_the_cache() {
     let work = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(&format!(
         "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nca_dir = {:?}\n\
-         [gomod]\nmirrors = [\"{dead}\", \"{}\"]\nverify = \"off\"\nmirror_timeout = \"5s\"\n",
+         [gomod]\nmirrors = [\"{dead}\", \"{}\"]\nsumdb_mirrors = [\"{}\"]\nverify = \"off\"\n\
+         mirror_timeout = \"5s\"\n",
         work.path().join("certs"),
+        good.url(),
         good.url()
     ))
     .await;
+    DeadFirst {
+        _tree: tree,
+        _work: work,
+        good,
+        dead,
+        proxy,
+    }
+}
+
+/// Module requests through the GOPROXY endpoint with a failing mirror
+/// first: the counters per cache outcome, per mirror and result, and of
+/// demotions move exactly as the requests went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_metrics_follow_the_mirrors_and_the_cache() {
+    let DeadFirst {
+        _tree,
+        _work,
+        good,
+        dead,
+        proxy,
+    } = dead_first().await;
     let admin = proxy.running.admin.unwrap();
     let before = scrape(admin, None).await;
     for path in [
@@ -251,19 +280,13 @@ async fn rendered(url: &str) -> String {
 /// its health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_the_mirrors() {
-    let tree = tempfile::tempdir().unwrap();
-    build_goproxy_dir(tree.path(), "");
-    let good = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
-    let dead = "http://127.0.0.1:9";
-    let work = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(&format!(
-        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nca_dir = {:?}\n\
-         [gomod]\nmirrors = [\"{dead}\", \"{}\"]\nsumdb_mirrors = [\"{}\"]\nverify = \"off\"\n",
-        work.path().join("certs"),
-        good.url(),
-        good.url()
-    ))
-    .await;
+    let DeadFirst {
+        _tree,
+        _work,
+        good,
+        dead,
+        proxy,
+    } = dead_first().await;
     let out = curl(&[
         "-sf",
         &format!("{}/example.com/util/@v/v1.2.0.mod", proxy.url()),

@@ -119,6 +119,15 @@ async fn a_tampered_zip_is_refused_and_the_next_mirror_serves() {
         let zip = format!("{}/@v/{}.zip", escape(m.path), m.version);
         assert!(cached(&work, &zip).is_none(), "a tampered {zip} was stored");
     }
+    // The admin sees it too: /metrics counts the refusals.
+    let metrics = format!("http://{}/metrics", gate.admin_addr().await);
+    let exposed = String::from_utf8(common::curl(&["-sf", &metrics]).await.stdout).unwrap();
+    let refused: f64 = exposed
+        .lines()
+        .find_map(|l| l.strip_prefix("modgate_verification_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no verification failures counter:\n{exposed}"));
+    assert!(refused >= 1.0, "{exposed}");
     gate.kill().await;
 
     // The admin adds an honest mirror after it; the same client tries again.

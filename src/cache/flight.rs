@@ -17,7 +17,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::sync::watch;
 
 use super::copy::{Copied, Release, Start, Writing, copy};
-use super::key::Key;
+use super::key::{Key, Kind};
 use super::store::{Meta, unix_secs};
 use super::stream::{Progress, SharedFile};
 use super::{Fetched, Inner, Miss};
@@ -45,8 +45,8 @@ pub enum Refusal {
 /// Makes the check for each attempt of a flight (a retry checks anew).
 pub type MakeCheck = Arc<dyn Fn() -> Check + Send + Sync>;
 
-/// Downloads up to this size are checked whole before any byte goes out;
-/// a larger one streams all but its last `HOLD` bytes meanwhile.
+/// Zips up to this size are checked whole before any byte goes out; a
+/// larger one streams all but its last `HOLD` bytes meanwhile.
 const CHECK_WHOLE: u64 = 1 << 20;
 
 /// What a streamed download keeps from its clients until it is checked:
@@ -198,8 +198,11 @@ async fn fly(
     let head = head_of(&response, &mirror);
     let expected = head.content_length;
     let check = check.map(|make| make());
+    // Only a zip may be too large to hold whole: every other kind (a go.mod,
+    // a lookup) is held until checked, whatever the mirror says of its length.
+    let whole = key.kind != Kind::Zip || expected.is_some_and(|length| length <= CHECK_WHOLE);
     let release = match (&check, expected) {
-        (Some(_), Some(length)) if length <= CHECK_WHOLE => Release::Checked { hold: None },
+        (Some(_), _) if whole => Release::Checked { hold: None },
         (Some(_), _) => Release::Checked { hold: Some(HOLD) },
         (None, Some(length)) => Release::AtLength(length),
         (None, None) => Release::AtEnd,

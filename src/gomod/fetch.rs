@@ -4,7 +4,7 @@
 //! 429) demotes the mirror, for as long as its Retry-After asks when it says.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use http::header::RETRY_AFTER;
@@ -47,8 +47,7 @@ impl Mirrors {
                 Err(err) => {
                     let miss = format!("{base}: {err}");
                     self.stats.mirror_result(base, "failed");
-                    self.stats.demoted(base);
-                    set.demote(index, &miss, None);
+                    self.demote(set, index, &miss, None);
                     misses.push(miss);
                     any_failed = true;
                     continue;
@@ -78,9 +77,12 @@ impl Mirrors {
             Miss::NotFound(reason)
         })
     }
-}
 
-impl Mirrors {
+    /// Demotes mirror `index` of `set` (for `asked`, when it said), and counts it.
+    fn demote(&self, set: &MirrorSet, index: usize, reason: &str, asked: Option<Duration>) {
+        self.stats.demoted(set.base(index));
+        set.demote(index, reason, asked);
+    }
     /// A mirror's answer other than 2xx: why (for the reason given to
     /// clients), and whether it counts as the mirror failing (not a
     /// 404/410); a 5xx or 429 demotes it, for as long as Retry-After asks.
@@ -96,13 +98,12 @@ impl Mirrors {
         self.stats
             .mirror_result(base, if found { "not_found" } else { "failed" });
         if !found && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
-            self.stats.demoted(base);
             let asked = response
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| retry_after(v, SystemTime::now()));
-            set.demote(index, &miss, asked);
+            self.demote(set, index, &miss, asked);
         }
         (miss, !found)
     }
@@ -126,8 +127,7 @@ impl Source for Mirrors {
         self.stats
             .security_event(format!("verification failed: {mirror}: {reason}"));
         if let Some(index) = set.bases().position(|base| base == mirror) {
-            self.stats.demoted(mirror);
-            set.demote(index, &format!("{mirror}: {reason}"), None);
+            self.demote(set, index, &format!("{mirror}: {reason}"), None);
         }
     }
 }

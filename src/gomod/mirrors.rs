@@ -63,18 +63,9 @@ impl MirrorSet {
 
     /// How many mirrors are not demoted now, of how many.
     pub fn healthy(&self) -> (usize, usize) {
-        let now = Instant::now();
-        let up = self
-            .mirrors
-            .iter()
-            .filter(|m| {
-                m.demoted_until
-                    .lock()
-                    .map(|g| g.is_none_or(|t| t <= now))
-                    .unwrap_or(true)
-            })
-            .count();
-        (up, self.mirrors.len())
+        let all = self.health();
+        let up = all.iter().filter(|(_, demoted)| demoted.is_none()).count();
+        (up, all.len())
     }
 
     pub fn base(&self, index: usize) -> &str {

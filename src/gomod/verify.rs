@@ -13,7 +13,7 @@ use super::dirhash::check_file;
 use super::path::{case_decode, case_encode};
 use crate::cache::flight::{Check, MakeCheck, Refusal};
 use crate::cache::key::{Key, Kind, Upstream, sumdb_key};
-use crate::cache::{Cache, Checker};
+use crate::cache::{Cache, Checker, lock};
 use crate::rules::Private;
 use crate::sumdb::head::{Head, Key as DbKey};
 use crate::sumdb::proof::{self, Proof, Tiles};
@@ -417,12 +417,6 @@ fn write_atomically(file: &Path, data: &[u8]) -> std::io::Result<()> {
     out.write_all(data)?;
     out.sync_all()?;
     std::fs::rename(&temp, file)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
