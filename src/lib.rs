@@ -4,6 +4,7 @@
 //! A request flows: [`listener`] → [`proxy`] (CONNECT | absolute-form) →
 //! [`rules::decide`] → tunnel | forward, dialled by [`upstream`].
 
+pub mod access;
 pub mod admin;
 pub mod cache;
 pub mod config;

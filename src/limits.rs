@@ -18,6 +18,8 @@ pub type Slot = Arc<SlotGuards>;
 pub struct SlotGuards {
     pub global: OwnedSemaphorePermit,
     pub per_client: ClientSlot,
+    /// Counts the connection as open (`modgate_connections_open`).
+    pub open: crate::stats::Held,
 }
 
 /// How many connections each client address holds, bounded by
@@ -42,6 +44,11 @@ impl ClientCounts {
             max,
             held: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The most connections one client address may hold.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// A slot for one more connection from `ip`, unless it holds the maximum.

@@ -9,23 +9,28 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::{ClientCounts, SlotGuards};
 use crate::proxy::{self, Body, Shared, transparent};
 use crate::rules::canonical_addr;
+use crate::stats::Held;
 
 /// Limits applied to every client connection.
 #[derive(Clone)]
 pub struct ConnLimits {
     pub max_header_size: usize,
+    /// `proxy.max_connections`: a permit is taken before each accept.
+    pub permits: Arc<Semaphore>,
+    pub max_connections: usize,
     /// Connections each client address holds now.
     pub per_client: Arc<ClientCounts>,
 }
@@ -68,52 +73,34 @@ pub fn bind(addr: SocketAddr, v6_only: bool) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// Accepts until `shutdown` fires; each connection is served on a tracked task.
+/// Accepts until `stop` fires (shutdown, or a reload that drops this
+/// listener); each connection is served on a tracked task with the config
+/// current when it was accepted.
 pub async fn serve(
     listener: TcpListener,
     entry: Entry,
-    shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
-    limits: ConnLimits,
-    shutdown: CancellationToken,
+    current: Arc<ArcSwap<Shared>>,
+    stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
+        let permits = current.load().limits.permits.clone();
         let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
+            permit = permits.acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let peer = canonical_addr(peer);
                 backoff = Duration::from_millis(5);
-                let Some(per_client) = limits.per_client.admit(peer.ip()) else {
-                    // Closed at once: the permit goes back with it.
-                    shared.stats.denied.inc();
-                    tracing::debug!(client = %peer, "refused: proxy.max_connections_per_client reached");
-                    continue;
-                };
-                let slot = Arc::new(SlotGuards {
-                    global: permit,
-                    per_client,
-                });
-                let conn = connection(
-                    stream,
-                    peer,
-                    entry,
-                    shared.clone(),
-                    slot,
-                    limits.clone(),
-                    shutdown.clone(),
-                );
-                shared.tasks.spawn(conn);
+                let shared = current.load_full();
+                admit(stream, canonical_addr(peer), entry, shared, permit);
             }
             Err(err) => {
                 // Out of descriptors or similar: wait instead of spinning.
@@ -125,17 +112,40 @@ pub async fn serve(
     }
 }
 
+/// Takes the client's share of the limits and serves the connection on a
+/// tracked task; closes it at once when the client holds its maximum.
+fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    entry: Entry,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) {
+    let Some(per_client) = shared.limits.per_client.admit(peer.ip()) else {
+        // Closed at once: the permit goes back with it.
+        shared.stats.denied.inc();
+        tracing::debug!(client = %peer, "refused: proxy.max_connections_per_client reached");
+        return;
+    };
+    let slot = Arc::new(SlotGuards {
+        global: permit,
+        per_client,
+        open: Held::new(&shared.stats.connections),
+    });
+    let tasks = shared.tasks.clone();
+    tasks.spawn(connection(stream, peer, entry, shared, slot));
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     entry: Entry,
     shared: Arc<Shared>,
     slot: proxy::Slot,
-    limits: ConnLimits,
-    shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let head_limits = (limits.max_header_size, shared.timeouts.header_read);
+    let head_limits = (shared.limits.max_header_size, shared.timeouts.header_read);
+    let shutdown = shared.shutdown.clone();
     // The slot lives as long as the connection or a tunnel made from it.
     if entry == Entry::Explicit {
         let service = service_fn(move |req| proxy::handle(shared.clone(), peer, slot.clone(), req));

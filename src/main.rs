@@ -3,13 +3,15 @@
 
 mod cli;
 
+use cli::{logging, pid, reload};
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use modgate::config::{Config, LoadError, LogFormat};
+use modgate::config::{Config, LoadError};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +37,12 @@ enum Command {
         /// The admin listener's address, replacing admin.listen.
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+    },
+    /// Ask the running modgate (proxy.pid_file) to reload its config: the
+    /// same as SIGHUP.
+    Reload {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Validate the config; print every error with file:line.
     Check {
@@ -119,7 +127,12 @@ fn main() -> ExitCode {
             config,
             listen,
             admin_listen,
-        } => run(config, listen, admin_listen),
+        } => run(Source {
+            path: config,
+            listen,
+            admin_listen,
+        }),
+        Command::Reload { config } => reload_command(config),
         Command::Check { config } => return check(config),
         Command::Ca { command } => ca(command),
         Command::Cache { command } => return cache_command(command),
@@ -210,25 +223,44 @@ fn cache_command(command: CacheCommand) -> ExitCode {
     })
 }
 
+fn reload_command(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(path.as_deref())?;
+    let pid = pid::signal_reload(config.proxy.pid_file.as_deref())?;
+    println!("asked modgate (pid {pid}) to reload; its log says how it went");
+    Ok(())
+}
+
 fn explain(path: Option<PathBuf>, target: &str, client: IpAddr) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
     print!("{}", modgate::explain::explain(&config, target, client)?);
     Ok(())
 }
 
-fn run(
+/// Where `run`'s config comes from: read again, the same way, on reload.
+struct Source {
     path: Option<PathBuf>,
+    /// `--listen`, replacing proxy.listen.
     listen: Vec<SocketAddr>,
+    /// `--admin-listen`, replacing admin.listen.
     admin_listen: Option<SocketAddr>,
-) -> anyhow::Result<()> {
-    let mut config = Config::load(path.as_deref())?;
-    if !listen.is_empty() {
-        config.proxy.listen = listen;
+}
+
+impl Source {
+    fn load(&self) -> Result<Config, LoadError> {
+        let mut config = Config::load(self.path.as_deref())?;
+        if !self.listen.is_empty() {
+            config.proxy.listen.clone_from(&self.listen);
+        }
+        if self.admin_listen.is_some() {
+            config.admin.listen = self.admin_listen;
+        }
+        Ok(config)
     }
-    if admin_listen.is_some() {
-        config.admin.listen = admin_listen;
-    }
-    init_logging(config.log.format);
+}
+
+fn run(source: Source) -> anyhow::Result<()> {
+    let config = source.load()?;
+    let logging = logging::init(&config.log)?;
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -237,55 +269,55 @@ fn run(
         .thread_keep_alive(std::time::Duration::from_secs(600))
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    let served = runtime.block_on(serve(config, &source, &logging));
+    drop(logging);
+    served
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, source: &Source, logging: &logging::Logging) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    // Watch SIGTERM before saying we listen: a supervisor may stop us at once.
+    // Watch the signals before saying we listen: a supervisor may send one at once.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let listeners = modgate::server::bind_all(&config)?;
     let running = modgate::server::start(&config, listeners)?;
     for (entry, addr) in &running.bound {
         tracing::info!(%addr, "modgate listening ({})", entry.serves());
     }
     if let Some(addr) = running.admin {
-        tracing::info!(%addr, "admin listening: /healthz /readyz /metrics");
+        tracing::info!(%addr, "admin listening: / /healthz /readyz /metrics");
     }
-    let grace = config.proxy.shutdown_grace;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let pid_file = pid::PidFile::write(config.proxy.pid_file.as_deref())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                logging.reopen();
+                reload::reload(&running, source);
+            }
+        }
     }
+    let grace = running.shutdown_grace();
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: no new connections, draining (a second SIGTERM or SIGINT exits at once)"
     );
     tokio::select! {
-        () = running.shutdown() => Ok(()),
-        _ = term.recv() => exit_now(),
-        _ = int.recv() => exit_now(),
+        () = running.shutdown() => {}
+        _ = term.recv() => exit_now(logging),
+        _ = int.recv() => exit_now(logging),
     }
+    drop(pid_file);
+    Ok(())
 }
 
 /// A second stop signal while draining: cut everything, exit 1.
-fn exit_now() -> ! {
+fn exit_now(logging: &logging::Logging) -> ! {
     tracing::warn!("second stop signal: exiting now, cutting what is still running");
+    logging.flush();
     std::process::exit(1)
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Tunnels need descriptors: lift the soft limit to the hard one.

@@ -5,7 +5,65 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::access::{Kind, Record};
+
+/// What the access log records a line for, by outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandledLabels {
+    /// `request`, `module` or `tunnel`.
+    pub kind: &'static str,
+    pub decision: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `from_client` or `to_client`.
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok`, `invalid` (kept the old config) or `failed` (could not start it).
+    pub result: &'static str,
+}
+
+/// Durations of requests and tunnels, by kind: 1 ms to about 4.6 hours.
+#[derive(Debug)]
+pub struct Durations(pub Family<KindLabel, Histogram, fn() -> Histogram>);
+
+impl Default for Durations {
+    fn default() -> Self {
+        Durations(Family::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 4.0, 12))
+        }))
+    }
+}
+
+/// Holds a gauge one higher while it lives.
+pub struct Held(Gauge);
+
+impl Held {
+    pub fn new(gauge: &Gauge) -> Held {
+        gauge.inc();
+        Held(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// A module request's outcome: how the cache served it, and the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +111,33 @@ pub struct Stats {
     pub mirror_demotions: Family<MirrorLabel, Counter>,
     /// Downloads whose bytes failed their checksum check (security events).
     pub verification_failures: Counter,
+    /// Access log lines by kind, decision and status.
+    pub handled: Family<HandledLabels, Counter>,
+    /// Bytes to and from clients (request and tunnel payload).
+    pub bytes: Family<DirectionLabel, Counter>,
+    /// How long requests and tunnels took.
+    pub durations: Durations,
+    /// Client connections open now (tunnels included).
+    pub connections: Gauge,
+    /// `proxy.max_connections` of the config in use.
+    pub connections_max: Gauge,
+    /// Tunnels open now (byte tunnels and intercepted connections).
+    pub tunnels_open: Gauge,
+    /// Module file bytes served from the cache (hits, stale copies).
+    pub cache_bytes_served: Counter,
+    /// Module file bytes no mirror had to send again (from the cache, or
+    /// joined to another client's download).
+    pub cache_bytes_saved: Counter,
+    /// Cache entries removed to stay under `cache.max_size`.
+    pub cache_evictions: Counter,
+    /// Leaf certificates minted for intercepted hosts.
+    pub leaves_minted: Counter,
+    /// Config reloads by result.
+    pub reloads: Family<ResultLabel, Counter>,
+    /// Unix time of the CA certificate's expiry (0: no CA loaded).
+    pub ca_expiry: Gauge,
+    /// The last reload: when, and its result.
+    pub last_reload: std::sync::Mutex<Option<(std::time::SystemTime, String)>>,
 }
 
 impl Stats {
@@ -76,11 +161,57 @@ impl Stats {
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
-        registry.register(
-            "verification_failures",
-            "Downloads whose bytes failed their checksum check",
-            self.verification_failures.clone(),
-        );
+        let more = [
+            (
+                "verification_failures",
+                "Downloads whose bytes failed their checksum check",
+                &self.verification_failures,
+            ),
+            (
+                "cache_bytes_served",
+                "Module file bytes served from the cache",
+                &self.cache_bytes_served,
+            ),
+            (
+                "cache_bytes_saved",
+                "Module file bytes no mirror had to send again (cache or joined download)",
+                &self.cache_bytes_saved,
+            ),
+            (
+                "cache_evictions",
+                "Cache entries removed to stay under cache.max_size",
+                &self.cache_evictions,
+            ),
+            (
+                "leaf_certificates_minted",
+                "Leaf certificates minted for intercepted hosts",
+                &self.leaves_minted,
+            ),
+        ];
+        for (name, help, counter) in more {
+            registry.register(name, help, counter.clone());
+        }
+        let gauges = [
+            (
+                "connections_open",
+                "Client connections open now, tunnels included",
+                &self.connections,
+            ),
+            (
+                "connections_max",
+                "proxy.max_connections of the config in use",
+                &self.connections_max,
+            ),
+            ("tunnels_open", "Tunnels open now", &self.tunnels_open),
+            (
+                "ca_expiry_timestamp_seconds",
+                "When the local CA certificate expires (Unix time)",
+                &self.ca_expiry,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
         registry.register(
             "module_requests",
             "Module requests by cache outcome and status",
@@ -96,6 +227,64 @@ impl Stats {
             "Times each mirror was demoted",
             self.mirror_demotions.clone(),
         );
+        registry.register(
+            "handled",
+            "Requests, module requests and tunnels by decision and status",
+            self.handled.clone(),
+        );
+        registry.register(
+            "client_bytes",
+            "Bytes from and to clients",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "duration_seconds",
+            "How long requests and tunnels took",
+            self.durations.0.clone(),
+        );
+        registry.register("reloads", "Config reloads by result", self.reloads.clone());
+    }
+
+    /// Counts what an access log line records.
+    pub fn served(&self, r: &Record<'_>) {
+        let labels = HandledLabels {
+            kind: r.kind.name(),
+            decision: r.decision.to_string(),
+            status: r.status,
+        };
+        self.handled.get_or_create(&labels).inc();
+        let direction = |direction| DirectionLabel { direction };
+        self.bytes
+            .get_or_create(&direction("from_client"))
+            .inc_by(r.bytes_up);
+        self.bytes
+            .get_or_create(&direction("to_client"))
+            .inc_by(r.bytes_down);
+        let kind = KindLabel {
+            kind: r.kind.name(),
+        };
+        self.durations
+            .0
+            .get_or_create(&kind)
+            .observe(r.duration.as_secs_f64());
+        if r.kind == Kind::Module {
+            match r.cache {
+                Some("hit" | "revalidating" | "stale") => {
+                    self.cache_bytes_served.inc_by(r.bytes_down);
+                    self.cache_bytes_saved.inc_by(r.bytes_down);
+                }
+                Some("joined") => {
+                    self.cache_bytes_saved.inc_by(r.bytes_down);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A reload ended with `result`; `what` says so on the status page.
+    pub fn reloaded(&self, result: &'static str, what: String) {
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        *crate::cache::lock(&self.last_reload) = Some((std::time::SystemTime::now(), what));
     }
 
     /// Keeps a security event for the status page (the log has them all).

@@ -105,12 +105,17 @@ fn explain(config: &Path, client: &str, target: &str) -> (String, String, Option
 /// The decision, rule and plan the running modgate logged for one request.
 fn logged(lines: &[serde_json::Value]) -> (String, String, Option<String>) {
     let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
-    let decided = lines
-        .iter()
-        .find(|l| l["fields"]["decision"].is_string())
+    let access = |kind: &str| {
+        lines
+            .iter()
+            .find(move |l| l["target"] == "access" && l["fields"]["message"] == kind)
+    };
+    let decided = access("tunnel")
+        .or_else(|| access("request"))
         .unwrap_or_else(|| panic!("no decision logged in {lines:#?}"));
     let fields = &decided["fields"];
-    let plan = lines.iter().find_map(|l| text(&l["fields"]["plan"]));
+    // A module request's access line names the module plan as its rule.
+    let plan = access("module").and_then(|l| text(&l["fields"]["rule"]));
     (
         text(&fields["decision"]).unwrap(),
         text(&fields["rule"]).unwrap(),
@@ -175,8 +180,9 @@ async fn explain_and_run_decide_alike() {
         through(&proxy, &ca, client, target).await;
         let wanted = |log: &str| {
             let new: Vec<&str> = log.lines().skip(seen_before).collect();
-            new.iter().any(|l| l.contains("\"decision\""))
-                && (expected.2.is_none() || new.iter().any(|l| l.contains("\"plan\"")))
+            new.iter().any(|l| {
+                l.contains("\"message\":\"tunnel\"") || l.contains("\"message\":\"request\"")
+            }) && (expected.2.is_none() || new.iter().any(|l| l.contains("\"message\":\"module\"")))
         };
         let log = modgate.log_when(wanted).await;
         let lines: Vec<serde_json::Value> = log

@@ -249,7 +249,11 @@ async fn go_builds_through_the_gateway_with_no_proxy_settings() {
         let lookup = format!("/lookup/{}@{}", escape(m.path), m.version);
         assert!(g.sumdb.requests().contains(&lookup), "no {lookup}");
     }
-    assert!(g.modgate.log().contains("gomod"), "{}", g.modgate.log());
+    assert!(
+        g.modgate.log().contains("access: module "),
+        "{}",
+        g.modgate.log()
+    );
 }
 
 /// Acceptance 2: another name is tunnelled untouched (the client sees the
@@ -292,18 +296,18 @@ async fn other_tls_is_tunnelled_and_http_is_forwarded_by_host() {
     assert_eq!(g.origin6.hits(), 1);
 
     let tunnelled = |log: &str| {
-        ["origin.test:443", &format!("original=[{ORIGIN6}]:443")]
+        ["origin.test:443", &format!("original=\"[{ORIGIN6}]:443\"")]
             .iter()
             .all(|t| {
                 log.lines()
-                    .any(|l| l.contains("entry=\"transparent_tls\"") && l.contains(t))
+                    .any(|l| l.contains("method=\"TLS\"") && l.contains(t))
             })
     };
     let log = g.modgate.log_when(tunnelled).await;
     assert!(tunnelled(&log), "{log}");
     assert!(
         log.lines()
-            .any(|l| l.contains("forward") && l.contains("http://origin.test/headers")),
+            .any(|l| l.contains("access: request") && l.contains("http://origin.test/headers")),
         "{log}"
     );
 }
@@ -419,7 +423,7 @@ async fn single_host_rules_never_loop() {
         );
         // One client connection, one connection reaching the origin: no loop.
         assert_eq!(tls_origin.accepted.load(Ordering::SeqCst), n + 1);
-        let count = |log: &str| log.matches("entry=\"transparent_tls\"").count();
+        let count = |log: &str| log.matches("method=\"TLS\"").count();
         let log = modgate.log_when(|log| count(log) > n).await;
         assert_eq!(count(&log), n + 1, "{log}");
 
@@ -470,16 +474,19 @@ async fn redirected_traffic_takes_the_parent_by_name() {
 
     let seen = |log: &str| {
         log.lines()
-            .any(|l| l.contains("entry=\"connect\"") && l.contains("origin.test:443"))
+            .any(|l| l.contains("method=\"CONNECT\"") && l.contains("origin.test:443"))
             && log
                 .lines()
-                .any(|l| l.contains("forward") && l.contains("http://origin.test/headers"))
+                .any(|l| l.contains("access: request") && l.contains("http://origin.test/headers"))
     };
     let log = parent.log_when(seen).await;
     assert!(seen(&log), "{log}");
-    let log = g.modgate.log_when(|l| l.contains("decision=parent")).await;
+    let log = g
+        .modgate
+        .log_when(|l| l.contains("decision=\"parent\""))
+        .await;
     assert!(
-        log.contains("entry=\"transparent_tls\"") && log.contains("decision=parent"),
+        log.contains("method=\"TLS\"") && log.contains("decision=\"parent\""),
         "{log}"
     );
 }

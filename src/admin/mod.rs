@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -21,14 +22,18 @@ use crate::message::{Body, plain_text};
 
 pub mod status;
 
-/// What the admin listener serves from.
+/// `Err(why)` while modgate should not be sent traffic.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// What the status page shows now.
+pub type Snapshot = Arc<dyn Fn() -> status::Status + Send + Sync>;
+
+/// What the admin listener serves from (one per config: the token may change).
 pub struct Admin {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub token: Option<String>,
-    /// `Err(why)` while modgate should not be sent traffic.
-    pub readiness: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
-    /// What the status page shows now.
-    pub status: Box<dyn Fn() -> status::Status + Send + Sync>,
+    pub readiness: Readiness,
+    pub status: Snapshot,
 }
 
 /// The content type of the Prometheus text format.
@@ -101,11 +106,11 @@ fn metrics(registry: &Registry) -> Response<Body> {
     response
 }
 
-/// Serves the admin listener until `shutdown`.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+/// Serves the admin listener until `stop`, with the [`Admin`] current at each request.
+pub async fn serve(listener: TcpListener, admin: Arc<ArcSwap<Admin>>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let Ok((stream, _)) = accepted else {
@@ -119,7 +124,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
                     .headers()
                     .get(http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                let response = answer(&admin, req.method(), req.uri().path(), authorization);
+                let response = answer(&admin.load(), req.method(), req.uri().path(), authorization);
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = http1::Builder::new()
@@ -141,16 +146,16 @@ mod tests {
         counter.inc();
         registry.register("requests", "Requests", counter);
         Admin {
-            registry,
+            registry: Arc::new(registry),
             token: token.map(str::to_string),
-            readiness: Box::new(move || {
+            readiness: Arc::new(move || {
                 if ready {
                     Ok(())
                 } else {
                     Err("no mirror".into())
                 }
             }),
-            status: Box::new(|| status::Status {
+            status: Arc::new(|| status::Status {
                 uptime: std::time::Duration::ZERO,
                 listeners: Vec::new(),
                 mirrors: Vec::new(),
@@ -158,7 +163,9 @@ mod tests {
                 module_hits: (0, 0),
                 requests: 0,
                 tunnels: 0,
+                tunnels_open: 0,
                 forwarded: 0,
+                last_reload: None,
                 events: Vec::new(),
             }),
         }

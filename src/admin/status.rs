@@ -19,7 +19,11 @@ pub struct Status {
     pub module_hits: (u64, u64),
     pub requests: u64,
     pub tunnels: u64,
+    /// Tunnels open now.
+    pub tunnels_open: i64,
     pub forwarded: u64,
+    /// The last reload: when, and what came of it.
+    pub last_reload: Option<(SystemTime, String)>,
     /// The newest security events, newest last.
     pub events: Vec<(SystemTime, String)>,
 }
@@ -77,6 +81,7 @@ pub fn render(status: &Status) -> String {
     let rows = [
         ("requests", status.requests.to_string()),
         ("tunnels established", status.tunnels.to_string()),
+        ("tunnels open", status.tunnels_open.to_string()),
         ("requests forwarded", status.forwarded.to_string()),
         ("module files served", served.to_string()),
         ("cache hit ratio", format!("{ratio:.1}%")),
@@ -87,8 +92,13 @@ pub fn render(status: &Status) -> String {
             }),
         ),
         (
-            "reloads",
-            "not supported yet (restart to apply a new config)".into(),
+            "last reload",
+            status
+                .last_reload
+                .as_ref()
+                .map_or("none since start".into(), |(when, what)| {
+                    format!("{}: {what}", httpdate::fmt_http_date(*when))
+                }),
         ),
     ];
     for (what, value) in rows {
@@ -129,7 +139,9 @@ mod tests {
             module_hits: (4, 1),
             requests: 9,
             tunnels: 2,
+            tunnels_open: 1,
             forwarded: 1,
+            last_reload: Some((SystemTime::UNIX_EPOCH, "config reloaded".into())),
             events: vec![(
                 SystemTime::UNIX_EPOCH,
                 "verification failed: <script>".into(),
@@ -141,6 +153,7 @@ mod tests {
             "https://bad.example/&lt;x&gt;</td><td class=\"down\">demoted for 29 s more"
         ));
         assert!(page.contains("25.0%") && page.contains("3 files, 1024 bytes"));
+        assert!(page.contains("1970 00:00:00 GMT: config reloaded"));
         assert!(page.contains("verification failed: &lt;script&gt;") && !page.contains("<script>"));
     }
 }

@@ -126,7 +126,7 @@ pub fn launch(inner: Arc<Inner>, key: Key, check: Option<MakeCheck>) -> Arc<Flig
                     temp: left,
                 } => {
                     temp = left;
-                    inner.source.failed(&key.upstream, &mirror, &reason);
+                    inner.source().failed(&key.upstream, &mirror, &reason);
                     if attempt == ATTEMPTS {
                         fail(&report, reason);
                     } else {
@@ -185,7 +185,7 @@ async fn fly(
     report: &Report,
     (temp, check): (Option<PathBuf>, Option<MakeCheck>),
 ) -> Flown {
-    let (response, mirror) = match inner.source.fetch(&key.upstream, &key.suffix).await {
+    let (response, mirror) = match inner.source().fetch(&key.upstream, &key.suffix).await {
         Fetched::Found { response, mirror } => (response, mirror),
         Fetched::Missed(miss) => {
             if let Miss::NotFound(reason) = &miss {
@@ -303,7 +303,7 @@ async fn land(landing: Landing<'_>, copied: Copied, check: Option<Check>) -> Flo
                     temp: downloaded.temp(),
                 };
             }
-            inner.source.failed(&key.upstream, &mirror, &reason);
+            inner.source().failed(&key.upstream, &mirror, &reason);
             fail(report, reason);
             Flown::Done(downloaded.temp())
         }

@@ -20,7 +20,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin as StdPin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
@@ -33,11 +35,12 @@ use flight::{Downloaded, Flight, MakeCheck, Takeoff};
 use fresh::{Use, judge};
 use index::Index;
 use key::{Key, Kind, Upstream};
+use prometheus_client::metrics::counter::Counter;
 use store::{Found, Meta, Store};
 use stream::Progress;
 
 /// `[cache]`, as the cache uses it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub dir: PathBuf,
     pub max_size: u64,
@@ -135,12 +138,19 @@ pub struct Cache {
 pub struct Inner {
     store: Arc<Store>,
     index: Arc<Index>,
-    source: Arc<dyn Source>,
+    /// Where files come from and what checks them: swapped on reload.
+    wiring: ArcSwap<Wiring>,
     settings: Settings,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
-    checker: OnceLock<Arc<dyn Checker>>,
     hasher: hasher::Hasher,
     not_found: Mutex<HashMap<String, (Instant, Arc<str>)>>,
+    evictions: Counter,
+}
+
+/// The mirrors and the checker a cache uses now.
+struct Wiring {
+    source: Arc<dyn Source>,
+    checker: Option<Arc<dyn Checker>>,
 }
 
 /// Remembered 404s beyond this many are dropped (oldest TTLs first are not tracked).
@@ -149,17 +159,25 @@ const MAX_NOT_FOUND: usize = 100_000;
 impl Cache {
     /// Opens the cache directory and starts the start-up scan (leftovers
     /// removed, sizes counted) in the background.
-    pub fn open(settings: Settings, source: Arc<dyn Source>) -> std::io::Result<Cache> {
+    /// `evictions` counts the entries eviction removes.
+    pub fn open(
+        settings: Settings,
+        source: Arc<dyn Source>,
+        evictions: Counter,
+    ) -> std::io::Result<Cache> {
         let store = Arc::new(Store::open(&settings.dir)?);
         let inner = Arc::new(Inner {
             hasher: hasher::Hasher::start(store.clone())?,
             store,
             index: Arc::new(Index::new(settings.max_size)),
-            source,
+            wiring: ArcSwap::from_pointee(Wiring {
+                source,
+                checker: None,
+            }),
             settings,
             flights: Mutex::new(HashMap::new()),
-            checker: OnceLock::new(),
             not_found: Mutex::new(HashMap::new()),
+            evictions,
         });
         let scanning = inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -187,14 +205,18 @@ impl Cache {
         self.inner.index.totals()
     }
 
-    /// Sets what checks downloads (once; later calls are ignored).
-    pub fn set_checker(&self, checker: Arc<dyn Checker>) {
-        let _ = self.inner.checker.set(checker);
+    /// Sets where new downloads come from and what checks them (at start,
+    /// and on reload: downloads in flight finish as they began).
+    pub fn rewire(&self, source: Arc<dyn Source>, checker: Option<Arc<dyn Checker>>) {
+        self.inner
+            .wiring
+            .store(Arc::new(Wiring { source, checker }));
     }
 
     /// The check `key`'s download must pass, by the checker.
     fn check_for(&self, key: &Key) -> Option<MakeCheck> {
-        self.inner.checker.get()?.check_for(self, key)
+        let checker = self.inner.wiring.load().checker.clone()?;
+        checker.check_for(self, key)
     }
 
     /// Serves `key` from the cache, a download in flight, or the mirrors.
@@ -320,6 +342,11 @@ impl Cache {
 }
 
 impl Inner {
+    /// Where new downloads come from now.
+    fn source(&self) -> Arc<dyn Source> {
+        self.wiring.load().source.clone()
+    }
+
     fn flight(&self, file: &str) -> Option<Arc<Flight>> {
         lock(&self.flights).get(file).cloned()
     }
@@ -489,7 +516,10 @@ impl Inner {
     fn evict_blocking(&self) {
         for file in self.index.evict() {
             match self.store.remove(&file) {
-                Ok(()) => tracing::info!(%file, "cache: evicted (least recently used)"),
+                Ok(()) => {
+                    self.evictions.inc();
+                    tracing::info!(%file, "cache: evicted (least recently used)");
+                }
                 Err(e) => tracing::warn!(%file, error = %e, "cache: cannot evict"),
             }
         }

@@ -123,6 +123,7 @@ fn proxy_section<'i>(
     let idle_timeout = duration(r, &mut t, "idle_timeout", Duration::from_secs(300));
     let shutdown_grace = duration(r, &mut t, "shutdown_grace", Duration::from_secs(10));
     let public_name = public_name(r, &mut t);
+    let pid_file = absolute_path(r, &mut t, "proxy.pid_file");
     r.finish(t);
     let proxy = ProxyConfig {
         listen,
@@ -138,6 +139,7 @@ fn proxy_section<'i>(
         idle_timeout,
         shutdown_grace,
         public_name,
+        pid_file,
     };
     (proxy, listen_place)
 }
@@ -399,18 +401,8 @@ fn cache_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, verifying: bool) 
         );
     }
     let dir_place = t.place_of("dir");
-    let dir = match r.string(&mut t, "dir") {
-        Some(s) if !PathBuf::from(s.get_ref()).is_absolute() => {
-            r.error(
-                s.span(),
-                format!(
-                    "cache.dir {:?} must be an absolute path (a relative one would change with the working directory)",
-                    s.get_ref()
-                ),
-            );
-            PathBuf::new()
-        }
-        Some(s) => PathBuf::from(s.into_inner()),
+    let dir = match absolute_path(r, &mut t, "cache.dir") {
+        Some(dir) => dir,
         None => CacheConfig::default_dir().unwrap_or_else(|| {
             if enabled {
                 r.error(
@@ -459,8 +451,27 @@ fn log_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> LogConfig {
             }
         },
     };
+    let access_log = absolute_path(r, &mut t, "log.access_log");
     r.finish(t);
-    LogConfig { format }
+    LogConfig { format, access_log }
+}
+
+/// An absolute path at `name` (`section.key`); a relative one is an error
+/// (it would change with the working directory). Errors give an empty path.
+fn absolute_path<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, name: &str) -> Option<PathBuf> {
+    let key = name.rsplit('.').next().unwrap_or(name);
+    let s = r.string(t, key)?;
+    if PathBuf::from(s.get_ref()).is_absolute() {
+        return Some(PathBuf::from(s.into_inner()));
+    }
+    r.error(
+        s.span(),
+        format!(
+            "{name} {:?} must be an absolute path (a relative one would change with the working directory)",
+            s.get_ref()
+        ),
+    );
+    Some(PathBuf::new())
 }
 
 /// Compiles a NO_PROXY-syntax string key.

@@ -142,6 +142,8 @@ pub struct ProxyConfig {
     /// `host:port` the PAC file names as the proxy; `None`: the PAC
     /// request's own Host.
     pub public_name: Option<String>,
+    /// Where `run` writes its process id, for `modgate reload`.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `[transparent]`: listeners that REDIRECT rules send clients to.
@@ -185,9 +187,11 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
     pub format: LogFormat,
+    /// Where access lines go instead of stderr (reopened on SIGHUP).
+    pub access_log: Option<PathBuf>,
 }
 
 /// One problem in a config file, with its place.

@@ -14,14 +14,16 @@ use super::fetch::Mirrors;
 use super::mirrors::MirrorSet;
 use super::path::{Plan, Route, plan};
 use super::verify::{Verifier, VerifyError};
+use crate::access::{self, User};
 use crate::cache::key::{Key, Upstream, proxy_key, sumdb_key};
 use crate::cache::{Cache, Fetched, How, Miss, Outcome, Settings};
 use crate::config::{GomodConfig, OnMirrorFailure};
-use crate::message::{Body, plain_text};
+use crate::message::{Body, Metered, plain_text};
 use crate::rules::Via;
 use crate::stats::{ModuleLabels, Stats};
 use crate::tls::roots::{RootsError, client_config};
 use crate::upstream::{Dialer, MirrorClient};
+use http_body_util::BodyExt;
 
 /// Everything the handler needs; built once per config.
 pub struct Gomod {
@@ -63,30 +65,44 @@ impl Answer {
 }
 
 impl Gomod {
-    /// `cache`: `[cache]` when it is enabled.
+    /// `cache`: `[cache]` when it is enabled. `running`: the cache of the
+    /// config being replaced (a reload), fed by these mirrors from now on;
+    /// its `[cache]` settings stay until a restart.
     pub fn new(
         config: &GomodConfig,
         cache: Option<Settings>,
         dialer: Arc<Dialer>,
         via: Via,
         stats: Arc<Stats>,
+        running: Option<&Cache>,
     ) -> Result<Gomod, GomodError> {
         let mirrors = Arc::new(mirrors(config, dialer, via, stats.clone())?);
-        let cache = match cache {
-            None => None,
-            Some(settings) => {
+        let cache = match (cache, running) {
+            (None, _) => None,
+            (Some(settings), running) => {
                 let dir = settings.dir.clone();
                 let source: Arc<dyn crate::cache::Source> = mirrors.clone();
-                let cache = Cache::open(settings, source).map_err(|source| GomodError::Cache {
-                    dir: dir.clone(),
-                    source,
-                })?;
-                let checks = &config.verification;
-                if checks.verify {
-                    let skip = vec![config.private.clone(), checks.nosumdb.clone()];
-                    let verifier = Verifier::new(&checks.sumdb_key, skip, &dir)?;
-                    cache.set_checker(Arc::new(verifier));
-                }
+                let cache = match running {
+                    Some(cache) => {
+                        if *cache.settings() != settings {
+                            tracing::warn!(
+                                "[cache] changed: the new settings take effect at the next restart; the running cache stays"
+                            );
+                        }
+                        cache.clone()
+                    }
+                    None => {
+                        let evictions = stats.cache_evictions.clone();
+                        Cache::open(settings, source.clone(), evictions).map_err(|source| {
+                            GomodError::Cache {
+                                dir: dir.clone(),
+                                source,
+                            }
+                        })?
+                    }
+                };
+                let checker = verifier(config, cache.settings())?;
+                cache.rewire(source, checker);
                 Some(cache)
             }
         };
@@ -114,11 +130,13 @@ impl Gomod {
         self.cache.as_ref()
     }
 
-    /// Serves `req` from `client`, which arrived for `host` (a proxy or sumdb host).
+    /// Serves `req` from `client`, which arrived for `host` (a proxy or
+    /// sumdb host) by `entry` (`intercept` or `endpoint`).
     pub async fn serve(
         &self,
         client: SocketAddr,
         host: &str,
+        entry: &'static str,
         req: Request<Incoming>,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -133,20 +151,30 @@ impl Gomod {
                 "modgate: module requests are GET or HEAD\n",
             ))
         };
-        tracing::info!(
-            %client, host, method = %req.method(), path, plan = planned,
-            cache = answer.cache.map_or("none", How::name),
-            mirror = answer.mirror.as_deref().unwrap_or("-"),
-            status = answer.response.status().as_u16(),
-            duration_ms = started.elapsed().as_millis() as u64,
-            "gomod"
-        );
+        let status = answer.response.status().as_u16();
+        let cache = answer.cache.map(How::name);
         let labels = ModuleLabels {
-            cache: answer.cache.map_or("none", How::name),
-            status: answer.response.status().as_u16(),
+            cache: cache.unwrap_or("none"),
+            status,
         };
         self.stats.module_requests.get_or_create(&labels).inc();
-        answer.response
+        let line = Line {
+            client,
+            user: req.extensions().get::<User>().map(|u| u.0.clone()),
+            method: req.method().clone(),
+            target: format!("{host}{path}"),
+            entry,
+            plan: planned,
+            cache,
+            mirror: answer.mirror,
+            status,
+            started,
+        };
+        let stats = self.stats.clone();
+        answer.response.map(move |body| {
+            let log = move |bytes: u64| line.log(&stats, bytes);
+            Metered::new(body, Arc::default(), Some(Box::new(log))).boxed()
+        })
     }
 
     async fn carry_out(&self, plan: Plan<'_>) -> Answer {
@@ -224,6 +252,58 @@ impl Gomod {
                 plain_text(status, format!("modgate: every mirror failed ({reason})\n"))
             }
         }
+    }
+}
+
+/// The checksum verification `config` asks for, over `cache`'s directory.
+fn verifier(
+    config: &GomodConfig,
+    cache: &Settings,
+) -> Result<Option<Arc<dyn crate::cache::Checker>>, GomodError> {
+    let checks = &config.verification;
+    if !checks.verify {
+        return Ok(None);
+    }
+    let skip = vec![config.private.clone(), checks.nosumdb.clone()];
+    let verifier = Verifier::new(&checks.sumdb_key, skip, &cache.dir)?;
+    Ok(Some(Arc::new(verifier)))
+}
+
+/// A module request's access line, written when its body has been sent.
+struct Line {
+    client: SocketAddr,
+    user: Option<Arc<str>>,
+    method: Method,
+    target: String,
+    entry: &'static str,
+    plan: &'static str,
+    cache: Option<&'static str>,
+    mirror: Option<Arc<str>>,
+    status: u16,
+    started: Instant,
+}
+
+impl Line {
+    fn log(&self, stats: &Stats, bytes_down: u64) {
+        let record = access::Record {
+            kind: access::Kind::Module,
+            client: self.client,
+            user: self.user.as_deref(),
+            method: self.method.as_str(),
+            target: &self.target,
+            original: None,
+            decision: self.entry,
+            rule: self.plan,
+            mirror: self.mirror.as_deref(),
+            cache: self.cache,
+            status: self.status,
+            bytes_up: 0,
+            bytes_down,
+            duration: self.started.elapsed(),
+            side: if self.status == 502 { "mirror" } else { "-" },
+            end: "sent",
+        };
+        access::log(stats, &record);
     }
 }
 

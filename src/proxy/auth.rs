@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+
+pub use crate::access::User;
 
 use base64::Engine;
 use http::HeaderValue;
@@ -55,15 +58,14 @@ impl Auth {
         Ok(Auth { users })
     }
 
-    /// True when `header` is `Basic` credentials of a listed user.
-    pub fn check(&self, header: Option<&HeaderValue>) -> bool {
-        let Some((user, password)) = header.and_then(decode_basic) else {
-            return false;
-        };
+    /// The user, when `header` is `Basic` credentials of a listed user.
+    pub fn user(&self, header: Option<&HeaderValue>) -> Option<User> {
+        let (user, password) = header.and_then(decode_basic)?;
         let offered = sha256(password.as_bytes());
         // Compare against a dummy digest for unknown users so timing does not tell.
         let expected = self.users.get(&user).copied().unwrap_or([0xff; 32]);
-        bool::from(offered.ct_eq(&expected)) && self.users.contains_key(&user)
+        (bool::from(offered.ct_eq(&expected)) && self.users.contains_key(&user))
+            .then(|| User(Arc::from(user)))
     }
 }
 
@@ -117,11 +119,15 @@ mod tests {
             let token = base64::engine::general_purpose::STANDARD.encode(creds);
             HeaderValue::from_str(&format!("Basic {token}")).unwrap()
         };
-        assert!(auth.check(Some(&header("alice:s3cret"))));
-        assert!(!auth.check(Some(&header("alice:wrong"))));
-        assert!(!auth.check(Some(&header("bob:s3cret"))));
-        assert!(!auth.check(Some(&HeaderValue::from_static("Bearer x"))));
-        assert!(!auth.check(None));
+        let user = auth.user(Some(&header("alice:s3cret"))).unwrap();
+        assert_eq!(&*user.0, "alice");
+        assert!(auth.user(Some(&header("alice:wrong"))).is_none());
+        assert!(auth.user(Some(&header("bob:s3cret"))).is_none());
+        assert!(
+            auth.user(Some(&HeaderValue::from_static("Bearer x")))
+                .is_none()
+        );
+        assert!(auth.user(None).is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 use super::pipeline::{self, Inbound};
 use super::{ProxyError, Shared, Slot};
+use crate::access::{self, User};
 use crate::message::{Body, empty};
 use crate::rules::{Kind, Target, TargetError, mask_userinfo};
 
@@ -29,10 +30,31 @@ pub async fn handle(
         .authority()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let user = req.extensions().get::<User>().cloned();
     let target = match parse_target(&authority) {
         Ok(target) => target,
         Err(err) => {
-            tracing::info!(%client, method = "CONNECT", target = %mask_userinfo(&authority), status = err.status().as_u16(), side = err.side(), reason = %err, "tunnel refused");
+            let shown = mask_userinfo(&authority).into_owned();
+            let reason = err.to_string();
+            let record = access::Record {
+                kind: access::Kind::Tunnel,
+                client,
+                user: user.as_ref().map(|u| &*u.0),
+                method: "CONNECT",
+                target: &shown,
+                original: None,
+                decision: "-",
+                rule: "-",
+                mirror: None,
+                cache: None,
+                status: err.status().as_u16(),
+                bytes_up: 0,
+                bytes_down: 0,
+                duration: std::time::Duration::ZERO,
+                side: err.side(),
+                end: &reason,
+            };
+            access::log(&shared.stats, &record);
             return err.response();
         }
     };
@@ -42,12 +64,13 @@ pub async fn handle(
         kind: Kind::Connect,
         original: None,
         started: Instant::now(),
+        user,
     };
     let decision = pipeline::decide(shared, &inbound);
     let outbound = match pipeline::open(shared, &inbound, &decision).await {
         Ok(outbound) => outbound,
         Err(err) => {
-            pipeline::log_refused(&inbound, &decision, &err);
+            pipeline::log_refused(shared, &inbound, &decision, &err);
             return err.response();
         }
     };

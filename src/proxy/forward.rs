@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 
 use super::idle::{Activity, Watched};
 use super::{ProxyError, Shared, Slot};
+use crate::access::{self, User};
 use crate::message::{Body, Metered, headers, text};
 use crate::rules::{Action, Kind, Target, mask_userinfo, route};
 use crate::upstream::{DialError, Side};
@@ -35,8 +36,13 @@ pub async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let target = mask_userinfo(&req.uri().to_string()).into_owned();
+    let user = req.extensions().get::<User>().map(|u| u.0.clone());
     let bytes_up = Arc::new(AtomicU64::new(0));
-    let mut line = Line::default();
+    let mut line = Line {
+        decision: "-",
+        side: "-",
+        ..Line::default()
+    };
     let response = match forward(
         shared,
         client,
@@ -56,15 +62,32 @@ pub async fn handle(
         }
     };
     let status = response.status().as_u16();
+    let stats = shared.stats.clone();
     response.map(move |body| {
         let log = move |bytes_down: u64| {
-            tracing::info!(
-                %client, %method, %target, decision = line.decision, rule = %line.rule,
-                status, side = line.side, reason = %line.reason,
-                bytes_up = bytes_up.load(Ordering::Relaxed), bytes_down,
-                duration_ms = started.elapsed().as_millis() as u64,
-                "forward"
-            );
+            let record = access::Record {
+                kind: access::Kind::Request,
+                client,
+                user: user.as_deref(),
+                method: method.as_str(),
+                target: &target,
+                original,
+                decision: line.decision,
+                rule: &line.rule,
+                mirror: None,
+                cache: None,
+                status,
+                bytes_up: bytes_up.load(Ordering::Relaxed),
+                bytes_down,
+                duration: started.elapsed(),
+                side: line.side,
+                end: if line.reason.is_empty() {
+                    "sent"
+                } else {
+                    &line.reason
+                },
+            };
+            access::log(&stats, &record);
         };
         Metered::new(body, Arc::new(AtomicU64::new(0)), Some(Box::new(log))).boxed()
     })
@@ -76,7 +99,7 @@ struct Line {
     /// The routing decision (empty when the request never got that far).
     decision: &'static str,
     rule: String,
-    /// The side that failed, if one did.
+    /// The side that failed, if one did (`-`: none).
     side: &'static str,
     reason: String,
 }

@@ -18,6 +18,9 @@ pub struct Activity {
     start: Instant,
     /// Milliseconds after `start` of the last byte moved.
     last: AtomicU64,
+    /// Bytes a [`Watched`] stream read (from the client) and wrote (to it).
+    pub read: AtomicU64,
+    pub written: AtomicU64,
 }
 
 impl Activity {
@@ -25,6 +28,8 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         }
     }
 
@@ -53,7 +58,8 @@ impl Default for Activity {
     }
 }
 
-/// A stream that stamps [`Activity`] whenever bytes are read or written.
+/// A stream that stamps [`Activity`] whenever bytes are read or written,
+/// and counts them.
 pub struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
@@ -73,7 +79,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.activity.read.fetch_add(read as u64, Ordering::Relaxed);
             self.activity.touch();
         }
         polled
@@ -90,6 +98,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         if let Poll::Ready(Ok(n)) = &polled
             && *n > 0
         {
+            self.activity
+                .written
+                .fetch_add(*n as u64, Ordering::Relaxed);
             self.activity.touch();
         }
         polled

@@ -4,7 +4,6 @@
 //! HTTP/1 request head too; a connection with no bytes either way for
 //! `proxy.idle_timeout` is closed; shutdown lets requests in flight finish.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,9 +15,11 @@ use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
 use super::idle::{Activity, Watched};
+use super::pipeline::Inbound;
 use super::prefixed::Prefixed;
 use crate::gomod::Gomod;
 use crate::tls::Leaves;
+use std::sync::atomic::Ordering;
 
 /// What interception needs, present when `intercept.enabled`.
 pub struct Mitm {
@@ -34,16 +35,34 @@ impl std::fmt::Debug for Mitm {
 }
 
 /// Terminates TLS on `stream` (after `early` bytes already read) and serves
-/// the requests for `host` until the client closes; says how it ended.
+/// the requests for `host` until the client closes; says what it carried
+/// (bytes from and to the client, TLS included) and how it ended.
 pub async fn serve(
     shared: &Shared,
     mitm: &Mitm,
-    client: SocketAddr,
+    inbound: &Inbound,
     host: &str,
     stream: TcpStream,
     early: Bytes,
-) -> &'static str {
+) -> (u64, u64, &'static str) {
     let activity = Arc::new(Activity::new());
+    let end = serve_tls(shared, mitm, inbound, host, stream, early, &activity).await;
+    // The early bytes are read again through the prefixed stream: counted once.
+    let read = activity.read.load(Ordering::Relaxed);
+    let written = activity.written.load(Ordering::Relaxed);
+    (read, written, end)
+}
+
+async fn serve_tls(
+    shared: &Shared,
+    mitm: &Mitm,
+    inbound: &Inbound,
+    host: &str,
+    stream: TcpStream,
+    early: Bytes,
+    activity: &Arc<Activity>,
+) -> &'static str {
+    let client = inbound.client;
     let acceptor = TlsAcceptor::from(mitm.tls.clone());
     let watched = Watched::new(Prefixed::new(early, stream), activity.clone());
     let handshake = tokio::time::timeout(shared.timeouts.header_read, acceptor.accept(watched));
@@ -57,10 +76,17 @@ pub async fn serve(
     };
     let gomod = mitm.gomod.clone();
     let host: Arc<str> = Arc::from(host);
-    let service = service_fn(move |req| {
+    let user = inbound.user.clone();
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let gomod = gomod.clone();
         let host = host.clone();
-        async move { Ok::<_, std::convert::Infallible>(gomod.serve(client, &host, req).await) }
+        if let Some(user) = &user {
+            req.extensions_mut().insert(user.clone());
+        }
+        async move {
+            let response = gomod.serve(client, &host, "intercept", req).await;
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -25,7 +25,7 @@ mod tunnel;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -33,10 +33,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::message::Body;
-pub use auth::{Auth, AuthFileError, sha256};
+pub use auth::{Auth, AuthFileError, User, sha256};
 pub use error::ProxyError;
 pub use intercept::Mitm;
 
+use crate::access;
 use crate::rules::{Policy, mask_userinfo};
 use crate::stats::Stats;
 use crate::upstream::{Dialer, HttpClient};
@@ -77,6 +78,11 @@ pub struct Shared {
     pub force_stop: CancellationToken,
     /// `proxy.public_name`: what the PAC file names as the proxy.
     pub public_name: Option<String>,
+    /// Connection limits (kept across a reload that does not change them).
+    pub limits: crate::listener::ConnLimits,
+    /// Fires when a reload replaces this config: its background work
+    /// (leaf renewal) stops; its connections carry on.
+    pub retire: CancellationToken,
 }
 
 pub use crate::limits::{Slot, SlotGuards};
@@ -86,15 +92,17 @@ pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
     slot: Slot,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     shared.stats.requests.inc();
+    let started = Instant::now();
     if is_pac_request(&req) {
         // Browsers fetch the PAC file without proxy credentials.
-        return Ok(match allowed(&shared, client) {
-            Ok(()) => pac_file(&shared, &req),
-            Err(err) => err.response(),
-        });
+        let answered = allowed(&shared, client).map(|()| pac_file(&shared, &req));
+        let response = answered.unwrap_or_else(|err| err.response());
+        let own = Own::answer(&response, "pac", "proxy.pac");
+        own.log(&shared, client, &req, started);
+        return Ok(response);
     }
     let response = match admit(&shared, client, &req) {
         Err(err) => {
@@ -103,22 +111,73 @@ pub async fn handle(
             } else {
                 "refused"
             };
-            tracing::warn!(
-                %client, method = %req.method(), target = %mask_userinfo(&req.uri().to_string()),
-                decision, rule = %err, status = err.status().as_u16(), side = err.side(),
-                "refused"
-            );
+            let reason = err.to_string();
+            let own = Own {
+                side: err.side(),
+                ..Own::answer(&err.response(), decision, &reason)
+            };
+            own.log(&shared, client, &req, started);
             err.response()
         }
-        Ok(()) if req.method() == Method::CONNECT => {
-            connect::handle(&shared, client, slot, req).await
+        Ok(user) => {
+            if let Some(user) = user {
+                req.extensions_mut().insert(user);
+            }
+            if req.method() == Method::CONNECT {
+                connect::handle(&shared, client, slot, req).await
+            } else if req.uri().scheme().is_some() {
+                forward::handle(&shared, client, slot, req, None).await
+            } else {
+                goproxy_endpoint(&shared, client, req).await
+            }
         }
-        Ok(()) if req.uri().scheme().is_some() => {
-            forward::handle(&shared, client, slot, req, None).await
-        }
-        Ok(()) => goproxy_endpoint(&shared, client, req).await,
     };
     Ok(response)
+}
+
+/// A request modgate answered itself (the PAC file, a refusal), for the access log.
+struct Own<'a> {
+    decision: &'a str,
+    rule: &'a str,
+    status: u16,
+    bytes: u64,
+    side: &'static str,
+}
+
+impl<'a> Own<'a> {
+    fn answer(response: &Response<Body>, decision: &'a str, rule: &'a str) -> Own<'a> {
+        use http_body::Body as _;
+        Own {
+            decision,
+            rule,
+            status: response.status().as_u16(),
+            bytes: response.body().size_hint().exact().unwrap_or(0),
+            side: "-",
+        }
+    }
+
+    fn log(&self, shared: &Shared, client: SocketAddr, req: &Request<Incoming>, started: Instant) {
+        let target = mask_userinfo(&req.uri().to_string()).into_owned();
+        let record = access::Record {
+            kind: access::Kind::Request,
+            client,
+            user: None,
+            method: req.method().as_str(),
+            target: &target,
+            original: None,
+            decision: self.decision,
+            rule: self.rule,
+            mirror: None,
+            cache: None,
+            status: self.status,
+            bytes_up: 0,
+            bytes_down: self.bytes,
+            duration: started.elapsed(),
+            side: self.side,
+            end: "answered",
+        };
+        access::log(&shared.stats, &record);
+    }
 }
 
 /// `GOPROXY=http://modgate:3128`: origin-form requests are module requests
@@ -138,7 +197,11 @@ async fn goproxy_endpoint(
         .hosts
         .first()
         .map_or("proxy.golang.org", String::as_str);
-    intercept.with.gomod.serve(client, host, req).await
+    intercept
+        .with
+        .gomod
+        .serve(client, host, "endpoint", req)
+        .await
 }
 
 /// `GET /proxy.pac` (origin-form).
@@ -175,15 +238,21 @@ fn pac_file(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     response
 }
 
-/// Client allow-list and proxy authentication, before anything else.
-fn admit(shared: &Shared, client: SocketAddr, req: &Request<Incoming>) -> Result<(), ProxyError> {
+/// Client allow-list and proxy authentication, before anything else: the
+/// authenticated user, when `proxy.auth_file` is set.
+fn admit(
+    shared: &Shared,
+    client: SocketAddr,
+    req: &Request<Incoming>,
+) -> Result<Option<User>, ProxyError> {
     allowed(shared, client)?;
-    if let Some(auth) = &shared.auth
-        && !auth.check(req.headers().get(http::header::PROXY_AUTHORIZATION))
-    {
-        return Err(ProxyError::AuthRequired);
+    let Some(auth) = &shared.auth else {
+        return Ok(None);
+    };
+    match auth.user(req.headers().get(http::header::PROXY_AUTHORIZATION)) {
+        Some(user) => Ok(Some(user)),
+        None => Err(ProxyError::AuthRequired),
     }
-    Ok(())
 }
 
 /// The client allow-list.

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 
 use super::{Mitm, ProxyError, Shared, intercept, tunnel};
+use crate::access::{self, User};
 use crate::rules::{Action, Decision, Exemption, Host, Kind, Target, route};
+use crate::stats::Held;
 use crate::upstream::Side;
 
 /// A client stream whose destination is known.
@@ -24,6 +26,8 @@ pub struct Inbound {
     /// route dials this address, never a fresh resolution of the name.
     pub original: Option<SocketAddr>,
     pub started: Instant,
+    /// The authenticated proxy user (CONNECT with `proxy.auth_file`).
+    pub user: Option<User>,
 }
 
 /// Where an opened inbound stream goes.
@@ -104,13 +108,13 @@ pub async fn drive(
     early: Bytes,
 ) {
     shared.stats.tunnels.inc();
+    let _open = Held::new(&shared.stats.tunnels_open);
     let (up, down, end) = match outbound {
         Outbound::Intercept { mitm, host } => {
             // Boxed: the MITM's connection state is large, and an idle
             // byte tunnel must not reserve room for it.
-            let serving = intercept::serve(shared, &mitm, inbound.client, &host, stream, early);
-            let end = Box::pin(serving).await;
-            (0, 0, end)
+            let serving = intercept::serve(shared, &mitm, inbound, &host, stream, early);
+            Box::pin(serving).await
         }
         Outbound::Tunnel {
             upstream,
@@ -128,54 +132,78 @@ pub async fn drive(
             (outcome.up, outcome.down, outcome.end)
         }
     };
-    tracing::info!(
-        client = %inbound.client,
-        entry = entry_name(inbound.kind),
-        target = %inbound.target,
-        original = %OrNone(inbound.original),
-        decision = %decision.action,
-        rule = %decision.rule,
-        bytes_up = up,
-        bytes_down = down,
-        duration_ms = inbound.started.elapsed().as_millis() as u64,
+    let line = Line {
+        decision: decision.action.name(),
+        rule: &decision.rule,
+        status: 200,
+        bytes: (up, down),
+        side: "-",
         end,
-        "tunnel"
-    );
+    };
+    line.log(shared, inbound);
 }
 
 /// Logs an inbound stream that was refused or could not be opened.
-pub fn log_refused(inbound: &Inbound, decision: &Decision<Arc<Mitm>>, err: &ProxyError) {
-    tracing::info!(
-        client = %inbound.client,
-        entry = entry_name(inbound.kind),
-        target = %inbound.target,
-        original = %OrNone(inbound.original),
-        decision = %decision.action,
-        rule = %decision.rule,
-        status = err.status().as_u16(),
-        side = err.side(),
-        reason = %err,
-        "tunnel refused"
-    );
+pub fn log_refused(
+    shared: &Shared,
+    inbound: &Inbound,
+    decision: &Decision<Arc<Mitm>>,
+    err: &ProxyError,
+) {
+    let reason = err.to_string();
+    let line = Line {
+        decision: decision.action.name(),
+        rule: &decision.rule,
+        status: err.status().as_u16(),
+        bytes: (0, 0),
+        side: err.side(),
+        end: &reason,
+    };
+    line.log(shared, inbound);
 }
 
-fn entry_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Connect => "connect",
-        Kind::TransparentTls => "transparent_tls",
-        Kind::Http => "http",
+/// What a tunnel's access line says beyond the inbound stream.
+pub struct Line<'a> {
+    pub decision: &'a str,
+    pub rule: &'a str,
+    pub status: u16,
+    /// Client to upstream, upstream to client.
+    pub bytes: (u64, u64),
+    pub side: &'static str,
+    pub end: &'a str,
+}
+
+impl Line<'_> {
+    pub fn log(&self, shared: &Shared, inbound: &Inbound) {
+        let target = inbound.target.to_string();
+        let record = access::Record {
+            kind: access::Kind::Tunnel,
+            client: inbound.client,
+            user: inbound.user.as_ref().map(|u| &*u.0),
+            method: entry_name(inbound.kind),
+            target: &target,
+            original: inbound.original,
+            decision: self.decision,
+            rule: self.rule,
+            mirror: None,
+            cache: None,
+            status: self.status,
+            bytes_up: self.bytes.0,
+            bytes_down: self.bytes.1,
+            duration: inbound.started.elapsed(),
+            side: self.side,
+            end: self.end,
+        };
+        access::log(&shared.stats, &record);
     }
 }
 
-/// An optional address as a log field: the address, or `-`.
-struct OrNone(Option<SocketAddr>);
-
-impl std::fmt::Display for OrNone {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(addr) => write!(f, "{addr}"),
-            None => f.write_str("-"),
-        }
+/// The access log's method for a tunnel: how it arrived.
+fn entry_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Connect => "CONNECT",
+        Kind::TransparentTls => "TLS",
+        Kind::Http => "HTTP",
     }
 }
 

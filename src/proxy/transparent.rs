@@ -116,11 +116,12 @@ pub async fn serve_tls(
         kind: Kind::TransparentTls,
         original: Some(original),
         started,
+        user: None,
     };
     let decision = pipeline::decide(&shared, &inbound);
     match pipeline::open(&shared, &inbound, &decision).await {
         // A refusal cannot be answered inside TLS: the connection is closed.
-        Err(err) => pipeline::log_refused(&inbound, &decision, &err),
+        Err(err) => pipeline::log_refused(&shared, &inbound, &decision, &err),
         Ok(outbound) => {
             let early = peeked.freeze();
             pipeline::drive(&shared, &inbound, outbound, &decision, stream, early).await;

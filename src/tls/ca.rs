@@ -182,6 +182,12 @@ impl Ca {
         Ok((Ca::load(dir)?, created))
     }
 
+    /// When the CA certificate expires (Unix time).
+    pub fn expires(&self) -> Option<i64> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.cert_der).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     /// True when the name constraints permit `host`.
     pub fn permits(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::time::Instant;
@@ -28,6 +29,8 @@ struct Leaf {
 
 pub struct Leaves {
     ca: Ca,
+    /// Counts every leaf minted (`modgate_leaf_certificates_minted`).
+    minted: Counter,
     /// Host name -> its leaf: exactly the configured hosts the CA permits.
     current: ArcSwap<HashMap<String, Leaf>>,
 }
@@ -40,10 +43,11 @@ impl std::fmt::Debug for Leaves {
 
 impl Leaves {
     /// Mints a leaf for each of `hosts` the CA permits, now.
-    pub fn new(ca: Ca, hosts: &[String]) -> Result<Leaves, CaError> {
+    pub fn new(ca: Ca, hosts: &[String], minted: Counter) -> Result<Leaves, CaError> {
         let mut map = HashMap::new();
         for host in hosts.iter().filter(|h| ca.permits(h)) {
             let key = ca.mint(host)?;
+            minted.inc();
             let leaf = Leaf {
                 key,
                 minted: Instant::now(),
@@ -52,8 +56,14 @@ impl Leaves {
         }
         Ok(Leaves {
             ca,
+            minted,
             current: ArcSwap::from_pointee(map),
         })
+    }
+
+    /// The CA the leaves are minted by.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
     }
 
     /// The leaf for exactly `host`, if it is a configured host.
@@ -85,6 +95,7 @@ impl Leaves {
         for host in due {
             match self.ca.mint(&host) {
                 Ok(key) => {
+                    self.minted.inc();
                     map.insert(host.clone(), Leaf { key, minted: now });
                     tracing::info!(host, "leaf certificate renewed");
                 }
@@ -148,7 +159,7 @@ mod tests {
         let hosts = vec!["proxy.golang.org".to_string()];
         super::super::ca::init(dir.path(), &hosts, false).unwrap();
         let ca = Ca::load(dir.path()).unwrap();
-        let leaves = Leaves::new(ca, &hosts).unwrap();
+        let leaves = Leaves::new(ca, &hosts, Counter::default()).unwrap();
         let first = leaves.get("Proxy.Golang.org.").unwrap();
         assert!(leaves.get("a.proxy.golang.org").is_none());
         assert!(leaves.get("example.com").is_none());

@@ -1,0 +1,55 @@
+//! `proxy.pid_file`: written by `run` once it listens, removed when it
+//! exits; read by `modgate reload` to find whom to send SIGHUP.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// The pid file `run` wrote; removed on drop.
+pub struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    /// Writes this process's id to `path` (atomically: a temp file renamed).
+    pub fn write(path: Option<&Path>) -> anyhow::Result<PidFile> {
+        let Some(path) = path else {
+            return Ok(PidFile(None));
+        };
+        let temp = path.with_extension("pid.tmp");
+        std::fs::write(&temp, format!("{}\n", std::process::id()))
+            .and_then(|()| std::fs::rename(&temp, path))
+            .with_context(|| format!("proxy.pid_file: cannot write {}", path.display()))?;
+        Ok(PidFile(Some(path.to_path_buf())))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Sends SIGHUP to the process `pid_file` names; returns its id.
+pub fn signal_reload(pid_file: Option<&Path>) -> anyhow::Result<i32> {
+    let Some(path) = pid_file else {
+        bail!(
+            "proxy.pid_file is not set in this config, so the running modgate cannot be found; set it, or send SIGHUP yourself (systemd: systemctl reload modgate)"
+        );
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {} (is modgate running?)", path.display()))?;
+    let pid: i32 = match text.trim().parse() {
+        Ok(pid) if pid > 1 => pid,
+        _ => bail!("{} does not hold a process id: {text:?}", path.display()),
+    };
+    // SAFETY: kill(2) with a plain pid and signal number touches no memory.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        let err = std::io::Error::last_os_error();
+        bail!(
+            "cannot signal pid {pid} from {}: {err} (a stale pid file?)",
+            path.display()
+        );
+    }
+    Ok(pid)
+}
