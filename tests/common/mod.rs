@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod gomod;
+pub mod metrics;
 pub mod netns;
 
 use std::convert::Infallible;

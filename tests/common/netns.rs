@@ -253,6 +253,9 @@ impl Modgate {
             .lines()
             .find(|l| l.contains("admin listening"))
             .expect("an admin listener");
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+            return json["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        }
         let addr = line
             .split("addr=")
             .nth(1)
