@@ -8,23 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::netns::Modgate;
+use common::{echo_server, open_tunnel, round_trip};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A TCP server on loopback that echoes every connection until it closes.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut read, mut write) = stream.split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-            });
-        }
-    });
-    addr
-}
+use tokio::net::TcpStream;
 
 async fn gateway(work: &tempfile::TempDir, origin: SocketAddr) -> Modgate {
     let config = work.path().join("modgate.toml");
@@ -46,36 +32,6 @@ async fn gateway(work: &tempfile::TempDir, origin: SocketAddr) -> Modgate {
     .await
 }
 
-/// A CONNECT tunnel to `origin` through `proxy`, answered 200.
-async fn tunnel(proxy: SocketAddr, origin: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
-    let request = format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "answer head");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    stream
-}
-
-/// Sends `data` through the tunnel and reads it back.
-async fn round_trip(stream: &mut TcpStream, data: &[u8]) {
-    stream.write_all(data).await.unwrap();
-    let mut back = vec![0u8; data.len()];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
-        .await
-        .expect("echo in time")
-        .unwrap();
-    assert_eq!(back, data);
-}
-
 /// Whether a new client is still served: refused, reset or closed is "no".
 async fn serves(proxy: SocketAddr, origin: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect(proxy).await else {
@@ -95,7 +51,7 @@ async fn draining() -> (tempfile::TempDir, SocketAddr, Modgate, TcpStream) {
     let origin = echo_server().await;
     let work = tempfile::tempdir().unwrap();
     let modgate = gateway(&work, origin).await;
-    let mut stream = tunnel(modgate.addr("explicit proxy"), origin).await;
+    let mut stream = open_tunnel(modgate.addr("explicit proxy"), origin).await;
     round_trip(&mut stream, b"before").await;
     modgate.signal(libc::SIGTERM);
     modgate.log_when(|l| l.contains("shutting down")).await;

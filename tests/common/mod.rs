@@ -333,3 +333,65 @@ pub fn base_config(extra_proxy: &str, upstream: &str) -> String {
         "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nheader_read_timeout = \"2s\"\n{extra_proxy}\n[upstream]\nconnect_timeout = \"2s\"\n{upstream}\n[intercept]\nenabled = false\n"
     )
 }
+
+/// A TCP server on loopback that echoes every connection until it closes.
+pub async fn echo_server() -> SocketAddr {
+    echo_server_on("127.0.0.1").await
+}
+
+/// The same on another loopback address (`127.0.0.2`, …).
+pub async fn echo_server_on(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A CONNECT tunnel to `origin` through `proxy`, answered 200.
+pub async fn open_tunnel(proxy: SocketAddr, origin: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let request = format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "answer head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// Sends `data` through the tunnel and reads it back.
+pub async fn round_trip(stream: &mut TcpStream, data: &[u8]) {
+    stream.write_all(data).await.unwrap();
+    let mut back = vec![0u8; data.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(back, data);
+}
+
+/// Runs the modgate binary with `args` to its end (20 s at most).
+pub async fn run_modgate(args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("modgate ends in time")
+        .unwrap()
+}
