@@ -51,3 +51,16 @@ if ! "$tools/venv/bin/python" -c "import prometheus_client" 2>/dev/null; then
   echo "test-deps: installing prometheus_client into $tools/venv" >&2
   "$tools/venv/bin/pip" install -q prometheus_client==0.26.0 >&2
 fi
+
+# promtool, to check and unit-test deploy/prometheus/modgate-alerts.yml: taken
+# out of Debian's prometheus package (unpacked only: no service is installed or started).
+if [ ! -x "$tools/prometheus/usr/bin/promtool" ]; then
+  echo "test-deps: unpacking promtool (Debian prometheus) into $tools/prometheus" >&2
+  work=$(mktemp -d)
+  (cd "$work" && apt-get download prometheus >/dev/null 2>&1) || {
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    (cd "$work" && apt-get download prometheus >/dev/null)
+  }
+  dpkg-deb -x "$work"/prometheus_*.deb "$tools/prometheus"
+  rm -rf "$work"
+fi

@@ -242,6 +242,10 @@ impl Stats {
             "How long requests and tunnels took",
             self.durations.0.clone(),
         );
+        // Every result from zero, so the first failure shows as an increase.
+        for result in ["ok", "invalid", "failed"] {
+            let _ = self.reloads.get_or_create(&ResultLabel { result });
+        }
         registry.register("reloads", "Config reloads by result", self.reloads.clone());
     }
 

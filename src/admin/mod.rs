@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::{Body, plain_text};
 
+pub mod health;
 pub mod status;
 
 /// `Err(why)` while modgate should not be sent traffic.

@@ -119,6 +119,24 @@ impl Gomod {
         self.mirrors.proxy.healthy()
     }
 
+    /// Module mirrors, then checksum database mirrors, with their health
+    /// (`module` or `sumdb`, name, demoted for how much longer).
+    pub fn mirrors_by_kind(&self) -> Vec<(&'static str, String, Option<std::time::Duration>)> {
+        let module = self
+            .mirrors
+            .proxy
+            .health()
+            .into_iter()
+            .map(|(m, d)| ("module", m, d));
+        let sumdb = self
+            .mirrors
+            .sumdb
+            .health()
+            .into_iter()
+            .map(|(m, d)| ("sumdb", m, d));
+        module.chain(sumdb).collect()
+    }
+
     /// Module mirrors, then checksum database mirrors, with their health.
     pub fn mirror_health(&self) -> Vec<(String, Option<std::time::Duration>)> {
         let mut all = self.mirrors.proxy.health();

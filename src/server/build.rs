@@ -152,6 +152,23 @@ pub fn admin(
     }
 }
 
+/// `modgate_mirror_up`, from the config in use at each scrape.
+pub fn mirror_health(current: &Arc<ArcSwap<Shared>>) -> crate::admin::health::MirrorHealth {
+    use crate::admin::health::{MirrorHealth, MirrorLabels};
+    let current = current.clone();
+    MirrorHealth(Arc::new(move || {
+        let shared = current.load();
+        let Some(intercept) = &shared.policy.intercept else {
+            return Vec::new();
+        };
+        let mirrors = intercept.with.gomod.mirrors_by_kind();
+        let up = |(kind, mirror, demoted): (&'static str, String, Option<_>)| {
+            (MirrorLabels { kind, mirror }, demoted.is_none())
+        };
+        mirrors.into_iter().map(up).collect()
+    }))
+}
+
 /// The status page's snapshot, taken when it is asked for.
 fn status_of(
     current: Arc<ArcSwap<Shared>>,
