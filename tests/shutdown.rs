@@ -96,3 +96,85 @@ async fn a_second_signal_exits_at_once() {
     let ended = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
     assert!(ended.is_ok(), "the tunnel outlived the process");
 }
+
+/// An intercepted HTTP/2 download in flight when SIGTERM comes finishes
+/// whole (its connection is told GOAWAY, not cut), `/readyz` answers 503
+/// while draining, new clients are refused, and the exit code is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_intercepted_http2_download_finish() {
+    use common::gateway::tree;
+    use common::gomod::{Behaviour, Mirror};
+    let modules = tree();
+    // 11 MiB at 4 MiB/s: about three seconds in flight.
+    let mirror = Mirror::start(modules.path().to_path_buf(), Behaviour::Throttled(4 << 20)).await;
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("modgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n\
+             shutdown_grace = \"30s\"\n[intercept]\nca_dir = {:?}\n\
+             [gomod]\nmirrors = [\"{}\"]\nsumdb_mirrors = [\"{}\"]\nverify = \"off\"\n\
+             [cache]\ndir = {:?}\n",
+            work.path().join("certs"),
+            mirror.url(),
+            mirror.url(),
+            work.path().join("cache"),
+        ),
+    )
+    .unwrap();
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let mut modgate = Modgate::spawn(None, &args, None, 1).await;
+    let proxy = modgate.addr("explicit proxy");
+    let admin = modgate.admin_addr().await;
+    let ca = work.path().join("certs/modgate-ca.pem");
+    let saved = work.path().join("big.zip");
+    let zip = "/example.com/big/@v/v1.0.0.zip";
+    let download = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--noproxy", "", "--http2"])
+        .args(["-w", "%{http_version} %{http_code}", "-o"])
+        .arg(&saved)
+        .args(["-x", &format!("http://{proxy}"), "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://proxy.golang.org{zip}"))
+        .kill_on_drop(true)
+        .output();
+    let download = tokio::spawn(download);
+    for _ in 0..100 {
+        if mirror.count(zip) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mirror.count(zip), 1, "the download started");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    modgate.signal(libc::SIGTERM);
+    modgate.log_when(|l| l.contains("shutting down")).await;
+
+    let ready = common::curl(&["-s", &format!("http://{admin}/readyz")]).await;
+    assert_eq!(common::stdout(&ready), "not ready: shutting down\n");
+    // Refused outright (the listener is closed), or at least never served.
+    if let Ok(mut stream) = TcpStream::connect(proxy).await {
+        let request =
+            b"CONNECT proxy.golang.org:443 HTTP/1.1\r\nHost: proxy.golang.org:443\r\n\r\n";
+        let _ = stream.write_all(request).await;
+        let mut answer = [0u8; 12];
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut answer)).await;
+        assert!(
+            !matches!(read, Ok(Ok(n)) if n > 0 && answer.starts_with(b"HTTP/1.1 200")),
+            "a new client was served while draining"
+        );
+    }
+    let out = download.await.unwrap().unwrap();
+    assert_eq!(common::stdout(&out), "2 200", "{}", common::stderr(&out));
+    let whole = std::fs::read(modules.path().join(&zip[1..])).unwrap();
+    assert!(
+        std::fs::read(&saved).unwrap() == whole,
+        "the download is not whole"
+    );
+    let status = modgate
+        .exited(Duration::from_secs(10))
+        .await
+        .expect("exits once drained");
+    assert_eq!(status.code(), Some(0), "{}", modgate.log());
+}
