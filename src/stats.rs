@@ -37,11 +37,11 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
-/// Durations of requests and tunnels, by kind: 1 ms to about 4.6 hours.
+/// Durations by `L`, in seconds: 1 ms to about 4.6 hours.
 #[derive(Debug)]
-pub struct Durations(pub Family<KindLabel, Histogram, fn() -> Histogram>);
+pub struct Durations<L>(pub Family<L, Histogram, fn() -> Histogram>);
 
-impl Default for Durations {
+impl<L: Clone + std::hash::Hash + Eq> Default for Durations<L> {
     fn default() -> Self {
         Durations(Family::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 4.0, 12))
@@ -116,7 +116,9 @@ pub struct Stats {
     /// Bytes to and from clients (request and tunnel payload).
     pub bytes: Family<DirectionLabel, Counter>,
     /// How long requests and tunnels took.
-    pub durations: Durations,
+    pub durations: Durations<KindLabel>,
+    /// How long each mirror took to send a response head.
+    pub mirror_durations: Durations<MirrorLabel>,
     /// Client connections open now (tunnels included).
     pub connections: Gauge,
     /// `proxy.max_connections` of the config in use.
@@ -238,6 +240,11 @@ impl Stats {
             self.bytes.clone(),
         );
         registry.register(
+            "mirror_response_seconds",
+            "Time to each mirror's response head",
+            self.mirror_durations.0.clone(),
+        );
+        registry.register(
             "duration_seconds",
             "How long requests and tunnels took",
             self.durations.0.clone(),
@@ -324,6 +331,15 @@ impl Stats {
             result,
         };
         self.mirror_requests.get_or_create(&labels).inc();
+    }
+
+    /// `mirror` sent a response head after `took`.
+    pub fn mirror_answered(&self, mirror: &str, took: std::time::Duration) {
+        let labels = MirrorLabel {
+            mirror: mirror.to_string(),
+        };
+        let histogram = self.mirror_durations.0.get_or_create(&labels);
+        histogram.observe(took.as_secs_f64());
     }
 
     pub fn demoted(&self, mirror: &str) {

@@ -252,6 +252,10 @@ async fn the_status_page_shows_the_mirrors() {
     assert!(text.contains(&format!("{dead} demoted for")), "{text}");
     assert!(text.contains(&format!("{} healthy", good.url())), "{text}");
     assert!(
+        text.contains("ms to answer"),
+        "the good mirror's latency: {text}"
+    );
+    assert!(
         text.contains(&format!("explicit proxy {}", proxy.addr)),
         "{text}"
     );

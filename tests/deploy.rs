@@ -8,6 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use common::gomod::{Behaviour, Mirror};
 use common::*;
 
 fn root() -> PathBuf {
@@ -51,14 +52,17 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 /// `# TYPE` lines (a family without samples yet is listed too).
 async fn exported() -> BTreeSet<String> {
     let work = tempfile::tempdir().unwrap();
+    // A mirror with no modules (it answers 404) after one that refuses.
+    let empty = Mirror::start(work.path().join("empty"), Behaviour::Serve).await;
     let proxy = Proxy::start(&format!(
         "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nca_dir = {:?}\n\
-         [gomod]\nmirrors = [\"http://127.0.0.1:9\"]\nverify = \"off\"\n",
-        work.path().join("certs")
+         [gomod]\nmirrors = [\"http://127.0.0.1:9\", \"{}\"]\nverify = \"off\"\n",
+        work.path().join("certs"),
+        empty.url()
     ))
     .await;
-    // A module request (its one mirror fails) brings out the families
-    // that have no sample before traffic.
+    // A module request (one mirror fails, one answers) brings out the
+    // families that have no sample before traffic.
     let module = format!("{}/example.com/m/@v/v1.0.0.mod", proxy.url());
     curl(&["-s", &module]).await;
     let admin = proxy.running.admin.unwrap();

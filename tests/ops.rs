@@ -224,10 +224,15 @@ async fn a_scripted_mix_moves_the_metrics_and_logs_every_line() {
         moved(&format!("modgate_mirror_demotions_total{{mirror={dead}}}")),
         1.0
     );
-    let from_disk = if second == "hit" { mod_size } else { 0.0 };
-    assert_eq!(moved("modgate_cache_bytes_served_total{}"), from_disk);
+    assert_eq!(moved("modgate_cache_bytes_served_total{}"), mod_size);
     assert_eq!(moved("modgate_cache_bytes_saved_total{}"), mod_size);
     assert_eq!(moved("modgate_cache_evictions_total{}"), 0.0);
+    assert_eq!(
+        moved(&format!(
+            "modgate_mirror_response_seconds_count{{mirror={good}}}"
+        )),
+        1.0
+    );
     let sum = |name: &str| lines.iter().map(|l| number(l, name)).sum::<f64>();
     assert_eq!(
         moved("modgate_client_bytes_total{direction=to_client}"),

@@ -6,13 +6,15 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use crate::gomod::Health;
+
 /// What the page shows, taken when it is asked for.
 pub struct Status {
     pub uptime: Duration,
     /// `(what it serves, address)`.
     pub listeners: Vec<(String, SocketAddr)>,
-    /// Each mirror, and for how much longer it is demoted.
-    pub mirrors: Vec<(String, Option<Duration>)>,
+    /// Each mirror's health.
+    pub mirrors: Vec<Health>,
     /// Cache entries and bytes, when the cache is on.
     pub cache: Option<(u64, u64)>,
     /// Module requests answered 200, and how many of them from the cache.
@@ -61,15 +63,22 @@ pub fn render(status: &Status) -> String {
         let _ = writeln!(page, "<tr><td>{}</td><td>{addr}</td></tr>", escape(serves));
     }
     page.push_str("</table>\n<h2>Mirrors</h2><table id=\"mirrors\">\n");
-    for (mirror, demoted) in &status.mirrors {
-        let health = match demoted {
+    for mirror in &status.mirrors {
+        let health = match mirror.demoted_for {
             None => "<td class=\"up\">healthy</td>".to_string(),
             Some(left) => format!(
                 "<td class=\"down\">demoted for {} s more</td>",
                 left.as_secs().max(1)
             ),
         };
-        let _ = writeln!(page, "<tr><td>{}</td>{health}</tr>", escape(mirror));
+        let latency = mirror.latency.map_or("no answer yet".to_string(), |l| {
+            format!("{:.1} ms to answer", l.as_secs_f64() * 1000.0)
+        });
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td>{health}<td>{latency}</td></tr>",
+            escape(&mirror.mirror)
+        );
     }
     page.push_str("</table>\n<h2>Traffic</h2><table>\n");
     let (served, cached) = status.module_hits;
@@ -129,11 +138,16 @@ mod tests {
             uptime: Duration::from_secs(42),
             listeners: vec![("explicit proxy".into(), "127.0.0.1:3128".parse().unwrap())],
             mirrors: vec![
-                ("https://good.example".into(), None),
-                (
-                    "https://bad.example/<x>".into(),
-                    Some(Duration::from_secs(29)),
-                ),
+                Health {
+                    mirror: "https://good.example".into(),
+                    demoted_for: None,
+                    latency: Some(Duration::from_micros(12_345)),
+                },
+                Health {
+                    mirror: "https://bad.example/<x>".into(),
+                    demoted_for: Some(Duration::from_secs(29)),
+                    latency: None,
+                },
             ],
             cache: Some((3, 1024)),
             module_hits: (4, 1),
@@ -152,6 +166,7 @@ mod tests {
         assert!(page.contains(
             "https://bad.example/&lt;x&gt;</td><td class=\"down\">demoted for 29 s more"
         ));
+        assert!(page.contains("healthy</td><td>12.3 ms to answer"));
         assert!(page.contains("25.0%") && page.contains("3 files, 1024 bytes"));
         assert!(page.contains("1970 00:00:00 GMT: config reloaded"));
         assert!(page.contains("verification failed: &lt;script&gt;") && !page.contains("<script>"));

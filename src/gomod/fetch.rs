@@ -42,8 +42,13 @@ impl Mirrors {
             } else {
                 format!("{base}{suffix}")
             };
+            let asked = std::time::Instant::now();
             let response = match self.client.get(&url).await {
-                Ok(response) => response,
+                Ok(response) => {
+                    set.answered(index, asked.elapsed());
+                    self.stats.mirror_answered(base, asked.elapsed());
+                    response
+                }
                 Err(err) => {
                     let miss = format!("{base}: {err}");
                     self.stats.mirror_result(base, "failed");

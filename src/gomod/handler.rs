@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::fetch::Mirrors;
-use super::mirrors::MirrorSet;
+use super::mirrors::{Health, MirrorSet};
 use super::path::{Plan, Route, plan};
 use super::verify::{Verifier, VerifyError};
 use crate::access::{self, User};
@@ -119,29 +119,22 @@ impl Gomod {
         self.mirrors.proxy.healthy()
     }
 
-    /// Module mirrors, then checksum database mirrors, with their health
-    /// (`module` or `sumdb`, name, demoted for how much longer).
-    pub fn mirrors_by_kind(&self) -> Vec<(&'static str, String, Option<std::time::Duration>)> {
+    /// Module mirrors, then checksum database mirrors (`module`, `sumdb`),
+    /// with their health.
+    pub fn mirror_health(&self) -> Vec<(&'static str, Health)> {
         let module = self
             .mirrors
             .proxy
             .health()
             .into_iter()
-            .map(|(m, d)| ("module", m, d));
+            .map(|h| ("module", h));
         let sumdb = self
             .mirrors
             .sumdb
             .health()
             .into_iter()
-            .map(|(m, d)| ("sumdb", m, d));
+            .map(|h| ("sumdb", h));
         module.chain(sumdb).collect()
-    }
-
-    /// Module mirrors, then checksum database mirrors, with their health.
-    pub fn mirror_health(&self) -> Vec<(String, Option<std::time::Duration>)> {
-        let mut all = self.mirrors.proxy.health();
-        all.extend(self.mirrors.sumdb.health());
-        all
     }
 
     pub fn cache(&self) -> Option<&Cache> {

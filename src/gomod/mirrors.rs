@@ -3,7 +3,18 @@
 //! is over it is tried in its configured place again.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// One mirror's health now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub mirror: String,
+    /// For how much longer it is demoted, if it is.
+    pub demoted_for: Option<Duration>,
+    /// How long its response heads take (a moving average), once it answered.
+    pub latency: Option<Duration>,
+}
 
 pub struct MirrorSet {
     mirrors: Vec<Mirror>,
@@ -14,6 +25,8 @@ struct Mirror {
     /// Base URL without trailing slash, or `origin`.
     base: String,
     demoted_until: Mutex<Option<Instant>>,
+    /// Moving average of the time to its response head, in µs (0: none yet).
+    latency_us: AtomicU64,
 }
 
 impl MirrorSet {
@@ -23,6 +36,7 @@ impl MirrorSet {
             .map(|base| Mirror {
                 base: base.clone(),
                 demoted_until: Mutex::new(None),
+                latency_us: AtomicU64::new(0),
             })
             .collect();
         MirrorSet {
@@ -48,15 +62,20 @@ impl MirrorSet {
         order.into_iter().map(|(_, i)| i).collect()
     }
 
-    /// Each mirror and, when it is demoted, for how much longer.
-    pub fn health(&self) -> Vec<(String, Option<Duration>)> {
+    /// Each mirror's health now.
+    pub fn health(&self) -> Vec<Health> {
         let now = Instant::now();
         self.mirrors
             .iter()
             .map(|m| {
                 let until = m.demoted_until.lock().map(|g| *g).unwrap_or(None);
                 let left = until.and_then(|t| t.checked_duration_since(now));
-                (m.base.clone(), left.filter(|d| !d.is_zero()))
+                let latency = m.latency_us.load(Ordering::Relaxed);
+                Health {
+                    mirror: m.base.clone(),
+                    demoted_for: left.filter(|d| !d.is_zero()),
+                    latency: (latency > 0).then(|| Duration::from_micros(latency)),
+                }
             })
             .collect()
     }
@@ -64,8 +83,18 @@ impl MirrorSet {
     /// How many mirrors are not demoted now, of how many.
     pub fn healthy(&self) -> (usize, usize) {
         let all = self.health();
-        let up = all.iter().filter(|(_, demoted)| demoted.is_none()).count();
+        let up = all.iter().filter(|h| h.demoted_for.is_none()).count();
         (up, all.len())
+    }
+
+    /// Mirror `index` sent a response head after `took`: folded into its
+    /// moving average (a quarter weight to the newest).
+    pub fn answered(&self, index: usize, took: Duration) {
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let average = &self.mirrors[index].latency_us;
+        let old = average.load(Ordering::Relaxed);
+        let new = if old == 0 { took } else { (old * 3 + took) / 4 };
+        average.store(new, Ordering::Relaxed);
     }
 
     pub fn base(&self, index: usize) -> &str {
@@ -146,5 +175,15 @@ mod tests {
         set.demote(2, "test", None);
         set.restore(2);
         assert_eq!(set.order(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn latency_is_a_moving_average_of_answers() {
+        let set = MirrorSet::new(&["a".into()], Duration::from_secs(1));
+        assert_eq!(set.health()[0].latency, None);
+        set.answered(0, Duration::from_millis(100));
+        assert_eq!(set.health()[0].latency, Some(Duration::from_millis(100)));
+        set.answered(0, Duration::from_millis(20));
+        assert_eq!(set.health()[0].latency, Some(Duration::from_millis(80)));
     }
 }

@@ -10,4 +10,4 @@ pub mod path;
 pub mod verify;
 
 pub use handler::{Gomod, GomodError};
-pub use mirrors::MirrorSet;
+pub use mirrors::{Health, MirrorSet};

@@ -161,9 +161,11 @@ pub fn mirror_health(current: &Arc<ArcSwap<Shared>>) -> crate::admin::health::Mi
         let Some(intercept) = &shared.policy.intercept else {
             return Vec::new();
         };
-        let mirrors = intercept.with.gomod.mirrors_by_kind();
-        let up = |(kind, mirror, demoted): (&'static str, String, Option<_>)| {
-            (MirrorLabels { kind, mirror }, demoted.is_none())
+        let mirrors = intercept.with.gomod.mirror_health();
+        let up = |(kind, health): (&'static str, crate::gomod::Health)| {
+            let up = health.demoted_for.is_none();
+            let mirror = health.mirror;
+            (MirrorLabels { kind, mirror }, up)
         };
         mirrors.into_iter().map(up).collect()
     }))
@@ -186,7 +188,9 @@ fn status_of(
                 .iter()
                 .map(|(entry, addr)| (entry.serves().to_string(), *addr))
                 .collect(),
-            mirrors: gomod.map(|g| g.mirror_health()).unwrap_or_default(),
+            mirrors: gomod
+                .map(|g| g.mirror_health().into_iter().map(|(_, h)| h).collect())
+                .unwrap_or_default(),
             cache: gomod
                 .and_then(|g| g.cache())
                 .map(|c| (c.totals().entries, c.totals().bytes)),
