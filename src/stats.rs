@@ -193,6 +193,12 @@ impl Stats {
         for (name, help, counter) in more {
             registry.register(name, help, counter.clone());
         }
+        self.register_gauges(registry);
+        self.register_families(registry);
+    }
+
+    /// The gauges.
+    fn register_gauges(&self, registry: &mut Registry) {
         let gauges = [
             (
                 "connections_open",
@@ -214,6 +220,10 @@ impl Stats {
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
+    }
+
+    /// The metrics with labels.
+    fn register_families(&self, registry: &mut Registry) {
         registry.register(
             "module_requests",
             "Module requests by cache outcome and status",

@@ -94,7 +94,7 @@ async fn sighup_swaps_rules_and_mirrors_while_transfers_go_on() {
 
     // In flight: a tunnel (through the parent) and a large module download.
     let stream = open_tunnel(proxy, echo).await;
-    assert_eq!(parent.running.stats.tunnels.get(), 1);
+    assert_eq!(parent.running.stats.requests.get(), 1);
     let streamed = Arc::new(AtomicU64::new(0));
     let tunnel = tokio::spawn(continuous(stream, streamed.clone()));
     let zip = "/example.com/big/@v/v1.0.0.zip";
@@ -136,7 +136,7 @@ async fn sighup_swaps_rules_and_mirrors_while_transfers_go_on() {
     let mut fresh = open_tunnel(proxy, echo).await;
     round_trip(&mut fresh, b"direct now").await;
     assert_eq!(
-        parent.running.stats.tunnels.get(),
+        parent.running.stats.requests.get(),
         1,
         "not via the parent any more"
     );
@@ -196,5 +196,5 @@ async fn sighup_swaps_rules_and_mirrors_while_transfers_go_on() {
     assert_eq!(count, 2.0);
     let mut via_parent = open_tunnel(proxy, echo).await;
     round_trip(&mut via_parent, b"via the parent again").await;
-    assert_eq!(parent.running.stats.tunnels.get(), 2);
+    assert_eq!(parent.running.stats.requests.get(), 2);
 }

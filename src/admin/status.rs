@@ -62,8 +62,17 @@ pub fn render(status: &Status) -> String {
     for (serves, addr) in &status.listeners {
         let _ = writeln!(page, "<tr><td>{}</td><td>{addr}</td></tr>", escape(serves));
     }
-    page.push_str("</table>\n<h2>Mirrors</h2><table id=\"mirrors\">\n");
-    for mirror in &status.mirrors {
+    page.push_str("</table>\n");
+    mirrors(&mut page, &status.mirrors);
+    traffic(&mut page, status);
+    events(&mut page, &status.events);
+    page.push_str("</body></html>\n");
+    page
+}
+
+fn mirrors(page: &mut String, mirrors: &[Health]) {
+    page.push_str("<h2>Mirrors</h2><table id=\"mirrors\">\n");
+    for mirror in mirrors {
         let health = match mirror.demoted_for {
             None => "<td class=\"up\">healthy</td>".to_string(),
             Some(left) => format!(
@@ -80,7 +89,11 @@ pub fn render(status: &Status) -> String {
             escape(&mirror.mirror)
         );
     }
-    page.push_str("</table>\n<h2>Traffic</h2><table>\n");
+    page.push_str("</table>\n");
+}
+
+fn traffic(page: &mut String, status: &Status) {
+    page.push_str("<h2>Traffic</h2><table>\n");
     let (served, cached) = status.module_hits;
     let ratio = if served == 0 {
         0.0
@@ -113,19 +126,21 @@ pub fn render(status: &Status) -> String {
     for (what, value) in rows {
         let _ = writeln!(page, "<tr><th>{what}</th><td>{}</td></tr>", escape(&value));
     }
-    page.push_str("</table>\n<h2>Security events</h2>\n");
-    if status.events.is_empty() {
+    page.push_str("</table>\n");
+}
+
+fn events(page: &mut String, events: &[(SystemTime, String)]) {
+    page.push_str("<h2>Security events</h2>\n");
+    if events.is_empty() {
         page.push_str("<p>none</p>\n");
     } else {
         page.push_str("<ul id=\"events\">\n");
-        for (when, what) in status.events.iter().rev() {
+        for (when, what) in events.iter().rev() {
             let when = httpdate::fmt_http_date(*when);
             let _ = writeln!(page, "<li>{when}: {}</li>", escape(what));
         }
         page.push_str("</ul>\n");
     }
-    page.push_str("</body></html>\n");
-    page
 }
 
 #[cfg(test)]

@@ -34,27 +34,7 @@ pub async fn handle(
     let target = match parse_target(&authority) {
         Ok(target) => target,
         Err(err) => {
-            let shown = mask_userinfo(&authority).into_owned();
-            let reason = err.to_string();
-            let record = access::Record {
-                kind: access::Kind::Tunnel,
-                client,
-                user: user.as_ref().map(|u| &*u.0),
-                method: "CONNECT",
-                target: &shown,
-                original: None,
-                decision: "-",
-                rule: "-",
-                mirror: None,
-                cache: None,
-                status: err.status().as_u16(),
-                bytes_up: 0,
-                bytes_down: 0,
-                duration: std::time::Duration::ZERO,
-                side: err.side(),
-                end: &reason,
-            };
-            access::log(&shared.stats, &record);
+            log_unparsed(shared, client, user.as_ref(), &authority, &err);
             return err.response();
         }
     };
@@ -89,6 +69,37 @@ pub async fn handle(
         }
     });
     Response::new(empty())
+}
+
+/// The access line of a CONNECT whose target could not be read.
+fn log_unparsed(
+    shared: &Shared,
+    client: SocketAddr,
+    user: Option<&User>,
+    authority: &str,
+    err: &ProxyError,
+) {
+    let shown = mask_userinfo(authority);
+    let reason = err.to_string();
+    let record = access::Record {
+        kind: access::Kind::Tunnel,
+        client,
+        user: user.map(|u| &*u.0),
+        method: "CONNECT",
+        target: &shown,
+        original: None,
+        decision: "-",
+        rule: "-",
+        mirror: None,
+        cache: None,
+        status: err.status().as_u16(),
+        bytes_up: 0,
+        bytes_down: 0,
+        duration: std::time::Duration::ZERO,
+        side: err.side(),
+        end: &reason,
+    };
+    access::log(&shared.stats, &record);
 }
 
 fn parse_target(authority: &str) -> Result<Target, ProxyError> {

@@ -33,27 +33,20 @@ pub async fn handle(
     req: Request<Incoming>,
     original: Option<SocketAddr>,
 ) -> Response<Body> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let target = mask_userinfo(&req.uri().to_string()).into_owned();
-    let user = req.extensions().get::<User>().map(|u| u.0.clone());
-    let bytes_up = Arc::new(AtomicU64::new(0));
     let mut line = Line {
-        decision: "-",
-        side: "-",
-        ..Line::default()
-    };
-    let response = match forward(
-        shared,
         client,
-        slot,
-        req,
+        user: req.extensions().get::<User>().map(|u| u.0.clone()),
+        method: req.method().clone(),
+        target: mask_userinfo(&req.uri().to_string()).into_owned(),
         original,
-        bytes_up.clone(),
-        &mut line,
-    )
-    .await
-    {
+        decision: "-",
+        rule: String::new(),
+        side: "-",
+        reason: String::new(),
+        bytes_up: Arc::new(AtomicU64::new(0)),
+        started: Instant::now(),
+    };
+    let response = match forward(shared, client, slot, req, original, &mut line).await {
         Ok(response) => response,
         Err(err) => {
             line.side = err.side();
@@ -64,44 +57,56 @@ pub async fn handle(
     let status = response.status().as_u16();
     let stats = shared.stats.clone();
     response.map(move |body| {
-        let log = move |bytes_down: u64| {
-            let record = access::Record {
-                kind: access::Kind::Request,
-                client,
-                user: user.as_deref(),
-                method: method.as_str(),
-                target: &target,
-                original,
-                decision: line.decision,
-                rule: &line.rule,
-                mirror: None,
-                cache: None,
-                status,
-                bytes_up: bytes_up.load(Ordering::Relaxed),
-                bytes_down,
-                duration: started.elapsed(),
-                side: line.side,
-                end: if line.reason.is_empty() {
-                    "sent"
-                } else {
-                    &line.reason
-                },
-            };
-            access::log(&stats, &record);
-        };
+        let log = move |bytes_down: u64| line.log(&stats, status, bytes_down);
         Metered::new(body, Arc::new(AtomicU64::new(0)), Some(Box::new(log))).boxed()
     })
 }
 
-/// What the access line says beyond the request itself.
-#[derive(Default)]
+/// A forwarded request's access line, written when its response body ends.
 struct Line {
-    /// The routing decision (empty when the request never got that far).
+    client: SocketAddr,
+    user: Option<Arc<str>>,
+    method: Method,
+    /// The target, credentials masked.
+    target: String,
+    original: Option<SocketAddr>,
+    /// The routing decision (`-` when the request never got that far).
     decision: &'static str,
     rule: String,
     /// The side that failed, if one did (`-`: none).
     side: &'static str,
     reason: String,
+    /// Request body bytes sent on.
+    bytes_up: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Line {
+    fn log(&self, stats: &crate::stats::Stats, status: u16, bytes_down: u64) {
+        let record = access::Record {
+            kind: access::Kind::Request,
+            client: self.client,
+            user: self.user.as_deref(),
+            method: self.method.as_str(),
+            target: &self.target,
+            original: self.original,
+            decision: self.decision,
+            rule: &self.rule,
+            mirror: None,
+            cache: None,
+            status,
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down,
+            duration: self.started.elapsed(),
+            side: self.side,
+            end: if self.reason.is_empty() {
+                "sent"
+            } else {
+                &self.reason
+            },
+        };
+        access::log(stats, &record);
+    }
 }
 
 async fn forward(
@@ -110,7 +115,6 @@ async fn forward(
     slot: Slot,
     mut req: Request<Incoming>,
     original: Option<SocketAddr>,
-    bytes_up: Arc<AtomicU64>,
     line: &mut Line,
 ) -> Result<Response<Body>, ProxyError> {
     let target = check_request(&mut req)?;
@@ -147,7 +151,7 @@ async fn forward(
     };
     shared.stats.forwarded.inc();
     let req = req.map(|body| {
-        Metered::new(body, bytes_up, None)
+        Metered::new(body, line.bytes_up.clone(), None)
             .map_err(Into::into)
             .boxed()
     });

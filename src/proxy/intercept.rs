@@ -4,10 +4,15 @@
 //! HTTP/1 request head too; a connection with no bytes either way for
 //! `proxy.idle_timeout` is closed; shutdown lets requests in flight finish.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use hyper::service::service_fn;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
@@ -17,9 +22,10 @@ use super::Shared;
 use super::idle::{Activity, Watched};
 use super::pipeline::Inbound;
 use super::prefixed::Prefixed;
+use crate::access::User;
 use crate::gomod::Gomod;
+use crate::message::Body;
 use crate::tls::Leaves;
-use std::sync::atomic::Ordering;
 
 /// What interception needs, present when `intercept.enabled`.
 pub struct Mitm {
@@ -74,20 +80,12 @@ async fn serve_tls(
         }
         Err(_) => return "handshake timeout",
     };
-    let gomod = mitm.gomod.clone();
-    let host: Arc<str> = Arc::from(host);
-    let user = inbound.user.clone();
-    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        let gomod = gomod.clone();
-        let host = host.clone();
-        if let Some(user) = &user {
-            req.extensions_mut().insert(user.clone());
-        }
-        async move {
-            let response = gomod.serve(client, &host, "intercept", req).await;
-            Ok::<_, std::convert::Infallible>(response)
-        }
-    });
+    let service = requests(
+        mitm.gomod.clone(),
+        inbound.client,
+        inbound.user.clone(),
+        host.into(),
+    );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -113,4 +111,30 @@ async fn serve_tls(
             }
         }
     }
+}
+
+/// The intercepted connection's requests, served by the gomod handler as
+/// `client` (and `user`) asking `host`.
+fn requests(
+    gomod: Arc<Gomod>,
+    client: SocketAddr,
+    user: Option<User>,
+    host: Arc<str>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |mut req: Request<Incoming>| {
+        let gomod = gomod.clone();
+        let host = host.clone();
+        if let Some(user) = &user {
+            req.extensions_mut().insert(user.clone());
+        }
+        async move {
+            let response = gomod.serve(client, &host, "intercept", req).await;
+            Ok::<_, Infallible>(response)
+        }
+    })
 }

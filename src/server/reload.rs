@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{Bound, Listening, Running, StartError, bind_one, build, local, wanted};
+use super::{Bound, Listening, Running, StartError, State, bind_one, build, local, wanted};
 use crate::config::Config;
 use crate::listener::Entry;
 
@@ -26,43 +26,23 @@ pub struct Reloaded {
     pub at_restart: Vec<&'static str>,
 }
 
+/// What a reload binds before anything changes.
+struct Opened {
+    /// New listeners with their addresses.
+    fresh: Vec<(Bound, SocketAddr)>,
+    /// The admin listener, when `admin.listen` changed (`None` inside: off).
+    admin: Option<Option<(Bound, SocketAddr)>>,
+    /// Every listener the new config keeps or adds (never dialled).
+    own: Vec<SocketAddr>,
+}
+
 impl Running {
     /// Swaps in `config` (already validated). On error nothing changed.
     pub fn reload(&self, config: &Config) -> Result<Reloaded, StartError> {
         let mut state = crate::cache::lock(&self.state);
-        let wanted = wanted(config);
-        let kept = |l: &Listening| {
-            wanted
-                .iter()
-                .any(|(entry, addr, _)| *entry == l.entry && *addr == l.configured)
-        };
-        let fresh: Vec<Bound> = wanted
-            .iter()
-            .filter(|(entry, addr, _)| {
-                !state
-                    .listening
-                    .iter()
-                    .any(|l| l.entry == *entry && l.configured == *addr)
-            })
-            .map(|&(entry, addr, v6_only)| bind_one(entry, addr, v6_only))
-            .collect::<Result<_, _>>()?;
-        let fresh_addrs = fresh.iter().map(local).collect::<Result<Vec<_>, _>>()?;
-        let admin_moved = config.admin.listen != state.config.admin.listen;
-        let admin = if admin_moved {
-            let bound = self.bind_admin(config.admin.listen)?;
-            Some(bound.map(|b| local(&b).map(|a| (b, a))).transpose()?)
-        } else {
-            None
-        };
-        let own: Vec<SocketAddr> = state
-            .listening
-            .iter()
-            .filter(|l| kept(l))
-            .map(|l| l.addr)
-            .chain(fresh_addrs.iter().copied())
-            .collect();
+        let opened = self.open(&state, config)?;
         let previous = self.current.load_full();
-        let shared = build::generation(config, &own, &self.process, Some(&previous))?;
+        let shared = build::generation(config, &opened.own, &self.process, Some(&previous))?;
         // Nothing below fails: the new config is in.
         self.current.store(Arc::new(shared));
         previous.retire.cancel();
@@ -73,22 +53,59 @@ impl Running {
             &self.listeners,
         );
         self.admin_view.store(Arc::new(view));
+        Ok(self.commit(&mut state, config, opened))
+    }
+
+    /// Binds the listeners `config` adds (and the admin listener, if it moved).
+    fn open(&self, state: &State, config: &Config) -> Result<Opened, StartError> {
+        let wanted = wanted(config);
+        let listening = |entry: Entry, addr: SocketAddr| {
+            state
+                .listening
+                .iter()
+                .any(|l| l.entry == entry && l.configured == addr)
+        };
+        let mut fresh = Vec::new();
+        for &(entry, addr, v6_only) in &wanted {
+            if !listening(entry, addr) {
+                let bound = bind_one(entry, addr, v6_only)?;
+                let local = local(&bound)?;
+                fresh.push((bound, local));
+            }
+        }
+        let admin = if config.admin.listen == state.config.admin.listen {
+            None
+        } else {
+            let bound = self.bind_admin(config.admin.listen)?;
+            Some(bound.map(|b| local(&b).map(|a| (b, a))).transpose()?)
+        };
+        let kept = state.listening.iter().filter(|l| kept(&wanted, l));
+        let own = kept
+            .map(|l| l.addr)
+            .chain(fresh.iter().map(|(_, addr)| *addr))
+            .collect();
+        Ok(Opened { fresh, admin, own })
+    }
+
+    /// Serves what `opened` bound, stops what `config` dropped.
+    fn commit(&self, state: &mut State, config: &Config, opened: Opened) -> Reloaded {
         let mut reloaded = Reloaded {
             at_restart: at_restart(&state.config, config),
             ..Reloaded::default()
         };
+        let wanted = wanted(config);
         let (keep, stop): (Vec<Listening>, Vec<Listening>) =
-            state.listening.drain(..).partition(|l| kept(l));
+            state.listening.drain(..).partition(|l| kept(&wanted, l));
         for listening in stop {
             listening.stop.cancel();
             reloaded.stopped.push((listening.entry, listening.addr));
         }
         state.listening = keep;
-        for (bound, addr) in fresh.into_iter().zip(fresh_addrs) {
+        for (bound, addr) in opened.fresh {
             reloaded.bound.push((bound.entry, addr));
             state.listening.push(self.serve(bound, addr));
         }
-        if let Some(admin) = admin {
+        if let Some(admin) = opened.admin {
             if let Some(old) = state.admin.take() {
                 old.stop.cancel();
             }
@@ -98,8 +115,15 @@ impl Running {
         let now = state.listening.iter().map(|l| (l.entry, l.addr)).collect();
         self.listeners.store(Arc::new(now));
         state.config = config.clone();
-        Ok(reloaded)
+        reloaded
     }
+}
+
+/// Whether `listening` is one of the `wanted` listeners.
+fn kept(wanted: &[(Entry, SocketAddr, bool)], listening: &Listening) -> bool {
+    wanted
+        .iter()
+        .any(|(entry, addr, _)| *entry == listening.entry && *addr == listening.configured)
 }
 
 /// The sections that changed between `old` and `new` but are only read at start.
