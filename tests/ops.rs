@@ -63,8 +63,9 @@ struct Gateway {
 }
 
 /// The modgate binary with a dead module mirror first and a good one, its
-/// access log in JSON to a file; CONNECT allowed to `port` too.
-async fn gateway(port: u16) -> Gateway {
+/// access log in JSON to a file; CONNECT allowed to `port` too; `extra`
+/// added to `[proxy]`.
+async fn gateway(port: u16, extra: &str) -> Gateway {
     let tree = tempfile::tempdir().unwrap();
     build_goproxy_dir(tree.path(), "");
     let good = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
@@ -75,7 +76,7 @@ async fn gateway(port: u16) -> Gateway {
         &config,
         format!(
             "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n\
-             deny_destinations = []\nconnect_ports = [443, {port}]\n\
+             deny_destinations = []\nconnect_ports = [443, {port}]\n{extra}\n\
              [intercept]\nca_dir = {:?}\n\
              [gomod]\nmirrors = [\"{dead}\", \"{}\"]\nsumdb_mirrors = [\"{}\"]\nverify = \"off\"\n\
              mirror_timeout = \"5s\"\n[cache]\ndir = {:?}\n\
@@ -107,7 +108,7 @@ async fn a_scripted_mix_moves_the_metrics_and_logs_every_line() {
     let origin = Origin::start("127.0.0.1").await;
     let tls = TlsOrigin::start().await;
     let port = tls.addr.port();
-    let g = gateway(port).await;
+    let g = gateway(port, "").await;
     let admin = g.modgate.admin_addr().await;
     let proxy = format!("http://{}", g.modgate.addr("explicit proxy"));
     let access = g.work.path().join("access.log");
@@ -276,7 +277,7 @@ async fn a_scripted_mix_moves_the_metrics_and_logs_every_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reopens_the_access_log() {
     let origin = Origin::start("127.0.0.1").await;
-    let g = gateway(443).await;
+    let g = gateway(443, "").await;
     let admin = g.modgate.admin_addr().await;
     let proxy = format!("http://{}", g.modgate.addr("explicit proxy"));
     let access = g.work.path().join("access.log");
@@ -297,4 +298,36 @@ async fn sighup_reopens_the_access_log() {
     assert_eq!(number(&old[0], "bytes_down"), 3.0);
     let metrics = scrape(admin, None).await;
     assert_eq!(metrics["modgate_reloads_total{result=ok}"], 1.0);
+}
+
+/// With proxy.auth_file, the access line names the user, never the
+/// password; a refused client is logged without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_user_not_the_password() {
+    let origin = Origin::start("127.0.0.1").await;
+    let users = tempfile::NamedTempFile::new().unwrap();
+    let digest: String = modgate::proxy::sha256(b"s3cret-pass")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(users.path(), format!("alice:sha256:{digest}\n")).unwrap();
+    let g = gateway(443, &format!("auth_file = {:?}", users.path())).await;
+    let proxy = format!("http://{}", g.modgate.addr("explicit proxy"));
+    let url = origin.url("/bytes/5");
+    let out = curl(&["-sf", "-x", &proxy, "-U", "alice:s3cret-pass", &url]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = curl(&["-s", "-x", &proxy, "-U", "alice:wrong-pass", &url]).await;
+    assert!(out.status.success());
+    let access = g.work.path().join("access.log");
+    let lines = access_lines(&access, 2).await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(field(&lines[0], "user"), "alice");
+    assert_eq!(number(&lines[0], "status"), 200.0);
+    assert_eq!(field(&lines[1], "user"), "-");
+    assert_eq!(number(&lines[1], "status"), 407.0);
+    let text = std::fs::read_to_string(&access).unwrap();
+    assert!(
+        !text.contains("pass"),
+        "a password in the access log: {text}"
+    );
 }

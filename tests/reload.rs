@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,12 +18,20 @@ use common::netns::Modgate;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The gateway's config: modules from `mirror` (on 127.0.0.1, never via
-/// the parent), CONNECT to `echo` (on 127.0.0.2) through `parent` unless
-/// `no_proxy` says otherwise.
-fn write_config(path: &Path, work: &Path, echo: u16, parent: &str, no_proxy: &str, mirror: &str) {
+/// The gateway's config: listening on `listen` (an address on loopback),
+/// modules from `mirror` (on 127.0.0.1, never via the parent), CONNECT to
+/// `echo` (on 127.0.0.2) through `parent` unless `no_proxy` says otherwise.
+fn write_config(
+    path: &Path,
+    work: &Path,
+    echo: u16,
+    parent: &str,
+    listen: &str,
+    no_proxy: &str,
+    mirror: &str,
+) {
     let toml = format!(
-        "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n\
+        "[proxy]\nlisten = [\"{listen}:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n\
          deny_destinations = []\nconnect_ports = [{echo}]\npid_file = {:?}\n\
          [upstream]\nproxy = \"http://{parent}\"\nno_proxy = \"{no_proxy}\"\n\
          [intercept]\nca_dir = {:?}\n\
@@ -86,6 +95,7 @@ async fn sighup_swaps_rules_and_mirrors_while_transfers_go_on() {
         echo.port(),
         &parent_addr,
         "127.0.0.1",
+        "127.0.0.1",
         &old.url(),
     );
     let args = ["run", "--config", config.to_str().unwrap()];
@@ -118,6 +128,7 @@ async fn sighup_swaps_rules_and_mirrors_while_transfers_go_on() {
         work.path(),
         echo.port(),
         &parent_addr,
+        "127.0.0.1",
         "127.0.0.1,127.0.0.2",
         &new.url(),
     );
@@ -174,12 +185,15 @@ async fn sighup_swaps_rules_and_mirrors_while_transfers_go_on() {
     assert_eq!(metrics["modgate_reloads_total{result=ok}"], 1.0);
     assert_eq!(metrics["modgate_reloads_total{result=invalid}"], 1.0);
 
-    // `modgate reload` finds the process through proxy.pid_file.
+    // `modgate reload` finds the process through proxy.pid_file; the
+    // listener moves: the new address is bound, the old one stops taking
+    // clients, and a tunnel accepted on it carries on.
     write_config(
         &config,
         work.path(),
         echo.port(),
         &parent_addr,
+        "127.0.0.3",
         "127.0.0.1",
         &new.url(),
     );
@@ -194,7 +208,24 @@ async fn sighup_swaps_rules_and_mirrors_while_transfers_go_on() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(count, 2.0);
-    let mut via_parent = open_tunnel(proxy, echo).await;
+    let log = modgate.log_when(|l| l.contains("stopped listening")).await;
+    let moved: SocketAddr = log
+        .split("modgate listening (explicit proxy) addr=")
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .find(|addr: &SocketAddr| addr.ip().to_string() == "127.0.0.3")
+        .unwrap_or_else(|| panic!("no new listener: {log}"));
+    assert!(
+        log.contains(&format!(
+            "stopped listening (explicit proxy); its connections carry on addr={proxy}"
+        )),
+        "{log}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(proxy).await.is_err(),
+        "the old listener still takes clients"
+    );
+    round_trip(&mut after, b"accepted before the move").await;
+    let mut via_parent = open_tunnel(moved, echo).await;
     round_trip(&mut via_parent, b"via the parent again").await;
     assert_eq!(parent.running.stats.requests.get(), 2);
 }
