@@ -151,21 +151,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line; a cause already spelled out in
-/// the message before it (typed errors often embed their source) is not repeated.
+/// The error and its causes on one line, none said twice.
 fn report(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    modgate::message::causes(err.chain().map(ToString::to_string))
 }
 
 fn check(path: Option<PathBuf>) -> ExitCode {

@@ -308,6 +308,61 @@ async fn all_mirrors_down_gives_the_configured_status_and_reason() {
     }
 }
 
+/// With the go command's default GOPROXY (`…,direct`), modgate's reason
+/// reaches the user when every mirror is down and for a private module:
+/// its answers (502, 403) stop the go command instead of sending it on to
+/// `direct`, whose error would be all it showed. Whatever modgate does not
+/// intercept goes to a parent proxy that refuses, so nothing could leave
+/// the machine even if the go command went direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasons_reach_the_go_command_with_the_default_goproxy() {
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let extra = "private = \"git.corp.example/*\"\n\
+                 [upstream]\nproxy = \"http://127.0.0.1:9\"\nno_proxy = \"127.0.0.1\"";
+    let s = setup(
+        std::slice::from_ref(&refused),
+        extra,
+        "https://proxy.golang.org,direct",
+    )
+    .await;
+    let app = s.work.path().join("app");
+    build_app(&app);
+    let out =
+        s.go.run(&app, &["mod", "download", "example.com/util@v1.2.0"])
+            .await;
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(shown.contains("502 Bad Gateway"), "{shown}");
+    assert!(shown.contains("modgate: every mirror failed"), "{shown}");
+    assert_eq!(
+        shown.matches("Connection refused").count(),
+        shown.matches("modgate:").count(),
+        "a cause repeated: {shown}"
+    );
+    let out =
+        s.go.run(
+            &app,
+            &["mod", "download", "git.corp.example/team/secret@v1.0.0"],
+        )
+        .await;
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(shown.contains("403 Forbidden"), "{shown}");
+    assert!(
+        shown.contains("modgate: git.corp.example/team/secret is private")
+            && shown.contains("set GOPRIVATE=git.corp.example/*"),
+        "{shown}"
+    );
+    assert_eq!(
+        s.proxy.running.stats.via_parent.get(),
+        0,
+        "the go command went direct"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_modules_never_reach_a_mirror() {
     let tree = tree();
@@ -329,7 +384,7 @@ async fn private_modules_never_reach_a_mirror() {
     let shown = text(&out);
     assert!(!out.status.success(), "{shown}");
     assert!(
-        shown.contains("404 Not Found") && shown.contains("gomod.private"),
+        shown.contains("403 Forbidden") && shown.contains("is private (gomod.private"),
         "{shown}"
     );
     // Also the case-encoded and %21 spellings, and sumdb lookups, via curl.
@@ -342,7 +397,7 @@ async fn private_modules_never_reach_a_mirror() {
     ] {
         let out = curl(&["-i", "-x", &s.proxy.url(), "--cacert", &ca, url]).await;
         assert!(stdout(&out).starts_with("HTTP/"), "{url}: {}", stderr(&out));
-        assert!(stdout(&out).contains(" 404"), "{url}: {}", stdout(&out));
+        assert!(stdout(&out).contains(" 403"), "{url}: {}", stdout(&out));
     }
     let seen = mirror.requests();
     assert!(

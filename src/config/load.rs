@@ -310,7 +310,7 @@ fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, intercepting: boo
     let private = module_patterns(r, &mut t, "private");
     let verification = verification(r, &mut t);
     let on_mirror_failure = match r.string(&mut t, "on_mirror_failure") {
-        None => OnMirrorFailure::NotFound,
+        None => OnMirrorFailure::BadGateway,
         Some(s) => match s.get_ref().as_str() {
             "not_found" => OnMirrorFailure::NotFound,
             "bad_gateway" => OnMirrorFailure::BadGateway,

@@ -118,8 +118,10 @@ pub struct Verification {
 /// What clients get when every mirror failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnMirrorFailure {
-    /// 404, so `GOPROXY=…,direct` clients fall back to direct.
+    /// 404, so `GOPROXY=…,direct` clients fall back to direct (and show
+    /// only that attempt's error).
     NotFound,
+    /// 502 (the default): the go command stops and shows modgate's reason.
     BadGateway,
 }
 

@@ -1,5 +1,5 @@
 //! Serves intercepted Go module requests: `supported` answered here, private
-//! modules answered 404 here (never sent anywhere), everything else through
+//! modules answered 403 here (never sent anywhere), everything else through
 //! the cache (when enabled and the request is cacheable) or straight from
 //! the mirrors, streamed to the client.
 
@@ -193,10 +193,12 @@ impl Gomod {
             Plan::Invalid(reason) => {
                 plain_text(StatusCode::BAD_REQUEST, format!("modgate: {reason}\n"))
             }
+            // 403, not 404: the go command stops and shows this, where a
+            // 404 would send it on to `direct` and show only that error.
             Plan::Private { module, pattern } => plain_text(
-                StatusCode::NOT_FOUND,
+                StatusCode::FORBIDDEN,
                 format!(
-                    "modgate: {module} matches gomod.private {pattern:?}; not sent to any mirror\n"
+                    "modgate: {module} is private (gomod.private {pattern:?}): never sent to a mirror; set GOPRIVATE={pattern} so the go command fetches it itself\n"
                 ),
             ),
             Plan::Serve(Route::Supported) => plain_text(StatusCode::OK, ""),

@@ -20,7 +20,7 @@ pub enum Route<'a> {
 pub enum Plan<'a> {
     /// The path cannot be decoded (400).
     Invalid(&'static str),
-    /// The module matches `gomod.private`: 404 from modgate, sent nowhere.
+    /// The module matches `gomod.private`: 403 from modgate, sent nowhere.
     Private { module: String, pattern: String },
     /// Served as the route says.
     Serve(Route<'a>),

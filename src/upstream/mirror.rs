@@ -92,7 +92,7 @@ impl MirrorClient {
             let response = tokio::time::timeout(self.timeout, self.client.request(request))
                 .await
                 .map_err(|_| MirrorError::Timeout(self.timeout))?
-                .map_err(|e| MirrorError::Request(error_chain(&e)))?;
+                .map_err(|e| MirrorError::Request(crate::message::error_chain(&e)))?;
             if !response.status().is_redirection()
                 || response.status() == http::StatusCode::NOT_MODIFIED
             {
@@ -130,17 +130,6 @@ fn redirect_target(base: &Uri, location: Option<&HeaderValue>) -> Result<Uri, Mi
             "unsupported Location {location:?}"
         ))),
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A scheme, host and port: what a mirror's base URL names.
