@@ -96,10 +96,31 @@ async fn parent_credentials_are_sent_to_the_parent_only() {
     let out = curl(&["-x", &with_auth.url(), "--cacert", &cacert, &url]).await;
     assert_eq!(stdout(&out), "tls-origin-ok", "{}", stderr(&out));
 
-    // Without credentials the parent says 407; a tunnel then fails with 502.
-    forward_status(&without_auth.url(), &origin.url("/headers"), 407).await;
-    let out = curl(&["-x", &without_auth.url(), "--cacert", &cacert, &url]).await;
-    assert!(stderr(&out).contains("response 502"), "{}", stderr(&out));
+    // Without credentials the parent says 407: that is about modgate's
+    // credentials, so the client gets 502 naming the parent, forwarded or
+    // tunnelled.
+    let named = format!("parent proxy {}", parent.addr);
+    let text = forward_status(&without_auth.url(), &origin.url("/headers"), 502).await;
+    assert!(
+        text.contains(&named) && text.contains("407 Proxy Authentication Required"),
+        "{text}"
+    );
+    assert!(text.contains("upstream.proxy"), "{text}");
+    let connect = format!(
+        "CONNECT 127.0.0.1:{0} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\n\r\n",
+        tls.addr.port()
+    );
+    let text = raw_exchange(
+        without_auth.addr,
+        connect.as_bytes(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(
+        text.contains(&named) && text.contains("407 Proxy Authentication Required"),
+        "{text}"
+    );
 
     // The parent itself asks clients for credentials.
     let text = forward_status(&parent.url(), &origin.url("/headers"), 407).await;
@@ -117,4 +138,27 @@ async fn parent_credentials_are_sent_to_the_parent_only() {
     ])
     .await;
     assert_eq!(out.stdout.len(), 4, "{}", stderr(&out));
+}
+
+/// A parent that is down: forwarded and tunnelled requests get 502 with a
+/// text that names the parent proxy and its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_is_down_is_named() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let child = Proxy::start(&base_config(
+        "connect_ports = [443]",
+        &format!("proxy = \"http://{addr}\"\nno_proxy = \"\""),
+    ))
+    .await;
+    let named = format!("cannot connect to parent proxy {addr}");
+    let text = forward_status(&child.url(), "http://127.0.0.1:8080/x", 502).await;
+    assert!(text.contains(&named), "{text}");
+    let connect = b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n";
+    let text = raw_exchange(child.addr, connect, std::time::Duration::from_secs(5)).await;
+    assert!(
+        text.starts_with("HTTP/1.1 502") && text.contains(&named),
+        "{text}"
+    );
 }

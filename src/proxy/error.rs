@@ -32,6 +32,10 @@ pub enum ProxyError {
     /// The far side sent no response head in time (504).
     #[error("{side} sent no response within {after:?}")]
     NoResponse { side: Side, after: Duration },
+    /// The parent proxy refused a forwarded request for itself (a 407
+    /// about modgate's credentials, never the client's): 502.
+    #[error("parent proxy {parent} refused the request: {}", crate::upstream::parent_status(*status))]
+    ParentRefused { parent: String, status: u16 },
     /// modgate itself could not do what was asked (500).
     #[error("modgate: {0}")]
     Internal(String),
@@ -44,7 +48,9 @@ impl ProxyError {
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::Dial(err) => err.status(),
-            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } | ProxyError::ParentRefused { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::NoResponse { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -59,6 +65,7 @@ impl ProxyError {
             ProxyError::Upstream { side, .. } | ProxyError::NoResponse { side, .. } => {
                 side_name(*side)
             }
+            ProxyError::ParentRefused { .. } => "parent",
             ProxyError::Internal(_) => "modgate",
         }
     }

@@ -160,6 +160,7 @@ async fn forward(
         .await
         .map_err(|_| ProxyError::NoResponse { side, after })?
         .map_err(|err| client_error(side, err))?;
+    parent_refusal(shared, side, response.status())?;
     let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let keep_upgrade = switched
         .then(|| response.headers().get(UPGRADE).cloned())
@@ -178,6 +179,20 @@ async fn forward(
     // Our answer speaks the client's HTTP version, whatever the origin spoke.
     *response.version_mut() = client_version;
     Ok(response.map(|body| body.map_err(Into::into).boxed()))
+}
+
+/// A parent's 407 is about modgate's credentials to it, never the
+/// client's: answered as the parent's refusal (502), naming it.
+fn parent_refusal(shared: &Shared, side: Side, status: StatusCode) -> Result<(), ProxyError> {
+    match (side, shared.dialer.parent()) {
+        (Side::Parent, Some(parent)) if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+            Err(ProxyError::ParentRefused {
+                parent: format!("{}:{}", parent.host, parent.port),
+                status: status.as_u16(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Validates an absolute-form request, drops any `user:pass@` from its

@@ -74,11 +74,21 @@ impl fmt::Display for DialError {
             }
             Failure::ParentStatus(status) => write!(
                 f,
-                "parent proxy {target} refused the tunnel with status {status}"
+                "parent proxy {target} refused the tunnel: {}",
+                parent_status(*status)
             ),
             Failure::ParentProtocol(why) => write!(f, "parent proxy {target}: {why}"),
             Failure::BadAddress(why) => write!(f, "{side} {target} is not an address: {why}"),
         }
+    }
+}
+
+/// What a parent proxy's refusal `status` means, for the client's answer.
+pub fn parent_status(status: u16) -> String {
+    match status {
+        407 => "407 Proxy Authentication Required (the user:pass in upstream.proxy is missing or wrong)".into(),
+        403 => "403 Forbidden (the parent's own rules refuse this destination)".into(),
+        other => format!("status {other}"),
     }
 }
 

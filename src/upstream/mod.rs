@@ -7,5 +7,5 @@ mod mirror;
 mod parent;
 
 pub use client::{Connector, HttpClient, new_client};
-pub use dial::{DialError, Dialer, Failure, Side};
+pub use dial::{DialError, Dialer, Failure, Side, parent_status};
 pub use mirror::{MirrorClient, MirrorError};
