@@ -102,21 +102,30 @@ enum CacheCommand {
 
 #[derive(Subcommand)]
 enum CaCommand {
-    /// Create the CA (key file mode 0600), constrained to the intercepted hosts.
+    /// Create the CA in the config's intercept.ca_dir (key file mode 0600),
+    /// constrained to its intercepted hosts.
     Init {
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Replace an existing CA.
         #[arg(long)]
         force: bool,
-        /// Config whose gomod hosts the CA is constrained to.
-        #[arg(long)]
-        config: Option<PathBuf>,
     },
     /// Subject, fingerprint, validity, permitted names, and how to trust it.
     Show {
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the certificate (PEM) only.
+        #[arg(long)]
+        pem: bool,
+    },
+    /// Write this system's roots plus modgate's CA to one file (for
+    /// SSL_CERT_FILE, REQUESTS_CA_BUNDLE, GIT_SSL_CAINFO).
+    Bundle {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -178,24 +187,10 @@ fn check(path: Option<PathBuf>) -> ExitCode {
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {
     match command {
-        CaCommand::Init { dir, force, config } => {
-            let config = Config::load(config.as_deref())?;
-            let cert = modgate::tls::ca::init(&dir, &config.gomod.hosts(), force)?;
-            println!("created {}", cert.display());
-            print!("{}", modgate::tls::trust_hint(&cert));
-        }
-        CaCommand::Show { dir } => {
-            let cert = dir.join(modgate::tls::ca::CERT_FILE);
-            let pem =
-                std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
-            let der = rustls::pki_types::pem::PemObject::from_pem_slice(&pem)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
-            let text = modgate::tls::inspect::describe(&der).map_err(|e| anyhow::anyhow!(e))?;
-            print!("{text}");
-            print!("{}", modgate::tls::trust_hint(&cert));
-        }
+        CaCommand::Init { config, force } => cli::ca::init(config.as_deref(), force),
+        CaCommand::Show { config, pem } => cli::ca::show(config.as_deref(), pem),
+        CaCommand::Bundle { config, out } => cli::ca::bundle(config.as_deref(), &out),
     }
-    Ok(())
 }
 
 fn cache_command(command: CacheCommand) -> ExitCode {

@@ -91,7 +91,8 @@ fn explain_prints_decision_and_rule() {
 
 #[test]
 fn run_serves_and_stops_on_sigterm() {
-    // The default config intercepts and creates its CA under ./certs.
+    // The default config intercepts and creates its CA in the user's data
+    // directory ($XDG_DATA_HOME/modgate), whatever the working directory.
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_modgate"))
         .args([
@@ -103,6 +104,7 @@ fn run_serves_and_stops_on_sigterm() {
         ])
         .current_dir(dir.path())
         .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env("XDG_DATA_HOME", dir.path().join("data"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -119,7 +121,8 @@ fn run_serves_and_stops_on_sigterm() {
     }
     assert!(seen.contains("modgate listening"), "{seen}");
     assert!(seen.contains("created a new local CA"), "{seen}");
-    assert!(dir.path().join("certs/modgate-ca.pem").exists());
+    assert!(dir.path().join("data/modgate/modgate-ca.pem").exists());
+    assert!(!dir.path().join("certs").exists());
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let started = Instant::now();
@@ -238,18 +241,14 @@ fn ca_init_without_hosts_fails_and_writes_nothing() {
     let config = dir.path().join("nohosts.toml");
     std::fs::write(
         &config,
-        "[intercept]\nenabled = false\n[gomod]\nproxy_hosts = []\nsumdb_hosts = []\n",
+        format!(
+            "[intercept]\nenabled = false\nca_dir = {:?}\n[gomod]\nproxy_hosts = []\nsumdb_hosts = []\n",
+            dir.path().join("ca")
+        ),
     )
     .unwrap();
     let ca_dir = dir.path().join("ca");
-    let out = modgate(&[
-        "ca",
-        "init",
-        "--dir",
-        ca_dir.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let out = modgate(&["ca", "init", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("no intercepted host names"), "{said}");

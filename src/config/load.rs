@@ -267,9 +267,17 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
 fn intercept_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> InterceptConfig {
     let mut t = r.section(root, "intercept");
     let enabled = r.boolean(&mut t, "enabled").is_none_or(|b| *b.get_ref());
-    let ca_dir = r
-        .string(&mut t, "ca_dir")
-        .map_or_else(|| PathBuf::from("certs"), |s| PathBuf::from(s.into_inner()));
+    let place = t.place_of("ca_dir");
+    let ca_dir = match absolute_path(r, &mut t, "intercept.ca_dir") {
+        Some(dir) => dir,
+        None => InterceptConfig::default_ca_dir().unwrap_or_else(|| {
+            r.error(
+                place,
+                "intercept.ca_dir is not set and there is no user data directory ($XDG_DATA_HOME or $HOME): set intercept.ca_dir",
+            );
+            PathBuf::new()
+        }),
+    };
     let bypass = no_proxy(r, &mut t, "bypass", "");
     let bypass_clients = nets(r, &mut t, "bypass_clients", &[]);
     r.finish(t);

@@ -62,9 +62,18 @@ impl CacheConfig {
     }
 }
 
+impl InterceptConfig {
+    /// The user's data directory: `$XDG_DATA_HOME/modgate`.
+    pub fn default_ca_dir() -> Option<PathBuf> {
+        dirs::data_dir().map(|dir| dir.join("modgate"))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct InterceptConfig {
     pub enabled: bool,
+    /// Where the CA lives: absolute, so every command and every working
+    /// directory finds the same one.
     pub ca_dir: PathBuf,
     /// Destinations never intercepted (NO_PROXY syntax): tunnelled as-is.
     pub bypass: NoProxy,

@@ -17,6 +17,7 @@ mod error;
 mod forward;
 mod idle;
 mod intercept;
+mod pages;
 mod pipeline;
 mod prefixed;
 pub mod transparent;
@@ -96,11 +97,11 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     shared.stats.requests.inc();
     let started = Instant::now();
-    if is_pac_request(&req) {
-        // Browsers fetch the PAC file without proxy credentials.
-        let answered = allowed(&shared, client).map(|()| pac_file(&shared, &req));
+    if let Some(page) = pages::Page::of(&req) {
+        // Browsers fetch the PAC file and the CA without proxy credentials.
+        let answered = allowed(&shared, client).map(|()| page.answer(&shared, &req));
         let response = answered.unwrap_or_else(|err| err.response());
-        let own = Own::answer(&response, "pac", "proxy.pac");
+        let own = Own::answer(&response, page.name(), req.uri().path());
         own.log(&shared, client, &req, started);
         return Ok(response);
     }
@@ -202,40 +203,6 @@ async fn goproxy_endpoint(
         .gomod
         .serve(client, host, "endpoint", req)
         .await
-}
-
-/// `GET /proxy.pac` (origin-form).
-fn is_pac_request(req: &Request<Incoming>) -> bool {
-    (req.method() == Method::GET || req.method() == Method::HEAD)
-        && req.uri().scheme().is_none()
-        && req.uri().path() == "/proxy.pac"
-}
-
-/// The PAC file, naming `proxy.public_name` or the request's Host as the proxy.
-fn pac_file(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    let asked = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let Some(proxy) = shared
-        .public_name
-        .as_deref()
-        .or(asked)
-        .and_then(crate::rules::pac::proxy_name)
-    else {
-        return ProxyError::BadRequest(
-            "the PAC file needs a Host header naming this proxy (host:port), or proxy.public_name"
-                .into(),
-        )
-        .response();
-    };
-    let text = crate::rules::pac::pac(&shared.policy.via.no_proxy, &proxy);
-    let mut response = crate::message::plain_text(http::StatusCode::OK, text);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
-    );
-    response
 }
 
 /// Client allow-list and proxy authentication, before anything else: the

@@ -234,6 +234,7 @@ fn mitm(
             crate::tls::trust_hint(&ca.cert_path)
         );
     }
+    tracing::info!("local CA: {}", ca.summary());
     let uncovered = ca.uncovered(&hosts);
     if !uncovered.is_empty() {
         tracing::warn!(

@@ -182,6 +182,29 @@ impl Ca {
         Ok((Ca::load(dir)?, created))
     }
 
+    /// The host names its constraints permit (and their subdomains).
+    pub fn permitted(&self) -> &[String] {
+        &self.permitted
+    }
+
+    /// The CA certificate.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// Path, SHA-256 fingerprint and expiry, for logs.
+    pub fn summary(&self) -> String {
+        let expires = self
+            .expires()
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+            .map_or("unknown".into(), |t| t.date().to_string());
+        format!(
+            "{} (sha256 {}, expires {expires})",
+            self.cert_path.display(),
+            super::inspect::fingerprint(&self.cert_der)
+        )
+    }
+
     /// When the CA certificate expires (Unix time).
     pub fn expires(&self) -> Option<i64> {
         let (_, cert) = x509_parser::parse_x509_certificate(&self.cert_der).ok()?;

@@ -30,17 +30,53 @@ pub fn permitted_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> 
     Ok(names)
 }
 
+/// The SHA-256 fingerprint, as browsers and `openssl x509 -fingerprint` show it.
+pub fn fingerprint(der: &CertificateDer<'_>) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
+    let bytes: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    bytes.join(":")
+}
+
+/// A certificate in PEM.
+pub fn to_pem(der: &CertificateDer<'_>) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in text.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 /// Subject, SHA-256 fingerprint, validity and permitted names.
 pub fn describe(der: &CertificateDer<'_>) -> Result<String, String> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
-    let fingerprint: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
     let mut out = String::new();
     let _ = writeln!(out, "subject:      {}", cert.subject());
-    let _ = writeln!(out, "sha256:       {}", fingerprint.join(":"));
+    let _ = writeln!(out, "sha256:       {}", fingerprint(der));
     let _ = writeln!(out, "valid from:   {}", cert.validity().not_before);
     let _ = writeln!(out, "valid until:  {}", cert.validity().not_after);
     let names = permitted_names(der).unwrap_or_else(|e| vec![format!("({e})")]);
     let _ = writeln!(out, "permits only: {}", names.join(", "));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::pem::PemObject;
+
+    #[test]
+    fn pem_round_trips() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = super::to_pem(cert.der());
+        assert_eq!(pem, cert.pem().replace("\r\n", "\n"));
+        let back = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(&back, cert.der());
+    }
 }

@@ -6,6 +6,7 @@ pub mod client_hello;
 pub mod inspect;
 pub mod leaves;
 pub mod roots;
+pub mod trust_page;
 
 use std::path::Path;
 

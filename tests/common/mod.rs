@@ -33,7 +33,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 pub struct Proxy {
     pub addr: SocketAddr,
     pub running: Running,
-    /// The cache directory, when the test's config names none.
+    /// Where the cache and the CA are, when the test's config names none.
     pub cache_dir: Option<tempfile::TempDir>,
 }
 
@@ -49,11 +49,16 @@ impl Proxy {
         if !toml.contains("[admin]") {
             config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
         }
-        let cache_dir = (!toml.contains("[cache]")).then(|| {
-            let dir = tempfile::tempdir().unwrap();
-            config.cache.dir = dir.path().to_path_buf();
-            dir
-        });
+        // The cache and the CA default to the user's directories: keep
+        // them in the test's own unless the test chose.
+        let dir = tempfile::tempdir().unwrap();
+        if !toml.contains("[cache]") {
+            config.cache.dir = dir.path().join("cache");
+        }
+        if !toml.contains("ca_dir") {
+            config.intercept.ca_dir = dir.path().join("certs");
+        }
+        let cache_dir = Some(dir);
         let listeners = server::bind_all(&config).unwrap();
         let running = server::start(&config, listeners).unwrap();
         Proxy {

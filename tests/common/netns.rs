@@ -163,7 +163,8 @@ impl Modgate {
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
-        // The default cache.dir is the user's cache directory: keep it in the test's own.
+        // The default cache.dir and intercept.ca_dir are in the user's
+        // cache and data directories: keep them in the test's own.
         let cache_home = tempfile::tempdir().unwrap();
         // The admin listener on a free port, unless the test chose one.
         let admin: &[&str] = if args.first() == Some(&"run") && !args.contains(&"--admin-listen") {
@@ -175,7 +176,8 @@ impl Modgate {
             .args(args)
             .args(admin)
             .env("RUST_LOG", "info")
-            .env("XDG_CACHE_HOME", cache_home.path())
+            .env("XDG_CACHE_HOME", cache_home.path().join("cache"))
+            .env("XDG_DATA_HOME", cache_home.path().join("data"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
