@@ -59,6 +59,14 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Shell lines that point this machine's tools at modgate: both cases of
+    /// HTTP(S)_PROXY, NO_PROXY, and the CA bundle (eval "$(modgate env)").
+    Env {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "sh")]
+        shell: cli::env::Shell,
+    },
     /// Print the routing decision for a URL or HOST[:PORT], and the rule behind it.
     Explain {
         #[arg(long)]
@@ -142,6 +150,7 @@ fn main() -> ExitCode {
             admin_listen,
         }),
         Command::Reload { config } => reload_command(config),
+        Command::Env { config, shell } => cli::env::env(config.as_deref(), shell),
         Command::Check { config } => return check(config),
         Command::Ca { command } => ca(command),
         Command::Cache { command } => return cache_command(command),

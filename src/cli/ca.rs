@@ -38,7 +38,10 @@ pub fn show(config: Option<&Path>, pem: bool) -> anyhow::Result<()> {
 pub fn bundle(config: Option<&Path>, out: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
     let count = write_bundle(&config.intercept.ca_dir, out)?;
-    println!("wrote {} ({count} system roots and modgate's CA)", out.display());
+    println!(
+        "wrote {} ({count} system roots and modgate's CA)",
+        out.display()
+    );
     Ok(())
 }
 

@@ -51,7 +51,10 @@ impl Page {
         match self {
             Page::Pac => {
                 let text = crate::rules::pac::pac(&shared.policy.via.no_proxy, &proxy);
-                typed(plain_text(StatusCode::OK, text), "application/x-ns-proxy-autoconfig")
+                typed(
+                    plain_text(StatusCode::OK, text),
+                    "application/x-ns-proxy-autoconfig",
+                )
             }
             Page::CaPem | Page::Ca => ca_page(self, shared, &proxy),
         }

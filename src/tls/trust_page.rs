@@ -38,7 +38,9 @@ pub fn render(proxy: &str, fingerprint: &str, names: &[String]) -> String {
         ),
         (
             "Windows (PowerShell as administrator)",
-            format!("Invoke-WebRequest {url} -OutFile modgate-ca.pem\ncertutil -addstore -f Root modgate-ca.pem"),
+            format!(
+                "Invoke-WebRequest {url} -OutFile modgate-ca.pem\ncertutil -addstore -f Root modgate-ca.pem"
+            ),
         ),
         (
             "Go alone (no system change)",
@@ -75,7 +77,11 @@ mod tests {
     #[test]
     fn names_the_proxy_and_escapes() {
         let page = super::render("gw.example:3128", "AB:CD", &["proxy.golang.org".into()]);
-        assert!(page.contains("curl -fsS --noproxy '*' -o modgate-ca.pem http://gw.example:3128/ca.pem"));
+        assert!(
+            page.contains(
+                "curl -fsS --noproxy '*' -o modgate-ca.pem http://gw.example:3128/ca.pem"
+            )
+        );
         assert!(page.contains("<code id=\"fingerprint\">AB:CD</code>"));
         assert!(page.contains("certutil -addstore -f Root modgate-ca.pem"));
         let hostile = super::render("<x>:1", "-", &[]);

@@ -1,0 +1,121 @@
+//! `modgate env`: the shell lines that point a workstation's tools at
+//! modgate: both cases of the proxy variables (curl reads only the lower
+//! case http_proxy), a NO_PROXY every tool reads alike, and the CA bundle
+//! for the tools that take a file (refreshed on each run).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use modgate::config::Config;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Sh,
+    Fish,
+    Powershell,
+    Cmd,
+}
+
+/// Hosts never sent to the proxy: names and plain addresses only (no
+/// CIDRs, no wildcards, no leading dots), which curl, Go and Python read
+/// the same way.
+const NO_PROXY: &str = "localhost,127.0.0.1,::1";
+
+pub fn env(config: Option<&Path>, shell: Shell) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let proxy = proxy_url(&config)?;
+    let bundle = bundle_path()?;
+    super::ca::write_bundle(&config.intercept.ca_dir, &bundle)?;
+    let ca = config.intercept.ca_dir.join(modgate::tls::ca::CERT_FILE);
+    print!("{}", lines(&vars(&proxy, &bundle, &ca), shell));
+    Ok(())
+}
+
+/// Where `env` keeps the bundle: the user's data directory.
+fn bundle_path() -> anyhow::Result<PathBuf> {
+    let dir = dirs::data_dir().context("no user data directory ($XDG_DATA_HOME or $HOME)")?;
+    Ok(dir.join("modgate").join("bundle.pem"))
+}
+
+/// `http://host:port` of the explicit listener, as clients name it.
+fn proxy_url(config: &Config) -> anyhow::Result<String> {
+    if let Some(name) = &config.proxy.public_name {
+        return Ok(format!("http://{name}"));
+    }
+    let listen = config
+        .proxy
+        .listen
+        .first()
+        .context("proxy.listen is empty: no explicit listener to point clients at")?;
+    anyhow::ensure!(
+        listen.port() != 0,
+        "proxy.listen {listen} has no fixed port: set one, or proxy.public_name"
+    );
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    Ok(format!("http://{host}:{}", listen.port()))
+}
+
+/// Each variable and its value.
+pub fn vars(proxy: &str, bundle: &Path, ca: &Path) -> Vec<(&'static str, String)> {
+    let bundle = bundle.display().to_string();
+    let mut vars = Vec::new();
+    for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
+        vars.push((name, proxy.to_string()));
+    }
+    vars.push(("NO_PROXY", NO_PROXY.to_string()));
+    vars.push(("no_proxy", NO_PROXY.to_string()));
+    // Go, OpenSSL, Python requests, git, curl: a file with every root.
+    for name in [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "CURL_CA_BUNDLE",
+    ] {
+        vars.push((name, bundle.clone()));
+    }
+    // Node adds this file to its own roots.
+    vars.push(("NODE_EXTRA_CA_CERTS", ca.display().to_string()));
+    vars
+}
+
+/// The lines that set `vars` in `shell`.
+pub fn lines(vars: &[(&str, String)], shell: Shell) -> String {
+    vars.iter()
+        .map(|(name, value)| match shell {
+            Shell::Sh => format!("export {name}='{}'\n", value.replace('\'', r"'\''")),
+            Shell::Fish => format!("set -gx {name} '{}'\n", value.replace('\'', r"\'")),
+            Shell::Powershell => format!("$env:{name} = '{}'\n", value.replace('\'', "''")),
+            Shell::Cmd => format!("set \"{name}={value}\"\n"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shell_sets_both_cases() {
+        let vars = vars(
+            "http://127.0.0.1:3128",
+            Path::new("/h/o'k/b.pem"),
+            Path::new("/c.pem"),
+        );
+        let sh = lines(&vars, Shell::Sh);
+        assert!(sh.contains("export http_proxy='http://127.0.0.1:3128'\n"));
+        assert!(sh.contains("export HTTPS_PROXY='http://127.0.0.1:3128'\n"));
+        assert!(sh.contains("export SSL_CERT_FILE='/h/o'\\''k/b.pem'\n"));
+        assert!(sh.contains("export NODE_EXTRA_CA_CERTS='/c.pem'\n"));
+        let fish = lines(&vars, Shell::Fish);
+        assert!(fish.contains("set -gx no_proxy 'localhost,127.0.0.1,::1'\n"));
+        let ps = lines(&vars, Shell::Powershell);
+        assert!(ps.contains("$env:HTTP_PROXY = 'http://127.0.0.1:3128'\n"));
+        let cmd = lines(&vars, Shell::Cmd);
+        assert!(cmd.contains("set \"https_proxy=http://127.0.0.1:3128\"\n"));
+    }
+}
