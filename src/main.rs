@@ -67,6 +67,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "sh")]
         shell: cli::env::Shell,
     },
+    /// Check this machine's setup for the gateway: proxy variables, the
+    /// proxy answering, the go command trusting the CA, a module request,
+    /// the gateway's mirrors. Each failure names its fix.
+    Doctor {
+        /// The proxy (default: HTTPS_PROXY).
+        #[arg(long)]
+        proxy: Option<String>,
+    },
     /// Print the routing decision for a URL or HOST[:PORT], and the rule behind it.
     Explain {
         #[arg(long)]
@@ -152,6 +160,12 @@ fn main() -> ExitCode {
         Command::Reload { config } => reload_command(config),
         Command::Env { config, shell } => cli::env::env(config.as_deref(), shell),
         Command::Check { config } => return check(config),
+        Command::Doctor { proxy } => {
+            return cli::doctor::doctor(proxy).unwrap_or_else(|err| {
+                eprintln!("modgate: {}", report(&err));
+                ExitCode::FAILURE
+            });
+        }
         Command::Ca { command } => ca(command),
         Command::Cache { command } => return cache_command(command),
         Command::Explain {

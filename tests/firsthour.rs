@@ -136,3 +136,135 @@ async fn eval_modgate_env_makes_curl_and_go_work() {
     );
     assert!(work.path().join("data/modgate/bundle.pem").exists());
 }
+
+/// The variables `modgate env --config <config>` sets (its sh lines).
+async fn env_of(config: &Path, data: &Path) -> Vec<(String, String)> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
+        .args(["env", "--config", config.to_str().unwrap()])
+        .env("XDG_DATA_HOME", data)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// `modgate doctor` with exactly `vars` in its environment.
+async fn doctor(vars: &[(String, String)]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
+        .arg("doctor")
+        .env_clear()
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("doctor in time")
+        .unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+fn with(vars: &[(String, String)], changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars = vars.to_vec();
+    for (name, value) in changes {
+        vars.retain(|(k, _)| k != name);
+        vars.push((name.to_string(), value.to_string()));
+    }
+    vars
+}
+
+/// Acceptance 3: doctor passes on a client set up by `modgate env`, and
+/// names the fix on a client without the CA, with a wrong proxy address,
+/// and when every mirror of the gateway is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_a_good_client_and_names_each_fix() {
+    let modules = tree();
+    let mirror = Mirror::start(modules.path().to_path_buf(), Behaviour::Serve).await;
+    let work = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = config(work.path(), &listen, &mirror.url());
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let _modgate = Modgate::spawn(None, &args, None, 1).await;
+    let good = env_of(&config, &work.path().join("data")).await;
+
+    let (ok, said) = doctor(&good).await;
+    assert!(ok, "{said}");
+    assert_eq!(said.matches("ok    ").count(), 5, "{said}");
+
+    let empty = work.path().join("empty-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let no_ca = with(
+        &good,
+        &[
+            ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"),
+            ("SSL_CERT_DIR", empty.to_str().unwrap()),
+        ],
+    );
+    let (ok, said) = doctor(&no_ca).await;
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("FAIL  the go command trusts modgate's CA"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "fix: curl -fsS --noproxy '*' http://{listen}/ca.pem"
+        )),
+        "{said}"
+    );
+
+    let wrong = format!("http://127.0.0.1:{}", free_port());
+    let names = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"];
+    let changes: Vec<(&str, &str)> = names.iter().map(|n| (*n, wrong.as_str())).collect();
+    let (ok, said) = doctor(&with(&good, &changes)).await;
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("FAIL  proxy answers: nothing answers at"),
+        "{said}"
+    );
+    assert!(said.contains("fix: check the proxy address"), "{said}");
+
+    let (ok, said) = doctor(&with(&good, &[("http_proxy", "")])).await;
+    assert!(
+        !ok && said.contains("FAIL  proxy variables: not set: http_proxy"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_says_when_every_mirror_of_the_gateway_is_down() {
+    let refused = format!("http://127.0.0.1:{}", free_port());
+    let work = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = config(work.path(), &listen, &refused);
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let modgate = Modgate::spawn(None, &args, None, 1).await;
+    let good = env_of(&config, &work.path().join("data")).await;
+    // A module request fails: the gateway demotes its one mirror.
+    let module = format!("http://{listen}/example.com/util/@v/v1.2.0.mod");
+    let out = curl(&["-s", &module]).await;
+    assert!(
+        stdout(&out).contains("every mirror failed"),
+        "{}",
+        modgate.log()
+    );
+    let (ok, said) = doctor(&good).await;
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("FAIL  the gateway's mirrors: every module mirror of the gateway is down"),
+        "{said}"
+    );
+    assert!(
+        said.contains("fix: nothing to fix on this machine"),
+        "{said}"
+    );
+    assert_eq!(said.matches("ok    ").count(), 4, "{said}");
+}

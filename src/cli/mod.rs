@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod cache;
+pub mod doctor;
 pub mod env;
 pub mod logging;
 pub mod pid;

@@ -1,7 +1,8 @@
 //! The explicit listener's own pages, origin-form GETs that are not module
-//! requests: `/proxy.pac` (the PAC file), `/ca.pem` (the CA certificate)
-//! and `/ca` (how to trust it). None needs proxy credentials; the client
-//! allow-list still applies.
+//! requests: `/proxy.pac` (the PAC file), `/ca.pem` (the CA certificate),
+//! `/ca` (how to trust it) and `/.well-known/modgate/mirrors` (each
+//! mirror's health, for `modgate doctor` on clients). None needs proxy
+//! credentials; the client allow-list still applies.
 
 use http::header::{CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -15,7 +16,12 @@ pub enum Page {
     Pac,
     CaPem,
     Ca,
+    Mirrors,
 }
+
+/// Where clients (`modgate doctor`) read the gateway's mirror health: a
+/// path no module can have (an element may not start with a dot).
+pub const MIRRORS_PATH: &str = "/.well-known/modgate/mirrors";
 
 impl Page {
     /// The page `req` asks for, if it is an origin-form GET for one.
@@ -28,6 +34,7 @@ impl Page {
             "/proxy.pac" => Some(Page::Pac),
             "/ca.pem" => Some(Page::CaPem),
             "/ca" => Some(Page::Ca),
+            MIRRORS_PATH => Some(Page::Mirrors),
             _ => None,
         }
     }
@@ -37,10 +44,14 @@ impl Page {
         match self {
             Page::Pac => "pac",
             Page::CaPem | Page::Ca => "ca",
+            Page::Mirrors => "mirrors",
         }
     }
 
     pub fn answer(self, shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+        if self == Page::Mirrors {
+            return plain_text(StatusCode::OK, mirrors(shared));
+        }
         let Some(proxy) = proxy_name(shared, req) else {
             return ProxyError::BadRequest(
                 "this page needs a Host header naming this proxy (host:port), or proxy.public_name"
@@ -48,16 +59,14 @@ impl Page {
             )
             .response();
         };
-        match self {
-            Page::Pac => {
-                let text = crate::rules::pac::pac(&shared.policy.via.no_proxy, &proxy);
-                typed(
-                    plain_text(StatusCode::OK, text),
-                    "application/x-ns-proxy-autoconfig",
-                )
-            }
-            Page::CaPem | Page::Ca => ca_page(self, shared, &proxy),
+        if self == Page::Pac {
+            let text = crate::rules::pac::pac(&shared.policy.via.no_proxy, &proxy);
+            return typed(
+                plain_text(StatusCode::OK, text),
+                "application/x-ns-proxy-autoconfig",
+            );
         }
+        ca_page(self, shared, &proxy)
     }
 }
 
@@ -69,6 +78,32 @@ fn proxy_name(shared: &Shared, req: &Request<Incoming>) -> Option<String> {
         .as_deref()
         .or(asked)
         .and_then(crate::rules::pac::proxy_name)
+}
+
+/// One line per mirror: `module|sumdb <url> up|down <latency ms|->`.
+fn mirrors(shared: &Shared) -> String {
+    let Some(intercept) = &shared.policy.intercept else {
+        return String::new();
+    };
+    let line = |(kind, health): (&str, crate::gomod::Health)| {
+        let state = if health.demoted_for.is_some() {
+            "down"
+        } else {
+            "up"
+        };
+        let latency = health
+            .latency
+            .map_or("-".into(), |l| format!("{:.1}ms", l.as_secs_f64() * 1e3));
+        let mirror = crate::rules::mask_userinfo(&health.mirror).into_owned();
+        format!("{kind} {mirror} {state} {latency}\n")
+    };
+    intercept
+        .with
+        .gomod
+        .mirror_health()
+        .into_iter()
+        .map(line)
+        .collect()
 }
 
 fn ca_page(page: Page, shared: &Shared, proxy: &str) -> Response<Body> {
