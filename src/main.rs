@@ -188,24 +188,40 @@ fn report(err: &anyhow::Error) -> String {
     modgate::message::causes(err.chain().map(ToString::to_string))
 }
 
+/// Validates the config, then what `run` would need beyond it (files,
+/// directories, capabilities, free listeners); every error with its place.
 fn check(path: Option<PathBuf>) -> ExitCode {
-    match Config::load(path.as_deref()) {
-        Ok(_) => {
-            println!("config OK");
-            ExitCode::SUCCESS
-        }
-        Err(LoadError::Invalid(errors)) => {
-            for error in &errors {
-                eprintln!("{error}");
-            }
-            eprintln!("{} error(s)", errors.len());
-            ExitCode::FAILURE
-        }
+    let config = match Config::load(path.as_deref()) {
+        Ok(config) => config,
+        Err(LoadError::Invalid(errors)) => return refused(&errors),
         Err(err) => {
             eprintln!("{err}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let problems = match runtime {
+        Ok(runtime) => runtime.block_on(async { modgate::server::preflight(&config) }),
+        Err(e) => {
+            eprintln!("modgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !problems.is_empty() {
+        return refused(&problems);
     }
+    println!("config OK: {}", config.origin.file);
+    ExitCode::SUCCESS
+}
+
+fn refused(errors: &[modgate::config::ConfigError]) -> ExitCode {
+    for error in errors {
+        eprintln!("{error}");
+    }
+    eprintln!("{} error(s)", errors.len());
+    ExitCode::FAILURE
 }
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {

@@ -4,9 +4,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs modgate to its end, the user's directories (the default CA and
+/// cache) kept in a temporary home.
 fn modgate(args: &[&str]) -> std::process::Output {
+    let home = std::env::temp_dir().join(format!("modgate-cli-{}", std::process::id()));
     Command::new(env!("CARGO_BIN_EXE_modgate"))
         .args(args)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
         .output()
         .expect("modgate runs")
 }
@@ -62,7 +67,12 @@ fn check_accepts_the_three_deployment_configs() {
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "config OK\n");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            said,
+            format!("config OK: {path}\n"),
+            "it names the file it checked"
+        );
     }
 }
 
@@ -253,4 +263,77 @@ fn ca_init_without_hosts_fails_and_writes_nothing() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("no intercepted host names"), "{said}");
     assert!(!ca_dir.exists(), "ca init wrote {}", ca_dir.display());
+}
+
+/// Acceptance 5 of the first-hour issue: `check` refuses what `run` would
+/// meet, each at its key's line: a listener in use, an auth file it cannot
+/// read, a ca_dir where no CA can be created, a missing mirror CA file.
+#[test]
+fn check_refuses_what_run_would_meet_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let text = format!(
+        "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\nauth_file = {:?}\n\
+         [intercept]\nca_dir = {:?}\n\
+         [gomod]\nmirror_ca_file = {:?}\n\
+         [cache]\ndir = {:?}\n[admin]\nlisten = \"\"\n",
+        at("no-users"),
+        blocker.join("ca").display().to_string(),
+        at("no-mirror-ca.pem"),
+        at("cache"),
+    );
+    refused_at(
+        &text,
+        &[
+            (2, "cannot listen on 127.0.0.1"),
+            (3, "proxy.auth_file: cannot read"),
+            (5, "intercept.ca_dir: no CA in"),
+            (7, "gomod.mirror_ca_file"),
+        ],
+    );
+    drop(busy);
+}
+
+/// The same for `transparent.outbound_mark` without CAP_NET_ADMIN (as
+/// nobody when the tests run as root).
+#[test]
+fn check_refuses_outbound_mark_without_the_capability() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("mark.toml");
+    std::fs::write(
+        &file,
+        "[proxy]\nlisten = [\"127.0.0.1:0\"]\n[transparent]\noutbound_mark = 0x2a\n\
+         [intercept]\nenabled = false\n[gomod]\nverify = \"off\"\n[cache]\nenabled = false\n\
+         [admin]\nlisten = \"\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bin = dir.path().join("modgate");
+    std::fs::copy(env!("CARGO_BIN_EXE_modgate"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = file.to_str().unwrap();
+    let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let out = if as_root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(["check", "--config", config])
+            .output()
+            .unwrap()
+    } else {
+        modgate(&["check", "--config", config])
+    };
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("{config}:4:17: cannot set SO_MARK 0x2a"))
+            && said.contains("CAP_NET_ADMIN"),
+        "{said}"
+    );
 }

@@ -14,8 +14,8 @@ use super::reader::{Reader, Table};
 use super::units::{parse_duration, parse_size};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, GomodConfig, InterceptConfig, LogConfig,
-    LogFormat, OnMirrorFailure, ParentProxy, ProxyConfig, SUMDB_KEY, TransparentConfig,
-    UpstreamConfig, Verification,
+    LogFormat, OnMirrorFailure, Origin, PLACED_KEYS, ParentProxy, ProxyConfig, SUMDB_KEY,
+    TransparentConfig, UpstreamConfig, Verification,
 };
 use crate::rules::{NoProxy, PortRange, Private, Target, mask_userinfo};
 
@@ -23,6 +23,17 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let (mut r, root) = Reader::parse(file, text);
     let Some(mut root) = root else {
         return Err(r.errors);
+    };
+    let places = PLACED_KEYS
+        .iter()
+        .filter_map(|key| {
+            let (line, column) = r.line_column(&root.span_of(key)?);
+            Some((*key, line, column))
+        })
+        .collect();
+    let origin = Origin {
+        file: file.to_string(),
+        places,
     };
     let (proxy, listen_place) = proxy_section(&mut r, &mut root);
     let transparent = transparent_section(&mut r, &mut root, &proxy.listen);
@@ -44,6 +55,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     r.finish(root);
     if r.errors.is_empty() {
         Ok(Config {
+            origin,
             proxy,
             transparent,
             upstream,

@@ -21,6 +21,9 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/modgate.toml");
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Where it was read from, and where the keys that name files,
+    /// directories and listeners are written (for `modgate check`).
+    pub origin: Origin,
     pub proxy: ProxyConfig,
     pub transparent: TransparentConfig,
     pub upstream: UpstreamConfig,
@@ -205,14 +208,65 @@ pub struct LogConfig {
     pub access_log: Option<PathBuf>,
 }
 
-/// One problem in a config file, with its place.
+/// Where a config came from.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// The file's path, or `<default config>`.
+    pub file: String,
+    /// `section.key` -> (line, column) of the keys `check` looks at
+    /// beyond the file ([`PLACED_KEYS`]), when written.
+    pub places: Vec<(&'static str, usize, usize)>,
+}
+
+/// The keys whose places a config keeps: files, directories, listeners
+/// and capabilities that `run` needs and `check` verifies.
+pub const PLACED_KEYS: [&str; 9] = [
+    "proxy.listen",
+    "proxy.auth_file",
+    "transparent.http",
+    "transparent.https",
+    "transparent.outbound_mark",
+    "intercept.ca_dir",
+    "gomod.mirror_ca_file",
+    "cache.dir",
+    "admin.listen",
+];
+
+impl Origin {
+    /// An error about `key`: at its place, or at the file (a default).
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let place = self.places.iter().find(|(k, _, _)| *k == key);
+        let (line, column) = place.map_or((0, 0), |(_, line, column)| (*line, *column));
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// One problem in a config file, with its place (line 0: the key is not
+/// written, its default is the problem).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub column: usize,
     pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
 }
 
 /// Why a config could not be loaded.

@@ -49,10 +49,16 @@ impl<'i> Reader<'i> {
         }
     }
 
-    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+    /// The line and column (from 1) where `span` starts.
+    pub fn line_column(&self, span: &Range<usize>) -> (usize, usize) {
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, column)
+    }
+
+    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = self.line_column(&span);
         self.errors.push(ConfigError {
             file: self.file.clone(),
             line,
@@ -205,6 +211,19 @@ impl<'i> Table<'i> {
             .iter()
             .find(|(k, _)| k.get_ref() == key)
             .map_or_else(|| self.span.clone(), |(_, v)| v.span())
+    }
+
+    /// Where `section.key`'s value is written, when it is.
+    pub fn span_of(&self, dotted: &str) -> Option<Range<usize>> {
+        let (section, key) = dotted.split_once('.')?;
+        let (_, value) = self.entries.iter().find(|(k, _)| k.get_ref() == section)?;
+        let DeValue::Table(table) = value.get_ref() else {
+            return None;
+        };
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v.span())
     }
 
     fn take(&mut self, key: &str) -> Option<Spanned<DeValue<'i>>> {

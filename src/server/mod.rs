@@ -5,6 +5,7 @@
 //! `proxy.shutdown_grace`, then cut what is left).
 
 mod build;
+mod preflight;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use build::{Process, generation};
 pub use build::{cache_settings, egress, policy, standalone_cache};
+pub use preflight::preflight;
 
 use crate::admin::Admin;
 use crate::config::Config;
