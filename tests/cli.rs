@@ -12,6 +12,7 @@ fn modgate(args: &[&str]) -> std::process::Output {
         .args(args)
         .env("XDG_DATA_HOME", home.join("data"))
         .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
         .output()
         .expect("modgate runs")
 }
@@ -115,6 +116,7 @@ fn run_serves_and_stops_on_sigterm() {
         .current_dir(dir.path())
         .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

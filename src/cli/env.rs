@@ -25,6 +25,12 @@ pub fn env(config: Option<&Path>, shell: Shell) -> anyhow::Result<()> {
     let config = Config::load(config)?;
     let proxy = proxy_url(&config)?;
     let bundle = bundle_path()?;
+    // The CA `run` will use (created now if this comes first).
+    let (ca, created) =
+        modgate::tls::Ca::load_or_init(&config.intercept.ca_dir, &config.gomod.hosts())?;
+    if created {
+        eprintln!("modgate: created the CA at {}", ca.cert_path.display());
+    }
     super::ca::write_bundle(&config.intercept.ca_dir, &bundle)?;
     let ca = config.intercept.ca_dir.join(modgate::tls::ca::CERT_FILE);
     print!("{}", lines(&vars(&proxy, &bundle, &ca), shell));

@@ -292,13 +292,21 @@ impl Config {
         load::parse(file, text).map_err(LoadError::Invalid)
     }
 
-    /// Loads `path`, or the embedded default when `None`.
+    /// The user's config file, read when no `--config` is given:
+    /// `$XDG_CONFIG_HOME/modgate/modgate.toml`.
+    pub fn user_file() -> Option<PathBuf> {
+        dirs::config_dir().map(|dir| dir.join("modgate").join("modgate.toml"))
+    }
+
+    /// Loads `path`; when `None`, the user's config file if there is one
+    /// ([`Config::user_file`]), else the embedded default.
     pub fn load(path: Option<&Path>) -> Result<Config, LoadError> {
-        match path {
+        let user = Self::user_file().filter(|file| file.exists());
+        match path.map(Path::to_path_buf).or(user) {
             None => Self::parse("<default config>", DEFAULT_TOML),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-                    path: path.to_path_buf(),
+                let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+                    path: path.clone(),
                     source,
                 })?;
                 Self::parse(&path.display().to_string(), &text)

@@ -175,9 +175,15 @@ impl Ca {
 
     /// Loads the CA, creating it first when `dir` has none. Returns whether it was created.
     pub fn load_or_init(dir: &Path, hosts: &[String]) -> Result<(Ca, bool), CaError> {
-        let created = !dir.join(CERT_FILE).exists() && !dir.join(KEY_FILE).exists();
+        let mut created = !dir.join(CERT_FILE).exists() && !dir.join(KEY_FILE).exists();
         if created {
-            init(dir, hosts, false)?;
+            match init(dir, hosts, false) {
+                // Another modgate command created it a moment ago: use that one.
+                Err(CaError::Exists(_)) => created = false,
+                other => {
+                    other?;
+                }
+            }
         }
         Ok((Ca::load(dir)?, created))
     }

@@ -178,6 +178,7 @@ impl Modgate {
             .env("RUST_LOG", "info")
             .env("XDG_CACHE_HOME", cache_home.path().join("cache"))
             .env("XDG_DATA_HOME", cache_home.path().join("data"))
+            .env("XDG_CONFIG_HOME", cache_home.path().join("config"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
