@@ -304,6 +304,9 @@ async fn serve(config: Config, source: &Source, logging: &logging::Logging) -> a
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let listeners = modgate::server::bind_all(&config)?;
     let running = modgate::server::start(&config, listeners)?;
+    let ca = running.ca();
+    let summary = modgate::server::summary(&config, &running.bound, running.admin, ca.as_deref());
+    tracing::info!("{summary}");
     for (entry, addr) in &running.bound {
         tracing::info!(%addr, "modgate listening ({})", entry.serves());
     }

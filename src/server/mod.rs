@@ -6,6 +6,7 @@
 
 mod build;
 mod preflight;
+mod summary;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use build::{Process, generation};
 pub use build::{cache_settings, egress, policy, standalone_cache};
 pub use preflight::preflight;
+pub use summary::summary;
 
 use crate::admin::Admin;
 use crate::config::Config;
@@ -264,6 +266,13 @@ impl Running {
             addr,
             stop,
         }
+    }
+
+    /// The CA in use (path, fingerprint, expiry), when intercepting.
+    pub fn ca(&self) -> Option<String> {
+        let shared = self.current.load();
+        let intercept = shared.policy.intercept.as_ref()?;
+        Some(intercept.with.leaves.ca().summary())
     }
 
     /// The listeners served now, with what they serve.
