@@ -136,7 +136,10 @@ fn run_serves_and_stops_on_sigterm() {
     // The start-up summary: the config, the listeners, the CA and the cache.
     assert!(seen.contains("  config     <default config>"), "{seen}");
     let ca = dir.path().join("data/modgate/modgate-ca.pem");
-    assert!(seen.contains(&format!("  CA         {} (sha256 ", ca.display())), "{seen}");
+    assert!(
+        seen.contains(&format!("  CA         {} (sha256 ", ca.display())),
+        "{seen}"
+    );
     assert!(seen.contains("  cache      "), "{seen}");
     assert!(dir.path().join("data/modgate/modgate-ca.pem").exists());
     assert!(!dir.path().join("certs").exists());
