@@ -156,36 +156,43 @@ fn run_serves_and_stops_on_sigterm() {
     }
 }
 
-/// Without CAP_NET_ADMIN (as root the test drops to `nobody` with setpriv,
-/// which also drops every capability) `run` stops with a clear error.
-#[test]
-fn outbound_mark_without_cap_net_admin_is_a_clear_error() {
+/// `modgate <command> --config <file with text>` as a user with no
+/// capabilities (nobody, when the tests run as root); the output and the
+/// config file's path.
+fn without_capabilities(command: &str, text: &str) -> (std::process::Output, String) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let file = dir.path().join("mark.toml");
-    std::fs::write(
-        &file,
-        "[proxy]\nlisten = [\"127.0.0.1:0\"]\n[transparent]\noutbound_mark = 0x2a\n[intercept]\nenabled = false\n",
-    )
-    .unwrap();
+    std::fs::write(&file, text).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     // A copy nobody can reach, wherever the checkout lives.
     let bin = dir.path().join("modgate");
     std::fs::copy(env!("CARGO_BIN_EXE_modgate"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = file.to_str().unwrap();
+    let config = file.to_str().unwrap().to_string();
     let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
     let out = if as_root {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&bin)
-            .args(["run", "--config", config])
+            .args([command, "--config", &config])
             .output()
             .unwrap()
     } else {
-        modgate(&["run", "--config", config])
+        modgate(&[command, "--config", &config])
     };
+    (out, config)
+}
+
+/// Without CAP_NET_ADMIN (as root the test drops to `nobody` with setpriv,
+/// which also drops every capability) `run` stops with a clear error.
+#[test]
+fn outbound_mark_without_cap_net_admin_is_a_clear_error() {
+    let (out, _) = without_capabilities(
+        "run",
+        "[proxy]\nlisten = [\"127.0.0.1:0\"]\n[transparent]\noutbound_mark = 0x2a\n[intercept]\nenabled = false\n",
+    );
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -312,33 +319,12 @@ fn check_refuses_what_run_would_meet_at_its_line() {
 /// nobody when the tests run as root).
 #[test]
 fn check_refuses_outbound_mark_without_the_capability() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let file = dir.path().join("mark.toml");
-    std::fs::write(
-        &file,
+    let (out, config) = without_capabilities(
+        "check",
         "[proxy]\nlisten = [\"127.0.0.1:0\"]\n[transparent]\noutbound_mark = 0x2a\n\
          [intercept]\nenabled = false\n[gomod]\nverify = \"off\"\n[cache]\nenabled = false\n\
          [admin]\nlisten = \"\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let bin = dir.path().join("modgate");
-    std::fs::copy(env!("CARGO_BIN_EXE_modgate"), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = file.to_str().unwrap();
-    let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-    let out = if as_root {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin)
-            .args(["check", "--config", config])
-            .output()
-            .unwrap()
-    } else {
-        modgate(&["check", "--config", config])
-    };
+    );
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
