@@ -297,11 +297,12 @@ fn check_refuses_what_run_would_meet_at_its_line() {
         "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\nauth_file = {:?}\n\
          [intercept]\nca_dir = {:?}\n\
          [gomod]\nmirror_ca_file = {:?}\n\
-         [cache]\ndir = {:?}\n[admin]\nlisten = \"\"\n",
+         [cache]\ndir = {:?}\n[admin]\nlisten = \"\"\n[log]\naccess_log = {:?}\n",
         at("no-users"),
         blocker.join("ca").display().to_string(),
         at("no-mirror-ca.pem"),
         at("cache"),
+        blocker.join("access.log").display().to_string(),
     );
     refused_at(
         &text,
@@ -310,6 +311,7 @@ fn check_refuses_what_run_would_meet_at_its_line() {
             (3, "proxy.auth_file: cannot read"),
             (5, "intercept.ca_dir: no CA in"),
             (7, "gomod.mirror_ca_file"),
+            (13, "log.access_log"),
         ],
     );
     drop(busy);

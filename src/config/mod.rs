@@ -220,9 +220,11 @@ pub struct Origin {
 
 /// The keys whose places a config keeps: files, directories, listeners
 /// and capabilities that `run` needs and `check` verifies.
-pub const PLACED_KEYS: [&str; 9] = [
+pub const PLACED_KEYS: [&str; 11] = [
     "proxy.listen",
     "proxy.auth_file",
+    "proxy.pid_file",
+    "log.access_log",
     "transparent.http",
     "transparent.https",
     "transparent.outbound_mark",

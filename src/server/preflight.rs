@@ -1,8 +1,9 @@
 //! What `run` would refuse beyond the file itself, found by `modgate
 //! check` before `run` meets it: files it must read (auth file, mirror CA
-//! file, the CA), directories it must write (the CA's, the cache), the
-//! capability `outbound_mark` needs, listeners already taken. Each problem
-//! at the place of its key (or the file, for a default).
+//! file, the CA), files and directories it must write (the CA's, the
+//! cache, the access log, the pid file), the capability `outbound_mark`
+//! needs, listeners already taken. Each problem at the place of its key
+//! (or the file, for a default).
 
 use std::path::Path;
 
@@ -39,6 +40,16 @@ pub fn preflight(config: &Config) -> Vec<ConfigError> {
             "cache.dir",
             format!("cache.dir {}: {why}", config.cache.dir.display()),
         );
+    }
+    for (key, file) in [
+        ("log.access_log", &config.log.access_log),
+        ("proxy.pid_file", &config.proxy.pid_file),
+    ] {
+        if let Some(file) = file
+            && let Err(why) = file_writable(file)
+        {
+            fail(key, format!("{key} {}: {why}", file.display()));
+        }
     }
     if let Some(mark) = config.transparent.outbound_mark
         && let Err(e) = mark_allowed(mark)
@@ -108,6 +119,22 @@ fn writable(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("{} is not writable: {e}", existing.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// `file` can be appended to, or (absent) created in its directory.
+fn file_writable(file: &Path) -> Result<(), String> {
+    if file.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .map(|_| ())
+            .map_err(|e| format!("cannot be written: {e}"));
+    }
+    match file.parent() {
+        Some(dir) if dir.is_dir() => writable(dir),
+        Some(dir) => Err(format!("{} is not a directory that exists", dir.display())),
+        None => Err("has no directory".into()),
+    }
 }
 
 /// Whether this process may set `mark` on its sockets (CAP_NET_ADMIN).
