@@ -304,15 +304,13 @@ async fn serve(config: Config, source: &Source, logging: &logging::Logging) -> a
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let listeners = modgate::server::bind_all(&config)?;
     let running = modgate::server::start(&config, listeners)?;
-    let ca = running.ca();
-    let summary = modgate::server::summary(&config, &running.bound, running.admin, ca.as_deref());
-    tracing::info!("{summary}");
     for (entry, addr) in &running.bound {
         tracing::info!(%addr, "modgate listening ({})", entry.serves());
     }
     if let Some(addr) = running.admin {
         tracing::info!(%addr, "admin listening: / /healthz /readyz /metrics");
     }
+    tokio::spawn(summarise(config.clone(), &running));
     let pid_file = pid::PidFile::write(config.proxy.pid_file.as_deref())?;
     loop {
         tokio::select! {
@@ -336,6 +334,26 @@ async fn serve(config: Config, source: &Source, logging: &logging::Logging) -> a
     }
     drop(pid_file);
     Ok(())
+}
+
+/// Logs the start-up summary once every mirror has had its first probe
+/// (at most `gomod.mirror_timeout`; serving has begun meanwhile).
+fn summarise(
+    config: Config,
+    running: &modgate::server::Running,
+) -> impl Future<Output = ()> + Send + 'static {
+    let probing = running.probe_mirrors();
+    let (bound, admin, ca) = (running.bound.clone(), running.admin, running.ca());
+    async move {
+        let probes = probing.await;
+        let started = modgate::server::Started {
+            bound: &bound,
+            admin,
+            ca: ca.as_deref(),
+            probes: &probes,
+        };
+        tracing::info!("{}", modgate::server::summary(&config, &started));
+    }
 }
 
 /// A second stop signal while draining: cut everything, exit 1.

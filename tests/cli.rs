@@ -40,7 +40,7 @@ fn check_reports_three_errors_with_line_numbers() {
 }
 
 #[test]
-fn check_accepts_the_default_and_the_example_config() {
+fn check_accepts_the_default_the_example_and_the_deployment_configs() {
     let out = modgate(&["check"]);
     assert!(
         out.status.success(),
@@ -56,10 +56,8 @@ fn check_accepts_the_default_and_the_example_config() {
     );
     let out = modgate(&["check", "--config", "/nonexistent/modgate.toml"]);
     assert_eq!(out.status.code(), Some(1));
-}
-
-#[test]
-fn check_accepts_the_three_deployment_configs() {
+    // In the same test, one after the other: check binds each listener to
+    // see it is free, and these configs share 127.0.0.1:3128.
     for name in ["workstation", "gateway-explicit", "gateway-transparent"] {
         let path = format!("{}/config/{name}.toml", env!("CARGO_MANIFEST_DIR"));
         let out = modgate(&["check", "--config", &path]);
@@ -102,9 +100,18 @@ fn explain_prints_decision_and_rule() {
 
 #[test]
 fn run_serves_and_stops_on_sigterm() {
-    // The default config intercepts and creates its CA in the user's data
-    // directory ($XDG_DATA_HOME/modgate), whatever the working directory.
+    // With no --config, run reads the user's config file (here one whose
+    // mirrors are on loopback: the start-up probe must not reach the public
+    // ones) and creates the CA in the user's data directory
+    // ($XDG_DATA_HOME/modgate), whatever the working directory.
     let dir = tempfile::tempdir().unwrap();
+    let user_config = dir.path().join("config/modgate/modgate.toml");
+    std::fs::create_dir_all(user_config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &user_config,
+        "[gomod]\nmirrors = [\"http://127.0.0.1:9\"]\nsumdb_mirrors = [\"http://127.0.0.1:9\"]\n",
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_modgate"))
         .args([
             "run",
@@ -123,18 +130,24 @@ fn run_serves_and_stops_on_sigterm() {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let mut seen = String::new();
-    for line in lines.by_ref().take(40) {
+    // Up to the summary's last line, logged once the mirrors were probed.
+    for line in lines.by_ref().take(60) {
         let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("modgate listening") {
+        if line.contains("  cache      ") {
             break;
         }
     }
     assert!(seen.contains("modgate listening"), "{seen}");
     assert!(seen.contains("created a new local CA"), "{seen}");
-    // The start-up summary: the config, the listeners, the CA and the cache.
-    assert!(seen.contains("  config     <default config>"), "{seen}");
+    // The start-up summary: the config, the listeners, the probes, the CA, the cache.
+    let shown = format!("  config     {}", user_config.display());
+    assert!(seen.contains(&shown), "{seen}");
+    assert!(
+        seen.contains("  mirrors    http://127.0.0.1:9 (UNREACHABLE: "),
+        "{seen}"
+    );
     let ca = dir.path().join("data/modgate/modgate-ca.pem");
     assert!(
         seen.contains(&format!("  CA         {} (sha256 ", ca.display())),

@@ -142,6 +142,10 @@ fn redirecting_mirror(
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let n = stream.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    // modgate's start-up probe: it connects and sends nothing.
+                    return;
+                }
                 counter.fetch_add(1, Ordering::SeqCst);
                 let head = String::from_utf8_lossy(&buf[..n]).into_owned();
                 let location = if head.contains("/loopback.example/") {

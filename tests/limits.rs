@@ -97,7 +97,7 @@ async fn only_the_configured_names_get_a_certificate_and_memory_stays_flat() {
     std::fs::write(
         &config,
         format!(
-            "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nca_dir = {ca_dir:?}\n[gomod]\nmirrors = [\"http://127.0.0.1:9\"]\n"
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n[intercept]\nca_dir = {ca_dir:?}\n[gomod]\nmirrors = [\"http://127.0.0.1:9\"]\nsumdb_mirrors = [\"http://127.0.0.1:9\"]\n"
         ),
     )
     .unwrap();
@@ -127,7 +127,7 @@ async fn silent_intercepted_connections_are_closed_and_others_served() {
     let work = tempfile::tempdir().unwrap();
     let origin = Origin::start("127.0.0.1").await;
     let toml = format!(
-        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nmax_connections = 20\nheader_read_timeout = \"1s\"\n[intercept]\nca_dir = {:?}\n[gomod]\nmirrors = [\"http://127.0.0.1:9\"]\n",
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nmax_connections = 20\nheader_read_timeout = \"1s\"\n[intercept]\nca_dir = {:?}\n[gomod]\nmirrors = [\"http://127.0.0.1:9\"]\nsumdb_mirrors = [\"http://127.0.0.1:9\"]\n",
         work.path()
     );
     let proxy = Proxy::start(&toml).await;

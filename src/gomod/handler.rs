@@ -46,6 +46,10 @@ pub enum GomodError {
     },
 }
 
+/// A mirror's first health probe: `module` or `sumdb`, the mirror, and
+/// how long connecting took or why it failed.
+pub type Probe = (&'static str, String, Result<std::time::Duration, String>);
+
 /// One answer and what the access log says of it.
 struct Answer {
     response: Response<Body>,
@@ -135,6 +139,44 @@ impl Gomod {
             .into_iter()
             .map(|h| ("sumdb", h));
         module.chain(sumdb).collect()
+    }
+
+    /// Connects once to every mirror, concurrently, sending nothing: the
+    /// first health probe. Empty under `cache.offline` (no mirror is dialled).
+    pub async fn probe_mirrors(&self) -> Vec<Probe> {
+        if self.cache.as_ref().is_some_and(|c| c.settings().offline) {
+            return Vec::new();
+        }
+        let sumdb_host = self.config.sumdb_hosts.first().cloned().unwrap_or_default();
+        let sets = [
+            (
+                "module",
+                &self.mirrors.proxy,
+                self.mirrors.proxy_host.clone(),
+            ),
+            ("sumdb", &self.mirrors.sumdb, sumdb_host),
+        ];
+        let mut probes = tokio::task::JoinSet::new();
+        for (kind, set, host) in sets {
+            for base in set.bases() {
+                let url = if base == "origin" {
+                    format!("https://{host}/")
+                } else {
+                    base.to_string()
+                };
+                let (mirrors, base) = (self.mirrors.clone(), base.to_string());
+                probes.spawn(async move {
+                    let reached = mirrors.client.reach(&url).await;
+                    (kind, base, reached)
+                });
+            }
+        }
+        let mut done = Vec::new();
+        while let Some(Ok(probe)) = probes.join_next().await {
+            done.push(probe);
+        }
+        done.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        done
     }
 
     pub fn cache(&self) -> Option<&Cache> {

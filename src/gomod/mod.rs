@@ -9,5 +9,5 @@ mod mirrors;
 pub mod path;
 pub mod verify;
 
-pub use handler::{Gomod, GomodError};
+pub use handler::{Gomod, GomodError, Probe};
 pub use mirrors::{Health, MirrorSet};

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use build::{Process, generation};
 pub use build::{cache_settings, egress, policy, standalone_cache};
 pub use preflight::preflight;
-pub use summary::summary;
+pub use summary::{Started, summary};
 
 use crate::admin::Admin;
 use crate::config::Config;
@@ -265,6 +265,18 @@ impl Running {
             configured: bound.configured,
             addr,
             stop,
+        }
+    }
+
+    /// The first health probe of every mirror (nothing sent), when
+    /// intercepting; runs on its own, holding no borrow of `self`.
+    pub fn probe_mirrors(&self) -> impl Future<Output = Vec<crate::gomod::Probe>> + Send + 'static {
+        let shared = self.current.load_full();
+        async move {
+            match &shared.policy.intercept {
+                Some(intercept) => intercept.with.gomod.probe_mirrors().await,
+                None => Vec::new(),
+            }
         }
     }
 

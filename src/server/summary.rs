@@ -6,16 +6,22 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 
 use crate::config::Config;
+use crate::gomod::Probe;
 use crate::listener::Entry;
 
-/// The summary for `config`, with the listeners bound and the CA's line
-/// (path, fingerprint, expiry) when interception is on.
-pub fn summary(
-    config: &Config,
-    bound: &[(Entry, SocketAddr)],
-    admin: Option<SocketAddr>,
-    ca: Option<&str>,
-) -> String {
+/// What `run` knows once it listens: the listeners bound, the CA's line
+/// (path, fingerprint, expiry) and the mirrors' first probe, when
+/// interception is on.
+pub struct Started<'a> {
+    pub bound: &'a [(Entry, SocketAddr)],
+    pub admin: Option<SocketAddr>,
+    pub ca: Option<&'a str>,
+    pub probes: &'a [Probe],
+}
+
+/// The summary for `config` as `started`.
+pub fn summary(config: &Config, started: &Started<'_>) -> String {
+    let (bound, admin, ca) = (started.bound, started.admin, started.ca);
     let mut text = format!("modgate {}\n", env!("CARGO_PKG_VERSION"));
     let mut line = |what: &str, value: String| {
         let _ = writeln!(text, "  {what:<10} {value}");
@@ -38,8 +44,26 @@ pub fn summary(
         |p| format!("{p}, except upstream.no_proxy"),
     );
     line("parent", parent);
-    line("mirrors", config.gomod.mirrors.join(", "));
-    line("sumdb", config.gomod.sumdb_mirrors.join(", "));
+    let probed = |kind: &str, mirrors: &[String]| {
+        let each = mirrors.iter().map(|mirror| {
+            let probe = started
+                .probes
+                .iter()
+                .find(|(k, m, _)| *k == kind && m == mirror);
+            let shown = crate::rules::mask_userinfo(mirror).into_owned();
+            match probe.map(|(_, _, result)| result) {
+                None if !config.intercept.enabled => shown,
+                None => format!("{shown} (not probed)"),
+                Some(Ok(took)) => {
+                    format!("{shown} (reachable, {:.1} ms)", took.as_secs_f64() * 1e3)
+                }
+                Some(Err(why)) => format!("{shown} (UNREACHABLE: {why})"),
+            }
+        });
+        each.collect::<Vec<_>>().join(", ")
+    };
+    line("mirrors", probed("module", &config.gomod.mirrors));
+    line("sumdb", probed("sumdb", &config.gomod.sumdb_mirrors));
     line(
         "CA",
         ca.map_or("none (interception is off)".into(), str::to_string),
@@ -61,19 +85,34 @@ pub fn summary(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
-    fn names_config_listeners_ca_and_cache() {
+    fn names_config_listeners_probes_ca_and_cache() {
         let config = crate::config::Config::parse("/etc/modgate/modgate.toml", "").unwrap();
         let bound = [(
             crate::listener::Entry::Explicit,
             "127.0.0.1:3128".parse().unwrap(),
         )];
-        let text = super::summary(
-            &config,
-            &bound,
-            None,
-            Some("/ca.pem (sha256 AB, expires 2036-01-01)"),
-        );
+        let probes = [
+            (
+                "module",
+                "https://goproxy.cn".to_string(),
+                Ok(Duration::from_millis(12)),
+            ),
+            (
+                "module",
+                "https://mirrors.aliyun.com/goproxy".to_string(),
+                Err("refused".to_string()),
+            ),
+        ];
+        let started = super::Started {
+            bound: &bound,
+            admin: None,
+            ca: Some("/ca.pem (sha256 AB, expires 2036-01-01)"),
+            probes: &probes,
+        };
+        let text = super::summary(&config, &started);
         assert!(
             text.contains("  config     /etc/modgate/modgate.toml\n"),
             "{text}"
@@ -84,5 +123,13 @@ mod tests {
         );
         assert!(text.contains("  CA         /ca.pem (sha256 AB"), "{text}");
         assert!(text.contains("  parent     none"), "{text}");
+        assert!(
+            text.contains("https://goproxy.cn (reachable, 12.0 ms), https://mirrors.aliyun.com/goproxy (UNREACHABLE: refused)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("https://sum.golang.google.cn (not probed)"),
+            "{text}"
+        );
     }
 }

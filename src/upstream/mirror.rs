@@ -47,6 +47,8 @@ pub enum MirrorError {
 
 pub struct MirrorClient {
     client: Client<HttpsConnector<EgressConnector>, Empty<Bytes>>,
+    /// The client's connector, for probes that connect and send nothing.
+    connector: HttpsConnector<EgressConnector>,
     /// Time allowed for each response head.
     timeout: Duration,
 }
@@ -72,13 +74,37 @@ impl MirrorClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(egress);
+        let connector = https.clone();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http1_max_buf_size(MAX_BUF)
             .build(https);
-        MirrorClient { client, timeout }
+        MirrorClient {
+            client,
+            connector,
+            timeout,
+        }
+    }
+
+    /// Connects to the mirror at `base` the way a fetch would (egress
+    /// check, parent, TLS) and closes again without a request: how long
+    /// it took, or why it failed.
+    pub async fn reach(&self, base: &str) -> Result<Duration, String> {
+        use tower_service::Service;
+        let uri: Uri = base.parse().map_err(|_| format!("bad URL {base}"))?;
+        let mut connector = self.connector.clone();
+        let started = std::time::Instant::now();
+        let connect = async {
+            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+            connector.call(uri).await
+        };
+        match tokio::time::timeout(self.timeout, connect).await {
+            Err(_) => Err(format!("no connection within {:?}", self.timeout)),
+            Ok(Err(e)) => Err(crate::message::error_chain(e.as_ref())),
+            Ok(Ok(_)) => Ok(started.elapsed()),
+        }
     }
 
     /// GETs `url`, following redirects; any status is returned as is.
