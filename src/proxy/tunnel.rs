@@ -2,9 +2,7 @@
 //!
 //! An idle tunnel holds no copy buffer: each direction waits for readiness
 //! and takes a buffer only while bytes flow, returning it as soon as the
-//! socket would block. A direction that fills a whole buffer in one read
-//! is a bulk transfer: on Linux it goes on through a pipe with splice(2),
-//! its bytes never copied to user space. Half-close is relayed (EOF on one side shuts down
+//! socket would block. Half-close is relayed (EOF on one side shuts down
 //! writing on the other). The tunnel ends when both directions finished, on
 //! an error, after `idle` with no bytes either way, or when `stop` fires.
 
@@ -87,53 +85,10 @@ async fn pump(
                     write_all(dst, &buf[..n]).await?;
                     moved.fetch_add(n as u64, Ordering::Relaxed);
                     activity.touch();
-                    #[cfg(target_os = "linux")]
-                    if n == BUF_SIZE
-                        && let Ok(pipe) = crate::sys::splice::Pipe::new()
-                    {
-                        drop(buf);
-                        return bulk(src, dst, moved, activity, pipe).await;
-                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => return Err(err),
             }
-        }
-    }
-}
-
-/// The rest of a bulk direction, socket to pipe to socket: the pipe is
-/// drained into `dst` before `src` is read again.
-#[cfg(target_os = "linux")]
-async fn bulk(
-    src: &TcpStream,
-    dst: &TcpStream,
-    moved: &AtomicU64,
-    activity: &Activity,
-    mut pipe: crate::sys::splice::Pipe,
-) -> io::Result<()> {
-    use tokio::io::Interest;
-    loop {
-        while pipe.held > 0 {
-            dst.writable().await?;
-            match dst.try_io(Interest::WRITABLE, || pipe.drain(dst)) {
-                Ok(n) => {
-                    moved.fetch_add(n as u64, Ordering::Relaxed);
-                    activity.touch();
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Err(err),
-            }
-        }
-        src.readable().await?;
-        match src.try_io(Interest::READABLE, || pipe.fill(src)) {
-            Ok(0) => {
-                let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-                return Ok(());
-            }
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
         }
     }
 }

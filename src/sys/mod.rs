@@ -1,8 +1,7 @@
 //! The only platform-specific code: the original destination of a
 //! connection redirected by netfilter (SO_ORIGINAL_DST), the mark on
-//! modgate's own outbound sockets (SO_MARK), the idle CPU priority of
-//! background bookkeeping threads (SCHED_IDLE), and splice(2) for a
-//! tunnel's bulk bytes. Linux only; elsewhere each call
+//! modgate's own outbound sockets (SO_MARK), and the idle CPU priority of
+//! background bookkeeping threads (SCHED_IDLE). Linux only; elsewhere each call
 //! is a clear error.
 
 use std::io;
@@ -23,8 +22,6 @@ pub enum SysError {
 
 #[cfg(target_os = "linux")]
 mod linux;
-#[cfg(target_os = "linux")]
-pub mod splice;
 #[cfg(target_os = "linux")]
 pub use linux::{idle_priority, original_destination, set_mark};
 
