@@ -240,7 +240,15 @@ async fn a_scripted_mix_moves_the_metrics_and_logs_every_line() {
         moved(&format!("modgate_mirror_demotions_total{{mirror={dead}}}")),
         1.0
     );
-    assert_eq!(moved("modgate_cache_bytes_served_total{}"), mod_size);
+    let cache_keys: Vec<_> = after
+        .iter()
+        .filter(|(k, _)| k.contains("cache") || k.contains("module"))
+        .collect();
+    assert_eq!(
+        moved("modgate_cache_bytes_served_total{}"),
+        mod_size,
+        "{cache_keys:#?}\n{lines:#?}"
+    );
     assert_eq!(moved("modgate_cache_bytes_saved_total{}"), mod_size);
     assert_eq!(moved("modgate_cache_evictions_total{}"), 0.0);
     assert_eq!(

@@ -73,11 +73,9 @@ async fn pump(
 ) -> io::Result<()> {
     loop {
         src.readable().await?;
-        // Read into spare capacity: nothing is zeroed first.
-        let mut buf = bytes::BytesMut::with_capacity(BUF_SIZE);
+        let mut buf = vec![0u8; BUF_SIZE];
         loop {
-            buf.clear();
-            match src.try_read_buf(&mut buf) {
+            match src.try_read(&mut buf) {
                 Ok(0) => {
                     // Relay the half-close; the peer may still answer.
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
