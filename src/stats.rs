@@ -16,7 +16,7 @@ use crate::access::{Kind, Record};
 pub struct HandledLabels {
     /// `request`, `module` or `tunnel`.
     pub kind: &'static str,
-    pub decision: String,
+    pub decision: &'static str,
     pub status: u16,
 }
 
@@ -270,7 +270,7 @@ impl Stats {
     pub fn served(&self, r: &Record<'_>) {
         let labels = HandledLabels {
             kind: r.kind.name(),
-            decision: r.decision.to_string(),
+            decision: r.decision,
             status: r.status,
         };
         self.handled.get_or_create(&labels).inc();

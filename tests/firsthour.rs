@@ -36,6 +36,17 @@ fn config(work: &Path, listen: &str, mirror: &str) -> std::path::PathBuf {
     path
 }
 
+/// The modgate binary on a free port of 127.0.0.1, modules from `mirror`:
+/// its directory, its `host:port`, its config file, the process.
+async fn gateway(mirror: &str) -> (tempfile::TempDir, String, std::path::PathBuf, Modgate) {
+    let work = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = config(work.path(), &listen, mirror);
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let modgate = Modgate::spawn(None, &args, None, 1).await;
+    (work, listen, config, modgate)
+}
+
 /// `/ca.pem` is the CA `run` uses; `/ca` shows its fingerprint and how to
 /// trust it, naming this proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,11 +91,7 @@ async fn the_explicit_listener_offers_the_ca() {
 async fn eval_modgate_env_makes_curl_and_go_work() {
     let modules = tree();
     let mirror = Mirror::start(modules.path().to_path_buf(), Behaviour::Serve).await;
-    let work = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let config = config(work.path(), &listen, &mirror.url());
-    let args = ["run", "--config", config.to_str().unwrap()];
-    let _modgate = Modgate::spawn(None, &args, None, 1).await;
+    let (work, listen, config, _modgate) = gateway(&mirror.url()).await;
     let app = work.path().join("app");
     build_app(&app);
     let go_dir = go_binary().parent().unwrap().to_path_buf();
@@ -188,11 +195,7 @@ fn with(vars: &[(String, String)], changes: &[(&str, &str)]) -> Vec<(String, Str
 async fn doctor_passes_a_good_client_and_names_each_fix() {
     let modules = tree();
     let mirror = Mirror::start(modules.path().to_path_buf(), Behaviour::Serve).await;
-    let work = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let config = config(work.path(), &listen, &mirror.url());
-    let args = ["run", "--config", config.to_str().unwrap()];
-    let _modgate = Modgate::spawn(None, &args, None, 1).await;
+    let (work, listen, config, _modgate) = gateway(&mirror.url()).await;
     let good = env_of(&config, &work.path().join("data")).await;
 
     let (ok, said) = doctor(&good).await;
@@ -242,11 +245,7 @@ async fn doctor_passes_a_good_client_and_names_each_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_says_when_every_mirror_of_the_gateway_is_down() {
     let refused = format!("http://127.0.0.1:{}", free_port());
-    let work = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let config = config(work.path(), &listen, &refused);
-    let args = ["run", "--config", config.to_str().unwrap()];
-    let modgate = Modgate::spawn(None, &args, None, 1).await;
+    let (work, listen, config, modgate) = gateway(&refused).await;
     let good = env_of(&config, &work.path().join("data")).await;
     // A module request fails: the gateway demotes its one mirror.
     let module = format!("http://{listen}/example.com/util/@v/v1.2.0.mod");

@@ -55,7 +55,7 @@ pub struct Record<'a> {
     pub original: Option<SocketAddr>,
     /// `direct`, `parent`, `intercept`, `deny`, `endpoint`, `pac`, … or `-`
     /// when the request never got that far.
-    pub decision: &'a str,
+    pub decision: &'static str,
     /// The rule behind the decision, or the module plan.
     pub rule: &'a str,
     /// The mirror that sent a module file.

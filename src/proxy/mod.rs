@@ -138,7 +138,7 @@ pub async fn handle(
 
 /// A request modgate answered itself (the PAC file, a refusal), for the access log.
 struct Own<'a> {
-    decision: &'a str,
+    decision: &'static str,
     rule: &'a str,
     status: u16,
     bytes: u64,
@@ -146,7 +146,7 @@ struct Own<'a> {
 }
 
 impl<'a> Own<'a> {
-    fn answer(response: &Response<Body>, decision: &'a str, rule: &'a str) -> Own<'a> {
+    fn answer(response: &Response<Body>, decision: &'static str, rule: &'a str) -> Own<'a> {
         use http_body::Body as _;
         Own {
             decision,

@@ -164,7 +164,7 @@ pub fn log_refused(
 
 /// What a tunnel's access line says beyond the inbound stream.
 pub struct Line<'a> {
-    pub decision: &'a str,
+    pub decision: &'static str,
     pub rule: &'a str,
     pub status: u16,
     /// Client to upstream, upstream to client.
