@@ -73,9 +73,11 @@ async fn pump(
 ) -> io::Result<()> {
     loop {
         src.readable().await?;
-        let mut buf = vec![0u8; BUF_SIZE];
+        // Read into spare capacity: nothing is zeroed first.
+        let mut buf = bytes::BytesMut::with_capacity(BUF_SIZE);
         loop {
-            match src.try_read(&mut buf) {
+            buf.clear();
+            match src.try_read_buf(&mut buf) {
                 Ok(0) => {
                     // Relay the half-close; the peer may still answer.
                     let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
