@@ -598,3 +598,24 @@ async fn bypassed_hosts_and_clients_are_tunnelled_untouched() {
         stderr(&out)
     );
 }
+
+/// Intercepted hosts hand out session tickets: a client that keeps sessions
+/// resumes on its next connection (no certificate sent, no signature made);
+/// one that does not gets a full handshake each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_intercepted_connection_resumes_its_tls_session() {
+    use common::handshake::{connector, once};
+    use rustls::HandshakeKind::{Full, Resumed};
+    let tree = tree();
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let s = setup(&[mirror.url()], "", DEFAULT_GOPROXY).await;
+    let ca = s.work.path().join("certs/modgate-ca.pem");
+    let keeps = connector(&ca, true);
+    assert_eq!(once(s.proxy.addr, &keeps).await, Ok(Full));
+    assert_eq!(once(s.proxy.addr, &keeps).await, Ok(Resumed));
+    assert_eq!(once(s.proxy.addr, &keeps).await, Ok(Resumed));
+    let forgets = connector(&ca, false);
+    assert_eq!(once(s.proxy.addr, &forgets).await, Ok(Full));
+    assert_eq!(once(s.proxy.addr, &forgets).await, Ok(Full));
+    assert!(mirror.requests().is_empty());
+}

@@ -252,7 +252,7 @@ fn mitm(
         running_cache,
     )?;
     Ok(Mitm {
-        tls: crate::tls::leaves::server_config(leaves.clone()),
+        tls: crate::tls::leaves::server_config(leaves.clone())?,
         leaves,
         gomod: Arc::new(gomod),
     })

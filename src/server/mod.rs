@@ -45,6 +45,8 @@ pub enum StartError {
     Gomod(#[from] GomodError),
     #[error("the cache is not enabled")]
     NoCache,
+    #[error("cannot make TLS session tickets: {0}")]
+    Tickets(#[from] rustls::Error),
     #[error(transparent)]
     Sys(#[from] crate::sys::SysError),
 }

@@ -140,13 +140,17 @@ impl ResolvesServerCert for Leaves {
     }
 }
 
-/// The TLS server configuration for intercepted connections (ALPN h2 and http/1.1).
-pub fn server_config(leaves: Arc<Leaves>) -> Arc<rustls::ServerConfig> {
+/// The TLS server configuration for intercepted connections (ALPN h2 and
+/// http/1.1). Clients that keep sessions (browsers, curl) resume with a
+/// ticket: no certificate signature, no key exchange beyond (EC)DHE. The
+/// ticket key is random per process and config, rotated every 6 hours.
+pub fn server_config(leaves: Arc<Leaves>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(leaves);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod gomod;
+pub mod handshake;
 pub mod metrics;
 pub mod netns;
 
