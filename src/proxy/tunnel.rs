@@ -16,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::idle::Activity;
 
-/// Bytes moved per readiness wake-up before yielding the buffer.
+/// The buffer a direction takes when bytes arrive after a pause.
 const BUF_SIZE: usize = 64 * 1024;
+/// The most it grows to while reads keep filling it (bulk transfers):
+/// fewer, larger reads and writes, so fewer wake-ups of each peer per byte.
+const BULK_BUF_SIZE: usize = 1024 * 1024;
 
 /// How a tunnel ended and what it carried.
 #[derive(Debug, Default)]
@@ -76,6 +79,9 @@ async fn pump(
         // Read into spare capacity: nothing is zeroed first.
         let mut buf = bytes::BytesMut::with_capacity(BUF_SIZE);
         loop {
+            if buf.len() == buf.capacity() && buf.capacity() < BULK_BUF_SIZE {
+                buf = bytes::BytesMut::with_capacity(buf.capacity() * 4);
+            }
             buf.clear();
             match src.try_read_buf(&mut buf) {
                 Ok(0) => {
