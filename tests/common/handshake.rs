@@ -19,7 +19,7 @@ pub const HOST: &str = "proxy.golang.org";
 pub fn connector(ca: &Path, resume: bool) -> TlsConnector {
     let pem = std::fs::read(ca).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile_certs(&pem) {
+    for cert in pem_certs(&pem) {
         roots.add(cert).unwrap();
     }
     let mut config = rustls::ClientConfig::builder()
@@ -32,7 +32,7 @@ pub fn connector(ca: &Path, resume: bool) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .map(|c| c.unwrap())
