@@ -99,9 +99,9 @@ async fn idle_tunnel_is_closed() {
     );
 }
 
-/// A bulk transfer both ways (the relay moves on to splice(2) once a read
-/// fills its buffer): 24 MiB through an echo server arrive byte-exact, and
-/// the client's half-close travels through and ends the echo.
+/// A bulk transfer both ways (the relay's buffer grows while reads fill
+/// it): 24 MiB through an echo server arrive byte-exact, and the client's
+/// half-close travels through and ends the echo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_tunnel_arrives_whole_both_ways() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -600,8 +600,9 @@ async fn bypassed_hosts_and_clients_are_tunnelled_untouched() {
 }
 
 /// Intercepted hosts hand out session tickets: a client that keeps sessions
-/// resumes on its next connection (no certificate sent, no signature made);
-/// one that does not gets a full handshake each time.
+/// resumes on its next connection (no certificate sent, no signature made),
+/// however many clients came since; one that does not gets a full
+/// handshake each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_intercepted_connection_resumes_its_tls_session() {
     use common::handshake::{connector, once};
@@ -617,5 +618,12 @@ async fn a_second_intercepted_connection_resumes_its_tls_session() {
     let forgets = connector(&ca, false);
     assert_eq!(once(s.proxy.addr, &forgets).await, Ok(Full));
     assert_eq!(once(s.proxy.addr, &forgets).await, Ok(Full));
+    // Stateless tickets: after 300 other clients' sessions (more than a
+    // server-side session cache would keep), the first still resumes.
+    for _ in 0..300 {
+        let other = connector(&ca, true);
+        assert_eq!(once(s.proxy.addr, &other).await, Ok(Full));
+    }
+    assert_eq!(once(s.proxy.addr, &keeps).await, Ok(Resumed));
     assert!(mirror.requests().is_empty());
 }

@@ -71,13 +71,15 @@ pub async fn once(proxy: SocketAddr, tls: &TlsConnector) -> Result<HandshakeKind
     kind.ok_or_else(|| "no handshake".to_string())
 }
 
+/// The CONNECT answer. Read in chunks: the proxy sends nothing after it
+/// until the client's TLS hello, so no byte of TLS can be taken here.
 async fn read_head(tcp: &mut TcpStream) -> Result<String, String> {
     let mut head = Vec::new();
-    let mut byte = [0u8; 1];
+    let mut chunk = [0u8; 1024];
     while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
-        match tcp.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            Ok(_) => return Err("closed during the CONNECT answer".into()),
+        match tcp.read(&mut chunk).await {
+            Ok(0) => return Err("closed during the CONNECT answer".into()),
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
             Err(e) => return Err(e.to_string()),
         }
     }
