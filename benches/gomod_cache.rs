@@ -252,6 +252,9 @@ async fn endpoint_round(b: &mut Bench, http: &Mirror, mirror_roots: &Path, plain
     plain
         .cold
         .push(b.download(None, &endpoint, mirror_roots).await);
+    if std::env::var_os("MODGATE_BENCH_LOG").is_some() {
+        eprintln!("{}", gate.log());
+    }
     plain
         .warm
         .push(b.download(None, &endpoint, mirror_roots).await);

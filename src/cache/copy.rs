@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch};
 
-use super::flight::{Downloaded, Head, Takeoff};
+use super::flight::{Downloaded, Head, Takeoff, Tap};
 use super::store::Store;
 use super::stream::{Progress, SharedFile, Window};
 use crate::message::Body;
@@ -38,8 +38,8 @@ pub struct Writing<'a> {
     pub temp: Option<PathBuf>,
     pub progress: &'a watch::Sender<Progress>,
     pub release: Release,
-    /// A small download may stay in memory until it is stored.
-    pub hold_small: bool,
+    /// Sees the bytes as they are written to the file.
+    pub tap: Option<Tap>,
     /// More bytes than this end the download as failed.
     pub limit: u64,
 }
@@ -267,11 +267,11 @@ async fn gather_ready(body: &mut Body, batch: &mut Vec<Bytes>) -> Result<bool, S
 }
 
 /// Writes the batches off the async threads, telling readers how much is
-/// on disk. A small download is held: written once, whole, at the end, or
-/// (`hold_small`) handed on in memory. Returns the size and where it is.
+/// on disk. A small download is held in memory and handed on as it is
+/// (written once, whole, when stored). Returns the size and where it is.
 async fn write_batches(
     mut rx: mpsc::Receiver<Vec<Bytes>>,
-    writing: Writing<'_>,
+    mut writing: Writing<'_>,
 ) -> (Result<u64, String>, Downloaded) {
     let mut held: Vec<Bytes> = Vec::new();
     let mut held_bytes = 0usize;
@@ -285,7 +285,7 @@ async fn write_batches(
         }
         let pending = std::mem::take(&mut held);
         held_bytes = 0;
-        match write(&writing, &mut temp, pending, written).await {
+        match write(&mut writing, &mut temp, pending, written).await {
             Ok(length) => written += length,
             Err(e) => return (Err(e), in_file(temp)),
         }
@@ -296,13 +296,7 @@ async fn write_batches(
         });
     }
     if temp.is_none() {
-        if writing.hold_small {
-            return (Ok(held_bytes_of(&held)), Downloaded::Memory(held));
-        }
-        match write(&writing, &mut temp, held, 0).await {
-            Ok(length) => written = length,
-            Err(e) => return (Err(e), in_file(temp)),
-        }
+        return (Ok(held_bytes_of(&held)), Downloaded::Memory(held));
     }
     (Ok(written), in_file(temp))
 }
@@ -316,14 +310,16 @@ fn held_bytes_of(pieces: &[Bytes]) -> u64 {
 }
 
 /// Writes `pieces` from `offset` on, off the async threads, making the
-/// temporary file first if there is none yet; returns how many bytes.
+/// temporary file first if there is none yet, then shows them to the tap;
+/// returns how many bytes.
 async fn write(
-    writing: &Writing<'_>,
+    writing: &mut Writing<'_>,
     temp: &mut Option<PathBuf>,
     pieces: Vec<Bytes>,
     offset: u64,
 ) -> Result<u64, String> {
     let (store, file, make) = (writing.store.clone(), writing.file.clone(), temp.is_none());
+    let mut tap = writing.tap.take();
     let made = tokio::task::spawn_blocking(move || {
         let mut path = None;
         if make {
@@ -339,12 +335,16 @@ async fn write(
             handle.write_all_at(piece, at)?;
             at += piece.len() as u64;
         }
-        Ok::<_, std::io::Error>((path, at - offset))
+        if let Some(tap) = &mut tap {
+            pieces.iter().for_each(|piece| tap(piece));
+        }
+        Ok::<_, std::io::Error>((path, at - offset, tap))
     })
     .await
     .map_err(|e| format!("cache write: {e}"))?
     .map_err(|e| format!("cache write: {e}"))?;
-    let (made, length) = made;
+    let (made, length, tap) = made;
+    writing.tap = tap;
     if made.is_some() {
         *temp = made;
     }

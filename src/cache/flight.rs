@@ -23,11 +23,54 @@ use super::stream::{Progress, SharedFile};
 use super::{Fetched, Inner, Miss};
 use crate::message::Body;
 
-/// A check the complete bytes (in the file at the path) must pass before
-/// any client has them all and before they are stored (a go.sum hash, a
-/// signed tree head); `Err` says what is wrong with them.
-pub type Check =
-    Box<dyn FnOnce(PathBuf) -> Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send>> + Send>;
+/// A check the complete bytes must pass before any client has them all
+/// and before they are stored (a go.sum hash, a signed tree head).
+pub struct Check {
+    /// Sees every byte of a download kept in a file, in order, as it is
+    /// written (off the async threads): a zip is hashed as it arrives.
+    pub tap: Option<Tap>,
+    /// Judges the complete bytes; `Err` says what is wrong with them.
+    pub verdict: Verdict,
+}
+
+pub type Tap = Box<dyn FnMut(&[u8]) + Send>;
+
+pub type Verdict =
+    Box<dyn FnOnce(Content) -> Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send>> + Send>;
+
+impl Check {
+    /// A check of the complete bytes alone.
+    pub fn new<F>(verdict: impl FnOnce(Content) -> F + Send + 'static) -> Check
+    where
+        F: Future<Output = Result<(), Refusal>> + Send + 'static,
+    {
+        Check {
+            tap: None,
+            verdict: Box::new(move |content| Box::pin(verdict(content))),
+        }
+    }
+}
+
+/// The complete bytes of a download, as a check reads them.
+pub enum Content {
+    /// A small download, still in memory.
+    Memory(Bytes),
+    /// A larger one, in the flight's temporary file.
+    File(PathBuf),
+}
+
+impl Content {
+    /// All the bytes (a file is read off the async threads).
+    pub async fn bytes(self) -> Result<Bytes, Refusal> {
+        match self {
+            Content::Memory(bytes) => Ok(bytes),
+            Content::File(path) => tokio::fs::read(&path)
+                .await
+                .map(Bytes::from)
+                .map_err(|e| Refusal::Unchecked(e.to_string())),
+        }
+    }
+}
 
 /// Why a check did not pass.
 #[derive(Debug, thiserror::Error)]
@@ -197,7 +240,11 @@ async fn fly(
     };
     let head = head_of(&response, &mirror);
     let expected = head.content_length;
-    let check = check.map(|make| make());
+    let (tap, verdict) = match check.map(|make| make()) {
+        Some(Check { tap, verdict }) => (tap, Some(verdict)),
+        None => (None, None),
+    };
+    let check = verdict;
     // Only a zip may be too large to hold whole: every other kind (a go.mod,
     // a lookup) is held until checked, whatever the mirror says of its length.
     let whole = key.kind != Kind::Zip || expected.is_some_and(|length| length <= CHECK_WHOLE);
@@ -213,8 +260,7 @@ async fn fly(
         temp,
         progress: &report.progress,
         release,
-        // Bytes to check must be in a file.
-        hold_small: check.is_none(),
+        tap,
         limit: key.kind.limit(),
     };
     // Clients are told it started with the first bytes in hand, so a
@@ -259,7 +305,7 @@ struct Landing<'a> {
 /// (only the write failed), refused (its check failed before any byte went
 /// out: another mirror may serve it) or broken (the mirror failed, sent a
 /// wrong length, or the check refused bytes some client has).
-async fn land(landing: Landing<'_>, copied: Copied, check: Option<Check>) -> Flown {
+async fn land(landing: Landing<'_>, copied: Copied, check: Option<Verdict>) -> Flown {
     let Landing {
         inner,
         key,
@@ -348,37 +394,54 @@ async fn settle(
     copied: &Copied,
     expected: Option<u64>,
     mirror: &str,
-    check: Option<Check>,
+    check: Option<Verdict>,
 ) -> Settled {
-    match (&copied.arrived, &copied.written, &copied.downloaded) {
-        (Ok(_), Err(reason), _) if check.is_none() => Settled::ServedNotStored(reason.clone()),
-        (Ok(_), Err(reason), _) => Settled::Failed(format!("cannot keep it to check it: {reason}")),
-        (Ok(size), _, _) if expected.is_some_and(|length| length != *size) => {
-            Settled::Failed(format!(
-                "{mirror} sent {size} bytes of {}",
-                expected.unwrap_or_default()
-            ))
+    let size = match (&copied.arrived, &copied.written) {
+        (Err(reason), _) => return Settled::Failed(format!("{mirror}: {reason}")),
+        (Ok(_), Err(reason)) if check.is_none() => {
+            return Settled::ServedNotStored(reason.clone());
         }
-        (Ok(size), _, Downloaded::File(temp)) => match check {
-            None => Settled::Good(*size),
-            Some(check) => match check(temp.clone()).await {
-                Ok(()) => Settled::Good(*size),
-                Err(Refusal::Bad(reason)) => Settled::Refused(reason),
-                Err(unchecked) => Settled::Failed(unchecked.to_string()),
-            },
-        },
-        (Ok(_), _, _) if check.is_some() => Settled::Failed("no file to check".into()),
-        (Ok(size), _, _) => Settled::Good(*size),
-        (Err(reason), _, _) => Settled::Failed(format!("{mirror}: {reason}")),
+        (Ok(_), Err(reason)) => {
+            return Settled::Failed(format!("cannot keep it to check it: {reason}"));
+        }
+        (Ok(size), Ok(_)) => *size,
+    };
+    if let Some(length) = expected.filter(|length| *length != size) {
+        return Settled::Failed(format!("{mirror} sent {size} bytes of {length}"));
     }
+    let Some(check) = check else {
+        return Settled::Good(size);
+    };
+    let content = match &copied.downloaded {
+        Downloaded::File(temp) => Content::File(temp.clone()),
+        Downloaded::Memory(pieces) => Content::Memory(joined(pieces)),
+        Downloaded::Nothing => return Settled::Failed("nothing to check".into()),
+    };
+    match check(content).await {
+        Ok(()) => Settled::Good(size),
+        Err(Refusal::Bad(reason)) => Settled::Refused(reason),
+        Err(unchecked) => Settled::Failed(unchecked.to_string()),
+    }
+}
+
+/// The pieces of a small download as one buffer (no copy for one piece).
+fn joined(pieces: &[Bytes]) -> Bytes {
+    if let [only] = pieces {
+        return only.clone();
+    }
+    let mut all = bytes::BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+    for piece in pieces {
+        all.extend_from_slice(piece);
+    }
+    all.freeze()
 }
 
 /// Where a complete download's bytes are.
 pub enum Downloaded {
     /// In this temporary file (`file` of the flight).
     File(PathBuf),
-    /// Still in memory (small, and nothing to check): written, fsynced and
-    /// renamed in one go when stored.
+    /// Still in memory (small): written, fsynced and renamed in one go
+    /// when stored.
     Memory(Vec<Bytes>),
     /// Nowhere (the download failed before a file was made).
     Nothing,

@@ -2,13 +2,12 @@
 //! `.zip` it names, checked against its `h1:` hash before it is stored) or a
 //! vendor/modules.txt (no hashes to check). Parsing is pure.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::flight::{MakeCheck, Refusal};
+use super::flight::{Check, MakeCheck, Refusal};
 use super::key::{Key, proxy_key};
 use super::{Cache, How};
-use crate::gomod::dirhash::check_file;
+use crate::gomod::check::module_file;
 use crate::gomod::path::case_encode;
 
 /// One file to fetch.
@@ -115,18 +114,19 @@ pub async fn fetch(cache: &Cache, want: &Want) -> Result<How, String> {
         .ok_or_else(|| "not a module version the cache can hold".to_string())?;
     let (expected, go_mod) = (want.hash.clone(), !want.zip);
     let check: MakeCheck = Arc::new(move || {
-        let expected = expected.clone();
-        Box::new(move |path: PathBuf| {
-            Box::pin(async move {
-                let Some(expected) = expected else {
-                    return Ok(());
-                };
-                tokio::task::spawn_blocking(move || check_file(&path, &expected, go_mod))
-                    .await
-                    .map_err(|e| Refusal::Unchecked(e.to_string()))?
-                    .map_err(|e| Refusal::Bad(e.replace("expected", "go.sum has")))
+        let Some(expected) = expected.clone() else {
+            return Check::new(|_| async { Ok(()) });
+        };
+        let Check { tap, verdict } = module_file(async { Ok(expected) }, go_mod);
+        Check {
+            tap,
+            ..Check::new(move |content| async move {
+                verdict(content).await.map_err(|refused| match refused {
+                    Refusal::Bad(why) => Refusal::Bad(why.replace("expected", "go.sum has")),
+                    unchecked => unchecked,
+                })
             })
-        })
+        }
     });
     cache.fill(&key, check).await
 }

@@ -3,7 +3,7 @@
 //! sorted by name, in standard base64. A module zip hashes its entries by
 //! their full names (`HashZip`); a go.mod hashes as the one file `go.mod`.
 
-use std::io::Read;
+use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
 use aws_lc_rs::digest;
@@ -53,7 +53,13 @@ pub fn hash_zip(path: &Path) -> Result<String, HashError> {
 
 /// `hash_zip`, refusing more than `limit` bytes uncompressed.
 fn hash_zip_within(path: &Path, limit: u64) -> Result<String, HashError> {
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(path)?)?;
+    hash_archive(std::fs::File::open(path)?, limit)
+}
+
+/// The `h1:` of the zip `reader` reads, refusing more than `limit` bytes
+/// uncompressed.
+fn hash_archive(reader: impl Read + Seek, limit: u64) -> Result<String, HashError> {
+    let mut archive = zip::ZipArchive::new(reader)?;
     let mut files = Vec::with_capacity(archive.len());
     let mut left = limit;
     for i in 0..archive.len() {
@@ -79,6 +85,21 @@ pub fn check_file(path: &Path, expected: &str, go_mod: bool) -> Result<(), Strin
     } else {
         hash_zip(path).map_err(|e| e.to_string())?
     };
+    compare(&got, expected)
+}
+
+/// `check_file` for bytes in memory.
+pub fn check_bytes(content: &[u8], expected: &str, go_mod: bool) -> Result<(), String> {
+    let got = if go_mod {
+        hash_go_mod(content)
+    } else {
+        hash_archive(Cursor::new(content), UNZIPPED_LIMIT).map_err(|e| e.to_string())?
+    };
+    compare(&got, expected)
+}
+
+/// `Ok` when the hashes are the same; the error names both.
+pub fn compare(got: &str, expected: &str) -> Result<(), String> {
     if got == expected {
         Ok(())
     } else {

@@ -2,12 +2,14 @@
 //! (pure), `h1:` hashes (pure), mirror health and failover, and the handler
 //! that serves intercepted requests through the cache or from mirrors.
 
+pub mod check;
 pub mod dirhash;
 mod fetch;
 mod handler;
 mod mirrors;
 pub mod path;
 pub mod verify;
+pub mod zipstream;
 
 pub use handler::{Gomod, GomodError, Probe};
 pub use mirrors::{Health, MirrorSet};

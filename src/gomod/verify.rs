@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::dirhash::check_file;
+use super::check::module_file;
 use super::path::{case_decode, case_encode};
 use crate::cache::flight::{Check, MakeCheck, Refusal};
 use crate::cache::key::{Key, Kind, Upstream, sumdb_key};
@@ -282,8 +282,8 @@ impl Checker for Verifier {
                 let (_, version) = module_version(&key.file)?;
                 Some(Arc::new(move || {
                     let version = version.clone();
-                    boxed(move |path| async move {
-                        info_names(&read(path).await?, &version).map_err(Refusal::Bad)
+                    Check::new(move |content| async move {
+                        info_names(&content.bytes().await?, &version).map_err(Refusal::Bad)
                     })
                 }))
             }
@@ -303,8 +303,8 @@ impl Checker for Verifier {
                 Some(Arc::new(move || {
                     let (me, cache) = (me.clone(), cache.clone());
                     let (module, version) = (module.clone(), version.clone());
-                    boxed(move |path| async move {
-                        let answer = read(path).await?;
+                    Check::new(move |content| async move {
+                        let answer = content.bytes().await?;
                         me.lookup_holds(&cache, &answer, &module, &version).await
                     })
                 }))
@@ -313,8 +313,8 @@ impl Checker for Verifier {
                 let (me, cache) = (self.clone(), cache.clone());
                 Some(Arc::new(move || {
                     let (me, cache) = (me.clone(), cache.clone());
-                    boxed(move |path| async move {
-                        let signed = read(path).await?;
+                    Check::new(move |content| async move {
+                        let signed = content.bytes().await?;
                         let head = me
                             .inner
                             .key
@@ -344,15 +344,12 @@ impl Verifier {
             let (module, version) = (module.clone(), version.clone());
             let expected =
                 tokio::spawn(async move { me.expected(&cache, &module, &version, go_mod).await });
-            boxed(move |path| async move {
-                let expected = expected
-                    .await
-                    .map_err(|e| Refusal::Unchecked(e.to_string()))??;
-                tokio::task::spawn_blocking(move || check_file(&path, &expected, go_mod))
+            let expected = async move {
+                expected
                     .await
                     .map_err(|e| Refusal::Unchecked(e.to_string()))?
-                    .map_err(Refusal::Bad)
-            })
+            };
+            module_file(expected, go_mod)
         })
     }
 
@@ -372,19 +369,6 @@ fn both(a: Proof, b: Proof) -> Proof {
         }
         (Proof::Needs(x), _) | (_, Proof::Needs(x)) => Proof::Needs(x),
     }
-}
-
-fn boxed<F>(check: impl FnOnce(PathBuf) -> F + Send + 'static) -> Check
-where
-    F: Future<Output = Result<(), Refusal>> + Send + 'static,
-{
-    Box::new(move |path| Box::pin(check(path)))
-}
-
-async fn read(path: PathBuf) -> Result<Vec<u8>, Refusal> {
-    tokio::fs::read(&path)
-        .await
-        .map_err(|e| Refusal::Unchecked(e.to_string()))
 }
 
 /// Checks a `.info` answer is JSON naming `version` as its `Version`.
