@@ -93,9 +93,14 @@ pub fn check_bytes(content: &[u8], expected: &str, go_mod: bool) -> Result<(), S
     let got = if go_mod {
         hash_go_mod(content)
     } else {
-        hash_archive(Cursor::new(content), UNZIPPED_LIMIT).map_err(|e| e.to_string())?
+        hash_zip_bytes(content, UNZIPPED_LIMIT).map_err(|e| e.to_string())?
     };
     compare(&got, expected)
+}
+
+/// The `h1:` of a zip in memory, refusing more than `limit` bytes uncompressed.
+pub fn hash_zip_bytes(content: &[u8], limit: u64) -> Result<String, HashError> {
+    hash_archive(Cursor::new(content), limit)
 }
 
 /// `Ok` when the hashes are the same; the error names both.
