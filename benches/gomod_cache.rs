@@ -129,8 +129,15 @@ impl Bench {
         modgate
     }
 
-    /// Seconds for one `go mod download all` in a fresh GOPATH and app.
-    async fn download(&mut self, proxy: Option<SocketAddr>, goproxy: &str, roots: &Path) -> f64 {
+    /// One `go mod download all` in a fresh GOPATH and app, through `gate`
+    /// when it is given: its time and the CPU each party spent on it.
+    async fn download(
+        &mut self,
+        gate: Option<&Modgate>,
+        proxy: Option<SocketAddr>,
+        goproxy: &str,
+        roots: &Path,
+    ) -> Run {
         self.runs += 1;
         let work = self.path(&format!("client-{}", self.runs));
         let go = GoEnv {
@@ -143,25 +150,82 @@ impl Bench {
         };
         let app = work.join("app");
         build_app(&app);
+        let before = Cpu::now(gate);
         let started = Instant::now();
         let out = go.run(&app, &["mod", "download", "all"]).await;
         let took = started.elapsed().as_secs_f64();
+        let cpu = Cpu::now(gate).since(&before);
         assert!(
             out.status.success(),
             "go mod download all ({goproxy}): {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        took
+        Run { wall: took, cpu }
     }
+}
+
+/// CPU seconds spent so far: by the go commands (reaped children), by
+/// this process (the mirrors and the checksum database's client side run
+/// here), and by one modgate (every thread's time on a CPU).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    client: f64,
+    mirror: f64,
+    modgate: f64,
+}
+
+impl Cpu {
+    fn now(gate: Option<&Modgate>) -> Cpu {
+        Cpu {
+            client: rusage(libc::RUSAGE_CHILDREN),
+            mirror: rusage(libc::RUSAGE_SELF),
+            modgate: gate.map_or(0.0, |gate| threads_cpu(gate.pid())),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            client: self.client - before.client,
+            mirror: self.mirror - before.mirror,
+            modgate: self.modgate - before.modgate,
+        }
+    }
+}
+
+fn rusage(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage fills the struct it is given; nothing else is touched.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// A process's CPU time to the nanosecond: the sum over its threads of
+/// their time on a CPU (`/proc/<pid>/task/*/schedstat`).
+fn threads_cpu(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
+}
+
+/// One measured download.
+#[derive(Clone, Copy)]
+struct Run {
+    wall: f64,
+    cpu: Cpu,
 }
 
 #[derive(Default)]
 struct Samples {
-    direct: Vec<f64>,
+    direct: Vec<Run>,
     /// Through modgate with the cache off.
-    relay: Vec<f64>,
-    cold: Vec<f64>,
-    warm: Vec<f64>,
+    relay: Vec<Run>,
+    cold: Vec<Run>,
+    warm: Vec<Run>,
 }
 
 async fn run(rounds: usize) {
@@ -227,43 +291,51 @@ async fn intercepted_round(
     tls: &mut Samples,
 ) {
     let intercepted = "https://proxy.golang.org";
-    tls.direct
-        .push(b.download(None, &https.https_url(), mirror_roots).await);
+    tls.direct.push(
+        b.download(None, None, &https.https_url(), mirror_roots)
+            .await,
+    );
     let gate = b.modgate(&https.https_url()).await;
     let addr = Some(gate.addr("explicit proxy"));
-    tls.cold
-        .push(b.download(addr, intercepted, modgate_roots).await);
-    tls.warm
-        .push(b.download(addr, intercepted, modgate_roots).await);
+    tls.cold.push(
+        b.download(Some(&gate), addr, intercepted, modgate_roots)
+            .await,
+    );
+    tls.warm.push(
+        b.download(Some(&gate), addr, intercepted, modgate_roots)
+            .await,
+    );
     drop(gate);
     let gate = b.modgate_with(&https.https_url(), false).await;
     let addr = Some(gate.addr("explicit proxy"));
-    tls.relay
-        .push(b.download(addr, intercepted, modgate_roots).await);
+    tls.relay.push(
+        b.download(Some(&gate), addr, intercepted, modgate_roots)
+            .await,
+    );
     drop(gate);
 }
 
 async fn endpoint_round(b: &mut Bench, http: &Mirror, mirror_roots: &Path, plain: &mut Samples) {
     plain
         .direct
-        .push(b.download(None, &http.url(), mirror_roots).await);
+        .push(b.download(None, None, &http.url(), mirror_roots).await);
     let gate = b.modgate(&http.url()).await;
     let endpoint = format!("http://{}", gate.addr("explicit proxy"));
     plain
         .cold
-        .push(b.download(None, &endpoint, mirror_roots).await);
+        .push(b.download(Some(&gate), None, &endpoint, mirror_roots).await);
     if std::env::var_os("MODGATE_BENCH_LOG").is_some() {
         eprintln!("{}", gate.log());
     }
     plain
         .warm
-        .push(b.download(None, &endpoint, mirror_roots).await);
+        .push(b.download(Some(&gate), None, &endpoint, mirror_roots).await);
     drop(gate);
     let gate = b.modgate_with(&http.url(), false).await;
     let endpoint = format!("http://{}", gate.addr("explicit proxy"));
     plain
         .relay
-        .push(b.download(None, &endpoint, mirror_roots).await);
+        .push(b.download(Some(&gate), None, &endpoint, mirror_roots).await);
     drop(gate);
 }
 
@@ -279,22 +351,26 @@ async fn uplink_rounds(
     let endpoint = format!("http://{}", gate.addr("explicit proxy"));
     uplink
         .cold
-        .push(b.download(None, &endpoint, mirror_roots).await);
+        .push(b.download(Some(&gate), None, &endpoint, mirror_roots).await);
     for _ in 0..rounds.min(3) {
         uplink
             .direct
-            .push(b.download(None, &slow.url(), mirror_roots).await);
+            .push(b.download(None, None, &slow.url(), mirror_roots).await);
         uplink
             .warm
-            .push(b.download(None, &endpoint, mirror_roots).await);
+            .push(b.download(Some(&gate), None, &endpoint, mirror_roots).await);
     }
     drop(gate);
 }
 
-fn median(samples: &[f64]) -> f64 {
-    let mut sorted = samples.to_vec();
+fn median(runs: &[Run], of: impl Fn(&Run) -> f64) -> f64 {
+    let mut sorted: Vec<f64> = runs.iter().map(of).collect();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
+}
+
+fn wall(runs: &[Run]) -> f64 {
+    median(runs, |r| r.wall)
 }
 
 fn report(rounds: usize, tls: &Samples, plain: &Samples, uplink: &Samples) {
@@ -305,32 +381,56 @@ fn report(rounds: usize, tls: &Samples, plain: &Samples, uplink: &Samples) {
         "| path | straight to the mirror | modgate, cache off | cold through modgate | warm through modgate |"
     );
     println!("|---|---|---|---|---|");
-    for (name, s) in [
+    let paths = [
         ("intercepted vs mirror over HTTPS (HTTP/2)", tls),
         ("GOPROXY endpoint vs mirror over HTTP", plain),
-    ] {
-        if s.direct.is_empty() {
-            continue;
-        }
-        let direct = median(&s.direct);
+    ];
+    for (name, s) in paths.iter().filter(|(_, s)| !s.direct.is_empty()) {
+        let direct = wall(&s.direct);
+        let ratio = |runs: &[Run]| format!("{:.3} s ({:.2}x)", wall(runs), wall(runs) / direct);
         println!(
-            "| {name} | {direct:.3} s | {:.3} s ({:.2}x) | {:.3} s ({:.2}x) | {:.3} s ({:.2}x) |",
-            median(&s.relay),
-            median(&s.relay) / direct,
-            median(&s.cold),
-            median(&s.cold) / direct,
-            median(&s.warm),
-            median(&s.warm) / direct,
+            "| {name} | {direct:.3} s | {} | {} | {} |",
+            ratio(&s.relay),
+            ratio(&s.cold),
+            ratio(&s.warm),
         );
     }
+    report_cpu(&paths);
     if uplink.direct.is_empty() {
         return;
     }
-    let slow = median(&uplink.direct);
-    let warm = median(&uplink.warm);
+    let slow = wall(&uplink.direct);
+    let warm = wall(&uplink.warm);
     println!(
         "| warm through modgate vs mirror behind a 2.5 MB/s link | {slow:.3} s | | {:.3} s (filled once) | {warm:.3} s ({:.1}x faster) |",
-        median(&uplink.cold),
+        wall(&uplink.cold),
         slow / warm
     );
+}
+
+/// Where the CPU went in each run (medians, milliseconds), against the
+/// two cores' capacity over the run's time.
+fn report_cpu(paths: &[(&str, &Samples)]) {
+    println!();
+    println!("CPU per run, ms (medians): go command + mirror + modgate = all, of 2 cores x wall");
+    println!("| path | run | go command | mirror | modgate | all | 2 x wall |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, s) in paths.iter().filter(|(_, s)| !s.direct.is_empty()) {
+        for (run, runs) in [
+            ("straight", &s.direct),
+            ("cache off", &s.relay),
+            ("cold", &s.cold),
+            ("warm", &s.warm),
+        ] {
+            let ms = |of: fn(&Cpu) -> f64| median(runs, |r| of(&r.cpu)) * 1e3;
+            println!(
+                "| {name} | {run} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                ms(|c| c.client),
+                ms(|c| c.mirror),
+                ms(|c| c.modgate),
+                median(runs, |r| r.cpu.client + r.cpu.mirror + r.cpu.modgate) * 1e3,
+                2.0 * wall(runs) * 1e3,
+            );
+        }
+    }
 }

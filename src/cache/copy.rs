@@ -24,6 +24,9 @@ const BATCH: usize = 1 << 20;
 /// when complete; a larger one goes to its file as it arrives.
 const IN_MEMORY: usize = 1 << 20;
 
+/// Batches queued for the tap before the reader waits for it.
+const TAP_QUEUE: usize = 16;
+
 /// The newest bytes kept in memory for clients: more than can wait to be
 /// written (the write queue's batches), so a client that keeps up never
 /// waits for the disk.
@@ -38,8 +41,6 @@ pub struct Writing<'a> {
     pub temp: Option<PathBuf>,
     pub progress: &'a watch::Sender<Progress>,
     pub release: Release,
-    /// Sees the bytes as they are written to the file.
-    pub tap: Option<Tap>,
     /// More bytes than this end the download as failed.
     pub limit: u64,
 }
@@ -107,9 +108,11 @@ pub struct Copied {
 /// Writes the body into the file, telling readers how far it is. Reading
 /// from the mirror and writing overlap: batches pass between them through
 /// a short queue.
+/// `tap`, if any, sees the bytes in order beside the writer.
 pub async fn copy(
     body: Body,
     writing: Writing<'_>,
+    tap: Option<Tap>,
     start: &mut Start<'_>,
     read_timeout: Duration,
 ) -> Copied {
@@ -120,9 +123,21 @@ pub async fn copy(
         limit: writing.limit,
         read_timeout,
     };
-    let (arrived, (written, downloaded)) = tokio::join!(
-        read_batches(body, tx, writing.progress, ends, start),
-        write_batches(rx, writing)
+    let (tap, tapped) = match tap {
+        Some(tap) => {
+            let (tx, rx) = mpsc::channel(TAP_QUEUE);
+            (Some(tx), Some((rx, tap)))
+        }
+        None => (None, None),
+    };
+    let outlets = Outlets {
+        writer: Some(tx),
+        tap,
+    };
+    let (arrived, (written, downloaded), ()) = tokio::join!(
+        read_batches(body, outlets, writing.progress, ends, start),
+        write_batches(rx, writing),
+        run_tap(tapped)
     );
     Copied {
         arrived,
@@ -131,12 +146,18 @@ pub async fn copy(
     }
 }
 
-/// Hands the body to the clients (the window) and to the writer, in
+/// Where the reader hands each batch besides the clients' window.
+struct Outlets {
+    writer: Option<mpsc::Sender<Vec<Bytes>>>,
+    tap: Option<mpsc::Sender<Vec<Bytes>>>,
+}
+
+/// Hands the body to the clients (the window), the writer and the tap, in
 /// batches of the frames that are ready together (never copied: a frame
 /// is the buffer the mirror's bytes were read into).
 async fn read_batches(
     mut body: Body,
-    tx: mpsc::Sender<Vec<Bytes>>,
+    outlets: Outlets,
     progress: &watch::Sender<Progress>,
     ends: Ends,
     start: &mut Start<'_>,
@@ -146,7 +167,10 @@ async fn read_batches(
         limit,
         read_timeout,
     } = ends;
-    let mut writer = Some(tx);
+    let Outlets {
+        mut writer,
+        mut tap,
+    } = outlets;
     // Bytes the writer has not taken yet (it was busy).
     let mut behind: Vec<Bytes> = Vec::new();
     let mut end = 0u64;
@@ -188,6 +212,11 @@ async fn read_batches(
         if release.starts_early() {
             start.now();
         }
+        if let Some(sender) = &tap
+            && sender.send(batch.clone()).await.is_err()
+        {
+            tap = None;
+        }
         behind.extend(batch);
         hand_to_writer(&mut writer, &mut behind, ended).await;
         if ended {
@@ -225,6 +254,31 @@ async fn hand_to_writer(
     if !sent {
         *writer = None;
         behind.clear();
+    }
+}
+
+/// Shows each batch to the tap in order, off the async threads, beside
+/// the writer (a zip is hashed while it is written, not after).
+async fn run_tap(tapped: Option<(mpsc::Receiver<Vec<Bytes>>, Tap)>) {
+    let Some((mut rx, mut tap)) = tapped else {
+        return;
+    };
+    while let Some(batch) = rx.recv().await {
+        // Whatever else is queued goes along in the same trip.
+        let mut batches = vec![batch];
+        while let Ok(more) = rx.try_recv() {
+            batches.push(more);
+        }
+        let ran = tokio::task::spawn_blocking(move || {
+            batches.iter().flatten().for_each(|piece| tap(piece));
+            tap
+        })
+        .await;
+        match ran {
+            Ok(back) => tap = back,
+            // The tap failed: what it was for is done another way.
+            Err(_) => return,
+        }
     }
 }
 
@@ -271,7 +325,7 @@ async fn gather_ready(body: &mut Body, batch: &mut Vec<Bytes>) -> Result<bool, S
 /// (written once, whole, when stored). Returns the size and where it is.
 async fn write_batches(
     mut rx: mpsc::Receiver<Vec<Bytes>>,
-    mut writing: Writing<'_>,
+    writing: Writing<'_>,
 ) -> (Result<u64, String>, Downloaded) {
     let mut held: Vec<Bytes> = Vec::new();
     let mut held_bytes = 0usize;
@@ -285,7 +339,7 @@ async fn write_batches(
         }
         let pending = std::mem::take(&mut held);
         held_bytes = 0;
-        match write(&mut writing, &mut temp, pending, written).await {
+        match write(&writing, &mut temp, pending, written).await {
             Ok(length) => written += length,
             Err(e) => return (Err(e), in_file(temp)),
         }
@@ -310,16 +364,14 @@ fn held_bytes_of(pieces: &[Bytes]) -> u64 {
 }
 
 /// Writes `pieces` from `offset` on, off the async threads, making the
-/// temporary file first if there is none yet, then shows them to the tap;
-/// returns how many bytes.
+/// temporary file first if there is none yet; returns how many bytes.
 async fn write(
-    writing: &mut Writing<'_>,
+    writing: &Writing<'_>,
     temp: &mut Option<PathBuf>,
     pieces: Vec<Bytes>,
     offset: u64,
 ) -> Result<u64, String> {
     let (store, file, make) = (writing.store.clone(), writing.file.clone(), temp.is_none());
-    let mut tap = writing.tap.take();
     let made = tokio::task::spawn_blocking(move || {
         let mut path = None;
         if make {
@@ -335,16 +387,12 @@ async fn write(
             handle.write_all_at(piece, at)?;
             at += piece.len() as u64;
         }
-        if let Some(tap) = &mut tap {
-            pieces.iter().for_each(|piece| tap(piece));
-        }
-        Ok::<_, std::io::Error>((path, at - offset, tap))
+        Ok::<_, std::io::Error>((path, at - offset))
     })
     .await
     .map_err(|e| format!("cache write: {e}"))?
     .map_err(|e| format!("cache write: {e}"))?;
-    let (made, length, tap) = made;
-    writing.tap = tap;
+    let (made, length) = made;
     if made.is_some() {
         *temp = made;
     }

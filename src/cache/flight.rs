@@ -260,7 +260,6 @@ async fn fly(
         temp,
         progress: &report.progress,
         release,
-        tap,
         limit: key.kind.limit(),
     };
     // Clients are told it started with the first bytes in hand, so a
@@ -272,6 +271,7 @@ async fn fly(
     let copied = copy(
         response.into_body(),
         writing,
+        tap,
         &mut start,
         inner.settings.read_timeout,
     )

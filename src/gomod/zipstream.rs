@@ -13,7 +13,8 @@
 use std::path::Path;
 
 use aws_lc_rs::digest;
-use flate2::{Crc, Decompress, FlushDecompress, Status};
+use crc32fast::Hasher as Crc;
+use flate2::{Decompress, FlushDecompress, Status};
 
 use super::dirhash::{HashError, UNZIPPED_LIMIT, compare, hash_zip, hash1};
 
@@ -289,7 +290,7 @@ impl ZipWalk {
                 method: current.method,
                 compressed: current.compressed,
                 size: current.size,
-                crc: current.crc.sum(),
+                crc: current.crc.finalize(),
                 sha,
             });
         }
@@ -329,9 +330,12 @@ pub fn hash_zip_passed(path: &Path, passed: Option<Vec<Passed>>) -> Result<Strin
     hash_zip(path)
 }
 
+/// A file's name in the zip and the SHA-256 of its content.
+type Named = (String, [u8; 32]);
+
 /// The named file hashes, when the central directory lists exactly the
 /// entries that passed.
-fn agreed(path: &Path, passed: Vec<Passed>) -> Result<Option<Vec<(String, [u8; 32])>>, HashError> {
+fn agreed(path: &Path, passed: Vec<Passed>) -> Result<Option<Vec<Named>>, HashError> {
     use zip::CompressionMethod;
     let mut archive = zip::ZipArchive::new(std::fs::File::open(path)?)?;
     if archive.len() != passed.len() {
