@@ -13,7 +13,9 @@
 //! Rounds are interleaved; each figure is the median. `scripts/bench-cache.sh`
 //! runs it (`cargo bench --bench gomod_cache`); MODGATE_BENCH_ROUNDS sets the
 //! rounds (default 5), MODGATE_BENCH_PATHS a comma-separated subset of
-//! `intercepted,endpoint,uplink` (default all). Under `cargo test` it does nothing.
+//! `intercepted,endpoint,uplink` (default all), MODGATE_BENCH_VERIFY=off the
+//! cache without verification, MODGATE_BENCH_LOG=1 prints the endpoint's
+//! modgate logs. Under `cargo test` it does nothing.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -92,7 +94,9 @@ impl Bench {
         self.runs += 1;
         let config = self.path(&format!("modgate-{}.toml", self.runs));
         let (sumdb, key) = &self.sumdb;
-        let verification = if cache {
+        // MODGATE_BENCH_VERIFY=off measures the cache without verification.
+        let verify = std::env::var("MODGATE_BENCH_VERIFY").map_or(true, |v| v != "off");
+        let verification = if cache && verify {
             format!("sumdb_mirrors = [{sumdb:?}]\nsumdb_key = {key:?}\n")
         } else {
             "sumdb_mirrors = []\nverify = \"off\"\n".to_string()
@@ -255,7 +259,7 @@ async fn run(rounds: usize) {
     // Roots for clients: the mirror's CA (direct HTTPS), modgate's (intercepted).
     let mirror_roots = cert_bundle(&b.path("mirror-ca.pem"), &b.path("mirror-roots.pem"));
     let first = b.modgate(&https.https_url()).await;
-    drop(first);
+    first.kill().await;
     let modgate_roots = cert_bundle(
         &b.path("certs/modgate-ca.pem"),
         &b.path("modgate-roots.pem"),
@@ -305,14 +309,16 @@ async fn intercepted_round(
         b.download(Some(&gate), addr, intercepted, modgate_roots)
             .await,
     );
-    drop(gate);
+    // Killed and reaped now, so its exit is no run's cost.
+    gate.kill().await;
     let gate = b.modgate_with(&https.https_url(), false).await;
     let addr = Some(gate.addr("explicit proxy"));
     tls.relay.push(
         b.download(Some(&gate), addr, intercepted, modgate_roots)
             .await,
     );
-    drop(gate);
+    // Killed and reaped now, so its exit is no run's cost.
+    gate.kill().await;
 }
 
 async fn endpoint_round(b: &mut Bench, http: &Mirror, mirror_roots: &Path, plain: &mut Samples) {
@@ -330,13 +336,18 @@ async fn endpoint_round(b: &mut Bench, http: &Mirror, mirror_roots: &Path, plain
     plain
         .warm
         .push(b.download(Some(&gate), None, &endpoint, mirror_roots).await);
-    drop(gate);
+    // Killed and reaped now, so its exit is no run's cost.
+    gate.kill().await;
     let gate = b.modgate_with(&http.url(), false).await;
     let endpoint = format!("http://{}", gate.addr("explicit proxy"));
     plain
         .relay
         .push(b.download(Some(&gate), None, &endpoint, mirror_roots).await);
-    drop(gate);
+    if std::env::var_os("MODGATE_BENCH_LOG").is_some() {
+        eprintln!("RELAY LOG\n{}", gate.log());
+    }
+    // Killed and reaped now, so its exit is no run's cost.
+    gate.kill().await;
 }
 
 /// Slow link: filled once, then warm rounds (at most 3) against the throttled mirror.
@@ -360,7 +371,8 @@ async fn uplink_rounds(
             .warm
             .push(b.download(Some(&gate), None, &endpoint, mirror_roots).await);
     }
-    drop(gate);
+    // Killed and reaped now, so its exit is no run's cost.
+    gate.kill().await;
 }
 
 fn median(runs: &[Run], of: impl Fn(&Run) -> f64) -> f64 {

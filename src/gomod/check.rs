@@ -1,11 +1,11 @@
 //! The check a downloaded `.mod` or `.zip` must pass: its go.sum hash. A
-//! zip kept in a file is walked as it is written, so once it is complete
-//! only its central directory is left to read.
+//! zip is walked as it arrives (beside the writer, off the async threads),
+//! so once it is complete only its central directory is left to read.
 
 use std::sync::{Arc, Mutex};
 
 use super::dirhash::{HashError, check_bytes, check_file, compare, hash_zip_bytes};
-use super::zipstream::{ZipWalk, check_zip_passed};
+use super::zipstream::{ZipWalk, hash_bytes_passed, hash_zip_passed};
 use crate::cache::flight::{Check, Content, Refusal, Tap};
 use crate::cache::lock;
 
@@ -41,10 +41,13 @@ where
             Content::Memory(bytes) if let Some(got) = small_zip(&bytes) => {
                 got.and_then(|got| compare(&got, &expected))
             }
-            content => tokio::task::spawn_blocking(move || match content {
-                Content::Memory(bytes) => check_bytes(&bytes, &expected, go_mod),
-                Content::File(path) if go_mod => check_file(&path, &expected, true),
-                Content::File(path) => check_zip_passed(&path, &expected, passed),
+            content => tokio::task::spawn_blocking(move || {
+                let got = match content {
+                    Content::File(path) if go_mod => return check_file(&path, &expected, true),
+                    Content::Memory(zip) => hash_bytes_passed(&zip, passed),
+                    Content::File(path) => hash_zip_passed(&path, passed),
+                };
+                compare(&got.map_err(|e| e.to_string())?, &expected)
             })
             .await
             .map_err(|e| Refusal::Unchecked(e.to_string()))?,
@@ -66,5 +69,65 @@ fn small_zip(content: &[u8]) -> Option<Result<String, String>> {
     match hash_zip_bytes(content, INLINE_UNZIPPED) {
         Err(HashError::TooLarge) => None,
         hashed => Some(hashed.map_err(|e| e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::gomod::dirhash::hash_zip;
+
+    /// A module zip as the go command makes them: deflated entries, each
+    /// followed by a data descriptor; about 2 MiB, too large to check inline.
+    fn go_zip() -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new_stream(Vec::new());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("m@v1.0.0/go.mod", options).unwrap();
+        zip.write_all(b"module m\n").unwrap();
+        zip.start_file("m@v1.0.0/data.bin", options).unwrap();
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 97) as u8).collect();
+        zip.write_all(&data).unwrap();
+        zip.finish().unwrap().into_inner()
+    }
+
+    /// Runs a zip check the way a flight does: the tap sees the bytes in
+    /// pieces, then the verdict judges the complete content.
+    async fn run(zip: &[u8], expected: &str, in_file: bool) -> Result<(), Refusal> {
+        let expected = expected.to_string();
+        let Check { tap, verdict } = module_file(async { Ok(expected) }, false);
+        let mut tap = tap.expect("a zip is walked");
+        zip.chunks(64 << 10).for_each(&mut tap);
+        let dir = tempfile::tempdir().unwrap();
+        let content = if in_file {
+            let path = dir.path().join("m.zip");
+            std::fs::write(&path, zip).unwrap();
+            Content::File(path)
+        } else {
+            Content::Memory(Bytes::copy_from_slice(zip))
+        };
+        verdict(content).await
+    }
+
+    #[tokio::test]
+    async fn a_walked_zip_passes_with_its_hash_and_fails_with_another() {
+        let zip = go_zip();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.zip");
+        std::fs::write(&path, &zip).unwrap();
+        let right = hash_zip(&path).unwrap();
+        let wrong = "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        for in_file in [true, false] {
+            assert!(run(&zip, &right, in_file).await.is_ok(), "file: {in_file}");
+            let refused = run(&zip, wrong, in_file).await;
+            assert!(
+                matches!(&refused, Err(Refusal::Bad(why)) if why.contains("hash mismatch")),
+                "file: {in_file}: {refused:?}"
+            );
+        }
     }
 }

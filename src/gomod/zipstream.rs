@@ -10,13 +10,14 @@
 //! length, an unknown method, a damaged header) leaves the zip to be
 //! hashed whole from its file, exactly as before.
 
+use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
 use aws_lc_rs::digest;
 use crc32fast::Hasher as Crc;
 use flate2::{Decompress, FlushDecompress, Status};
 
-use super::dirhash::{HashError, UNZIPPED_LIMIT, compare, hash_zip, hash1};
+use super::dirhash::{HashError, UNZIPPED_LIMIT, hash_zip, hash_zip_bytes, hash1};
 
 const LOCAL_HEADER: u32 = 0x0403_4b50;
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
@@ -305,29 +306,31 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Checks that the zip at `path` has the `h1:` hash `expected`, from the
-/// entries that `passed` on the way where they can be used.
-pub fn check_zip_passed(
-    path: &Path,
-    expected: &str,
-    passed: Option<Vec<Passed>>,
-) -> Result<(), String> {
-    compare(
-        &hash_zip_passed(path, passed).map_err(|e| e.to_string())?,
-        expected,
-    )
-}
-
 /// The `h1:` hash of the zip at `path`: from the entries `passed` on the
 /// way when its central directory agrees with each of them, else by
 /// reading the whole zip again.
 pub fn hash_zip_passed(path: &Path, passed: Option<Vec<Passed>>) -> Result<String, HashError> {
+    hash_passed(std::fs::File::open(path)?, passed, || hash_zip(path))
+}
+
+/// `hash_zip_passed` for a zip in memory.
+pub fn hash_bytes_passed(zip: &[u8], passed: Option<Vec<Passed>>) -> Result<String, HashError> {
+    hash_passed(Cursor::new(zip), passed, || {
+        hash_zip_bytes(zip, UNZIPPED_LIMIT)
+    })
+}
+
+fn hash_passed<R: Read + Seek>(
+    zip: R,
+    passed: Option<Vec<Passed>>,
+    whole: impl FnOnce() -> Result<String, HashError>,
+) -> Result<String, HashError> {
     if let Some(passed) = passed
-        && let Some(files) = agreed(path, passed)?
+        && let Some(files) = agreed(zip, passed)?
     {
         return Ok(hash1(files));
     }
-    hash_zip(path)
+    whole()
 }
 
 /// A file's name in the zip and the SHA-256 of its content.
@@ -335,9 +338,9 @@ type Named = (String, [u8; 32]);
 
 /// The named file hashes, when the central directory lists exactly the
 /// entries that passed.
-fn agreed(path: &Path, passed: Vec<Passed>) -> Result<Option<Vec<Named>>, HashError> {
+fn agreed<R: Read + Seek>(zip: R, passed: Vec<Passed>) -> Result<Option<Vec<Named>>, HashError> {
     use zip::CompressionMethod;
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(path)?)?;
+    let mut archive = zip::ZipArchive::new(zip)?;
     if archive.len() != passed.len() {
         return Ok(None);
     }
@@ -443,8 +446,10 @@ mod tests {
                 let passed = walk(&zip, piece);
                 let entries = passed.as_ref().map(Vec::len);
                 assert_eq!(entries, Some(4), "{kind} in pieces of {piece}");
-                let agreed = agreed(&path, passed.clone().unwrap()).unwrap();
+                let agreed =
+                    agreed(std::fs::File::open(&path).unwrap(), passed.clone().unwrap()).unwrap();
                 assert!(agreed.is_some(), "{kind}: the central directory agrees");
+                assert_eq!(hash_bytes_passed(&zip, passed.clone()).unwrap(), whole);
                 assert_eq!(hash_zip_passed(&path, passed).unwrap(), whole, "{kind}");
             }
         }
@@ -461,7 +466,10 @@ mod tests {
         let path = write(dir.path(), &zip);
         let passed = walk(&zip, 4096);
         assert!(passed.is_some(), "the walk itself sees a valid zip");
-        assert_eq!(agreed(&path, passed.clone().unwrap()).unwrap(), None);
+        assert_eq!(
+            agreed(std::fs::File::open(&path).unwrap(), passed.clone().unwrap()).unwrap(),
+            None
+        );
         // Hashed whole instead: what the central directory names.
         let whole = hash_zip(&path);
         assert_eq!(
