@@ -15,7 +15,9 @@
 //! rounds (default 5), MODGATE_BENCH_PATHS a comma-separated subset of
 //! `intercepted,endpoint,uplink` (default all), MODGATE_BENCH_VERIFY=off the
 //! cache without verification, MODGATE_BENCH_LOG=1 prints the endpoint's
-//! modgate logs. Under `cargo test` it does nothing.
+//! modgate logs, MODGATE_BENCH_RAW=1 every run's figures, and
+//! MODGATE_BENCH_SPLIT=1 gives modgate one core of its own and the go command
+//! and the mirrors the other (a gateway on its own machine). Under `cargo test` it does nothing.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -63,6 +65,11 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
+    if split() {
+        // The go command, the mirrors and the checksum database (this
+        // process and its children) on CPU 0; each modgate on CPU 1.
+        pin(0, 0);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -118,6 +125,9 @@ impl Bench {
         )
         .await;
         modgate.log_when(|log| log.contains("cache ready")).await;
+        if split() {
+            pin_process(modgate.pid(), 1);
+        }
         // A process serves for days: warm it up (connections to the mirror,
         // threads) with files outside the graph before it is measured.
         let base = format!("http://{}", modgate.addr("explicit proxy"));
@@ -154,6 +164,9 @@ impl Bench {
         };
         let app = work.join("app");
         build_app(&app);
+        // Earlier runs' files go to disk now, not during this run.
+        // SAFETY: sync(2) takes no arguments and touches no memory.
+        unsafe { libc::sync() };
         let before = Cpu::now(gate);
         let started = Instant::now();
         let out = go.run(&app, &["mod", "download", "all"]).await;
@@ -164,6 +177,9 @@ impl Bench {
             "go mod download all ({goproxy}): {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Gone before the next run, so no run creates its files among
+        // all the earlier runs' (a directory's inode search grows with them).
+        let _ = std::fs::remove_dir_all(&work);
         Run { wall: took, cpu }
     }
 }
@@ -232,6 +248,17 @@ struct Samples {
     warm: Vec<Run>,
 }
 
+impl Samples {
+    fn all(&self) -> [(&'static str, &[Run]); 4] {
+        [
+            ("straight", &self.direct),
+            ("cache off", &self.relay),
+            ("cold", &self.cold),
+            ("warm", &self.warm),
+        ]
+    }
+}
+
 async fn run(rounds: usize) {
     let tree = tempfile::tempdir().unwrap();
     build_goproxy_dir(tree.path(), "");
@@ -279,6 +306,39 @@ async fn run(rounds: usize) {
         uplink_rounds(&mut b, &slow, &mirror_roots, rounds, &mut uplink).await;
     }
     report(rounds, &tls, &plain, &uplink);
+}
+
+/// MODGATE_BENCH_SPLIT=1: modgate on a core of its own, as a gateway on its
+/// own machine, the clients and mirrors on the other.
+fn split() -> bool {
+    std::env::var_os("MODGATE_BENCH_SPLIT").is_some()
+}
+
+/// Binds thread `tid` (0: this one) to `cpu`; threads it makes inherit it.
+fn pin(tid: libc::pid_t, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and
+    // sched_setaffinity read and write only the set they are given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
+/// Binds every thread of process `pid` to `cpu`.
+fn pin_process(pid: u32, cpu: usize) {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+            pin(tid, cpu);
+        }
+    }
 }
 
 /// Whether MODGATE_BENCH_PATHS (default: all) names `path`.
@@ -408,6 +468,9 @@ fn report(rounds: usize, tls: &Samples, plain: &Samples, uplink: &Samples) {
         );
     }
     report_cpu(&paths);
+    if std::env::var_os("MODGATE_BENCH_RAW").is_some() {
+        report_raw(&paths);
+    }
     if uplink.direct.is_empty() {
         return;
     }
@@ -420,6 +483,22 @@ fn report(rounds: usize, tls: &Samples, plain: &Samples, uplink: &Samples) {
     );
 }
 
+/// Every run: wall ms / go command CPU ms / modgate CPU ms.
+fn report_raw(paths: &[(&str, &Samples)]) {
+    for (name, s) in paths {
+        for (run, runs) in s.all() {
+            let each: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    let ms = |secs: f64| (secs * 1e3).round();
+                    format!("{}/{}/{}", ms(r.wall), ms(r.cpu.client), ms(r.cpu.modgate))
+                })
+                .collect();
+            println!("{name}, {run}: {}", each.join(" "));
+        }
+    }
+}
+
 /// Where the CPU went in each run (medians, milliseconds), against the
 /// two cores' capacity over the run's time.
 fn report_cpu(paths: &[(&str, &Samples)]) {
@@ -428,12 +507,7 @@ fn report_cpu(paths: &[(&str, &Samples)]) {
     println!("| path | run | go command | mirror | modgate | all | 2 x wall |");
     println!("|---|---|---|---|---|---|---|");
     for (name, s) in paths.iter().filter(|(_, s)| !s.direct.is_empty()) {
-        for (run, runs) in [
-            ("straight", &s.direct),
-            ("cache off", &s.relay),
-            ("cold", &s.cold),
-            ("warm", &s.warm),
-        ] {
+        for (run, runs) in s.all() {
             let ms = |of: fn(&Cpu) -> f64| median(runs, |r| of(&r.cpu)) * 1e3;
             println!(
                 "| {name} | {run} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
