@@ -24,8 +24,10 @@ const BATCH: usize = 1 << 20;
 /// when complete; a larger one goes to its file as it arrives.
 const IN_MEMORY: usize = 1 << 20;
 
-/// Batches queued for the tap before the reader waits for it.
-const TAP_QUEUE: usize = 16;
+/// Batches (each at most `BATCH`) queued for the tap; with more, the
+/// reader waits: the mirror is read no faster than the tap can take it,
+/// and a download holds a few MiB for it at the most.
+const TAP_QUEUE: usize = 4;
 
 /// The newest bytes kept in memory for clients: more than can wait to be
 /// written (the write queue's batches), so a client that keeps up never
@@ -107,8 +109,7 @@ pub struct Copied {
 
 /// Writes the body into the file, telling readers how far it is. Reading
 /// from the mirror and writing overlap: batches pass between them through
-/// a short queue.
-/// `tap`, if any, sees the bytes in order beside the writer.
+/// a short queue. `tap`, if any, sees the bytes in order beside the writer.
 pub async fn copy(
     body: Body,
     writing: Writing<'_>,

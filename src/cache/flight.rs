@@ -26,8 +26,8 @@ use crate::message::Body;
 /// A check the complete bytes must pass before any client has them all
 /// and before they are stored (a go.sum hash, a signed tree head).
 pub struct Check {
-    /// Sees every byte of a download kept in a file, in order, as it is
-    /// written (off the async threads): a zip is hashed as it arrives.
+    /// Sees every byte of the download in order as it arrives, off the
+    /// async threads and beside the writer: a zip is hashed on the way.
     pub tap: Option<Tap>,
     /// Judges the complete bytes; `Err` says what is wrong with them.
     pub verdict: Verdict,
@@ -240,11 +240,10 @@ async fn fly(
     };
     let head = head_of(&response, &mirror);
     let expected = head.content_length;
-    let (tap, verdict) = match check.map(|make| make()) {
+    let (tap, check) = match check.map(|make| make()) {
         Some(Check { tap, verdict }) => (tap, Some(verdict)),
         None => (None, None),
     };
-    let check = verdict;
     // Only a zip may be too large to hold whole: every other kind (a go.mod,
     // a lookup) is held until checked, whatever the mirror says of its length.
     let whole = key.kind != Kind::Zip || expected.is_some_and(|length| length <= CHECK_WHOLE);

@@ -27,6 +27,10 @@ const DESCRIPTOR: u32 = 0x0807_4b50;
 const FIXED: usize = 30;
 const STORED: u16 = 0;
 const DEFLATED: u16 = 8;
+/// The most entries, and bytes of their names, a walk keeps: past them
+/// (no module has so many files) the zip is left to be hashed whole.
+const MAX_ENTRIES: usize = 200_000;
+const MAX_NAMES: usize = 16 << 20;
 /// Inflated bytes per step.
 const OUT: usize = 64 << 10;
 
@@ -81,6 +85,8 @@ pub struct ZipWalk {
     passed: Vec<Passed>,
     /// Inflated bytes still allowed (the go command's limit).
     left: u64,
+    /// Bytes of entry names kept so far.
+    names: usize,
     out: Vec<u8>,
 }
 
@@ -100,6 +106,7 @@ impl ZipWalk {
             current: None,
             passed: Vec::new(),
             left: limit,
+            names: 0,
             out: Vec::new(),
         }
     }
@@ -177,8 +184,10 @@ impl ZipWalk {
         let compressed = u32_at(&header, 18);
         let encrypted = flags & 1 != 0;
         let descriptor = flags & 8 != 0;
+        self.names += name_len;
+        let too_many = self.passed.len() >= MAX_ENTRIES || self.names > MAX_NAMES;
         self.state = match method {
-            _ if encrypted => State::Abandoned,
+            _ if encrypted || too_many => State::Abandoned,
             STORED if !descriptor && compressed != u32::MAX => State::Stored(compressed.into()),
             DEFLATED => State::Deflated(Box::new(Decompress::new(false)), descriptor),
             _ => State::Abandoned,
@@ -490,6 +499,15 @@ mod tests {
         let data = FIXED + "m@v1.0.0/go.mod".len() + 2;
         bad[data..data + 8].copy_from_slice(&[0xff; 8]);
         assert_eq!(walk(&bad, 4096), None);
+        // More entries than a walk keeps: empty files, 30 bytes each.
+        let mut many = ZipWalk::default();
+        let mut empty = vec![0u8; FIXED];
+        empty[..4].copy_from_slice(&LOCAL_HEADER.to_le_bytes());
+        for _ in 0..=MAX_ENTRIES {
+            many.feed(&empty);
+        }
+        assert!(matches!(many.state, State::Abandoned));
+        assert!(many.passed.len() <= MAX_ENTRIES);
         // More inflated bytes than allowed.
         let mut small = ZipWalk::within(1000);
         small.feed(&zip);
