@@ -29,6 +29,10 @@ const IN_MEMORY: usize = 1 << 20;
 /// and a download holds a few MiB for it at the most.
 const TAP_QUEUE: usize = 4;
 
+/// Up to this many bytes are shown to the tap on the async thread: less
+/// work than a trip to the blocking pool (a go.mod, a small zip).
+const TAP_HERE: usize = 64 << 10;
+
 /// The newest bytes kept in memory for clients: more than can wait to be
 /// written (the write queue's batches), so a client that keeps up never
 /// waits for the disk.
@@ -269,6 +273,11 @@ async fn run_tap(tapped: Option<(mpsc::Receiver<Vec<Bytes>>, Tap)>) {
         let mut batches = vec![batch];
         while let Ok(more) = rx.try_recv() {
             batches.push(more);
+        }
+        let bytes: usize = batches.iter().flatten().map(Bytes::len).sum();
+        if bytes <= TAP_HERE {
+            batches.iter().flatten().for_each(|piece| tap(piece));
+            continue;
         }
         let ran = tokio::task::spawn_blocking(move || {
             batches.iter().flatten().for_each(|piece| tap(piece));

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::dirhash::{HashError, check_bytes, check_file, compare, hash_zip_bytes};
+use super::dirhash::{HashError, check_file, compare, hash_go_mod, hash_zip_bytes};
 use super::zipstream::{ZipWalk, hash_bytes_passed, hash_zip_passed};
 use crate::cache::flight::{Check, Content, Refusal, Tap};
 use crate::cache::lock;
@@ -37,7 +37,7 @@ where
             // A go.mod, or a zip of a few small files, is hashed here at once:
             // less work than a trip to the blocking pool, which on a busy
             // gateway can wait milliseconds for a thread.
-            Content::Memory(bytes) if go_mod => check_bytes(&bytes, &expected, true),
+            Content::Memory(bytes) if go_mod => compare(&hash_go_mod(&bytes), &expected),
             Content::Memory(bytes) if let Some(got) = small_zip(&bytes) => {
                 got.and_then(|got| compare(&got, &expected))
             }
@@ -111,6 +111,26 @@ mod tests {
             Content::Memory(Bytes::copy_from_slice(zip))
         };
         verdict(content).await
+    }
+
+    /// Once walked, a complete zip's check reads its central directory,
+    /// not every byte again: a zip whose data is damaged after the walk saw
+    /// it (its directory intact) still passes, which it would not if the
+    /// check hashed it whole.
+    #[tokio::test]
+    async fn a_walked_zip_is_not_hashed_a_second_time() {
+        let zip = go_zip();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.zip");
+        std::fs::write(&path, &zip).unwrap();
+        let right = hash_zip(&path).unwrap();
+        let Check { tap, verdict } = module_file(async move { Ok(right) }, false);
+        zip.chunks(64 << 10).for_each(tap.expect("a zip is walked"));
+        let mut damaged = zip.clone();
+        damaged[zip.len() / 2] ^= 0xff;
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(hash_zip(&path).is_err(), "hashed whole, the damage shows");
+        assert!(verdict(Content::File(path)).await.is_ok());
     }
 
     #[tokio::test]

@@ -88,16 +88,6 @@ pub fn check_file(path: &Path, expected: &str, go_mod: bool) -> Result<(), Strin
     compare(&got, expected)
 }
 
-/// `check_file` for bytes in memory.
-pub fn check_bytes(content: &[u8], expected: &str, go_mod: bool) -> Result<(), String> {
-    let got = if go_mod {
-        hash_go_mod(content)
-    } else {
-        hash_zip_bytes(content, UNZIPPED_LIMIT).map_err(|e| e.to_string())?
-    };
-    compare(&got, expected)
-}
-
 /// The `h1:` of a zip in memory, refusing more than `limit` bytes uncompressed.
 pub fn hash_zip_bytes(content: &[u8], limit: u64) -> Result<String, HashError> {
     hash_archive(Cursor::new(content), limit)
@@ -130,7 +120,7 @@ fn sha256(content: &[u8]) -> [u8; 32] {
     to_array(digest::digest(&digest::SHA256, content))
 }
 
-fn to_array(d: digest::Digest) -> [u8; 32] {
+pub(super) fn to_array(d: digest::Digest) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out

@@ -17,7 +17,7 @@ use aws_lc_rs::digest;
 use crc32fast::Hasher as Crc;
 use flate2::{Decompress, FlushDecompress, Status};
 
-use super::dirhash::{HashError, UNZIPPED_LIMIT, hash_zip, hash_zip_bytes, hash1};
+use super::dirhash::{HashError, UNZIPPED_LIMIT, hash_zip, hash_zip_bytes, hash1, to_array};
 
 const LOCAL_HEADER: u32 = 0x0403_4b50;
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
@@ -292,8 +292,7 @@ impl ZipWalk {
     fn end_entry(&mut self) {
         self.state = State::Header;
         if let Some(current) = self.current.take() {
-            let mut sha = [0u8; 32];
-            sha.copy_from_slice(current.sha.finish().as_ref());
+            let sha = to_array(current.sha.finish());
             self.passed.push(Passed {
                 name: current.name,
                 header_start: current.header_start,
