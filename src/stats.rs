@@ -132,6 +132,8 @@ pub struct Stats {
     pub cache_bytes_saved: Counter,
     /// Cache entries removed to stay under `cache.max_size`.
     pub cache_evictions: Counter,
+    /// Module file downloads in flight (fetching, checking or storing).
+    pub cache_downloads: Gauge,
     /// Leaf certificates minted for intercepted hosts.
     pub leaves_minted: Counter,
     /// Config reloads by result.
@@ -211,6 +213,11 @@ impl Stats {
                 &self.connections_max,
             ),
             ("tunnels_open", "Tunnels open now", &self.tunnels_open),
+            (
+                "cache_downloads_in_flight",
+                "Module file downloads in flight: fetching, checking or storing",
+                &self.cache_downloads,
+            ),
             (
                 "ca_expiry_timestamp_seconds",
                 "When the local CA certificate expires (Unix time)",

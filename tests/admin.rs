@@ -6,7 +6,7 @@
 mod common;
 
 use common::gomod::{Behaviour, Mirror, build_goproxy_dir};
-use common::metrics::scrape;
+use common::metrics::{downloads_landed, scrape};
 use common::*;
 
 async fn status(url: &str) -> String {
@@ -146,6 +146,10 @@ async fn module_metrics_follow_the_mirrors_and_the_cache() {
     ] {
         let out = curl(&["-sf", &format!("{}{path}", proxy.url())]).await;
         assert!(out.status.success(), "{path}: {}", stderr(&out));
+        // The client can have its answer before the file is stored: the
+        // next request for it is a hit only once the download has landed
+        // (before, it joins the download, which is right too).
+        downloads_landed(admin, None).await;
     }
     let after = scrape(admin, None).await;
     let moved = |key: &str| {

@@ -6,6 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_through_connect_to_a_local_tls_origin() {
@@ -67,15 +69,26 @@ async fn unanswered_connect_gives_504_on_time() {
         let _ = s.connect(&addr.into());
         fillers.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The backlog is full once a filler is connected (bounded: 10 s).
+    for _ in 0..200 {
+        if fillers.iter().any(|s| s.peer_addr().is_ok()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        fillers.iter().any(|s| s.peer_addr().is_ok()),
+        "backlog filled"
+    );
     let config = format!(
         "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\nconnect_ports = [{}]\n[upstream]\nconnect_timeout = \"1s\"\n[intercept]\nenabled = false\n",
         addr.port()
     );
     let proxy = Proxy::start(&config).await;
     let started = Instant::now();
+    // Nothing answers the SYN: only connect_timeout ends this.
     tunnel_status(&proxy.url(), &format!("http://{addr}/"), 504).await;
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() >= Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,16 +100,17 @@ async fn idle_tunnel_is_closed() {
     );
     let proxy = Proxy::start(&base_config(&extra, "")).await;
     let request = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr);
-    // The tunnel opens, nothing is sent, and it is closed by the proxy.
-    let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(8)).await;
+    // The tunnel opens, nothing is sent, and the proxy closes it: the
+    // origin never closes on its own, so the end of the stream is the
+    // idle timeout's doing (30 s bound the wait only).
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    // raw_exchange returned at EOF, well before its 8 s limit if the idle timeout fired.
-    let started = Instant::now();
-    let _ = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(8)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "idle tunnel was not closed"
-    );
+    assert!(ended.is_ok(), "idle tunnel was not closed");
 }
 
 /// A bulk transfer both ways (the relay's buffer grows while reads fill
@@ -104,7 +118,6 @@ async fn idle_tunnel_is_closed() {
 /// half-close travels through and ends the echo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_tunnel_arrives_whole_both_ways() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let echo = echo_server().await;
     let proxy = Proxy::start(&base_config(
         &format!("connect_ports = [{}]", echo.port()),

@@ -6,7 +6,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::curl;
 use common::netns::Modgate;
@@ -212,5 +211,4 @@ async fn explain_and_run_decide_alike() {
     ] {
         assert!(kinds.contains(kind), "{kind} not in {kinds:?}");
     }
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -203,12 +203,13 @@ async fn an_origin_that_never_answers_gets_504() {
     });
     let proxy = Proxy::start(&base_config("", "response_timeout = \"1s\"")).await;
     let started = Instant::now();
+    // The origin never answers: only the response timeout ends this.
     let answer = forward_status(&proxy.url(), &format!("http://{addr}/"), 504).await;
     assert!(
         answer.contains("origin") && answer.contains("no response"),
         "{answer}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() >= Duration::from_secs(1));
 }
 
 /// A connection to `proxy` from source address `from`.

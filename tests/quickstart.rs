@@ -108,7 +108,7 @@ async fn the_readme_quick_start_works_from_any_directory() {
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true);
         let mut modgate = run.spawn().unwrap();
-        for _ in 0..100 {
+        for _ in 0..600 {
             if accepts(&ns, "127.0.0.1:3128") {
                 break;
             }

@@ -182,7 +182,7 @@ async fn the_transparent_gateway_recipe_works_as_written() {
         .kill_on_drop(true);
     let mut service = service.spawn().unwrap();
     let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
-    for _ in 0..200 {
+    for _ in 0..600 {
         if read(&log).matches("modgate listening").count() >= 3 {
             break;
         }

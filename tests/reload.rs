@@ -111,7 +111,7 @@ async fn sighup_swaps_rules_and_mirrors_while_transfers_go_on() {
     let received = Arc::new(AtomicU64::new(0));
     let counting = received.clone();
     let download = tokio::spawn(async move { get_counting(proxy, zip, &counting).await });
-    for _ in 0..100 {
+    for _ in 0..1500 {
         if received.load(Ordering::Relaxed) > 0 && streamed.load(Ordering::Relaxed) > 0 {
             break;
         }
@@ -200,7 +200,7 @@ async fn sighup_swaps_rules_and_mirrors_while_transfers_go_on() {
     let reload = common::run_modgate(&["reload", "--config", config.to_str().unwrap()]).await;
     assert!(reload.status.success(), "{}", stderr(&reload));
     let mut count = 0.0;
-    for _ in 0..100 {
+    for _ in 0..600 {
         count = scrape(admin, None).await["modgate_reloads_total{result=ok}"];
         if count == 2.0 {
             break;

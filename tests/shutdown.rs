@@ -76,7 +76,7 @@ async fn sigterm_drains_then_exits_0() {
     );
     drop(stream);
     let status = modgate
-        .exited(Duration::from_secs(10))
+        .exited(Duration::from_secs(30))
         .await
         .expect("exits once drained");
     assert_eq!(status.code(), Some(0), "{}", modgate.log());
@@ -140,14 +140,16 @@ async fn sigterm_lets_an_intercepted_http2_download_finish() {
         .kill_on_drop(true)
         .output();
     let download = tokio::spawn(download);
-    for _ in 0..100 {
-        if mirror.count(zip) == 1 {
+    // SIGTERM once the client has the first MiB (bounded: 30 s).
+    let arrived = || std::fs::metadata(&saved).map_or(0, |m| m.len());
+    for _ in 0..1500 {
+        if arrived() >= 1 << 20 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(mirror.count(zip), 1, "the download started");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(arrived() >= 1 << 20, "the download is under way");
     modgate.signal(libc::SIGTERM);
     modgate.log_when(|l| l.contains("shutting down")).await;
 
@@ -173,7 +175,7 @@ async fn sigterm_lets_an_intercepted_http2_download_finish() {
         "the download is not whole"
     );
     let status = modgate
-        .exited(Duration::from_secs(10))
+        .exited(Duration::from_secs(30))
         .await
         .expect("exits once drained");
     assert_eq!(status.code(), Some(0), "{}", modgate.log());

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::gateway::*;
 use common::gomod::*;
+use common::metrics::downloads_landed;
 
 const DEFAULT_GOPROXY: &str = "https://proxy.golang.org,direct";
 const UTIL_MOD: &str = "/example.com/util/@v/v1.2.0.mod";
@@ -62,7 +63,7 @@ fn cached(work: &Work, path: &str) -> Option<Vec<u8>> {
 
 /// `path` as stored once storing is over (a client may finish first).
 async fn stored(work: &Work, path: &str) -> Option<Vec<u8>> {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if let Some(bytes) = cached(work, path) {
             return Some(bytes);
         }
@@ -115,6 +116,8 @@ async fn a_tampered_zip_is_refused_and_the_next_mirror_serves() {
             && event.contains("got h1:"),
         "{event}"
     );
+    // Nothing is stored once every download is over, not only before.
+    downloads_landed(gate.admin_addr().await, None).await;
     for m in MODULES {
         let zip = format!("{}/@v/{}.zip", escape(m.path), m.version);
         assert!(cached(&work, &zip).is_none(), "a tampered {zip} was stored");
@@ -220,6 +223,7 @@ async fn a_database_with_another_key_or_a_lying_record_is_refused() {
             let (status, _, _) = get(addr, path).await;
             assert_ne!(status, 200, "{reason}: {path} served");
         }
+        downloads_landed(gateway.admin_addr().await, None).await;
         assert!(cached(&work, UTIL_MOD).is_none() && cached(&work, UTIL_ZIP).is_none());
         let lookup = "sumdb/sum.golang.org/lookup/example.com/util@v1.2.0";
         assert!(cached(&work, lookup).is_none(), "{reason}: lookup stored");
@@ -322,7 +326,7 @@ async fn a_verified_zip_still_streams() {
 
 /// When the mirror finished sending `path` (it records it just after).
 async fn finished(mirror: &Mirror, path: &str) -> std::time::Instant {
-    for _ in 0..100 {
+    for _ in 0..3000 {
         if let Some(done) = mirror.finished(path) {
             return done;
         }
@@ -395,5 +399,6 @@ async fn an_unreachable_database_fails_closed_and_blames_no_mirror() {
         !log.contains("verification failed") && !log.contains(&blamed),
         "{log}"
     );
+    downloads_landed(gate.admin_addr().await, None).await;
     assert!(cached(&work, UTIL_MOD).is_none());
 }

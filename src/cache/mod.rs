@@ -36,6 +36,7 @@ use fresh::{Use, judge};
 use index::Index;
 use key::{Key, Kind, Upstream};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use store::{Found, Meta, Store};
 use stream::Progress;
 
@@ -144,7 +145,16 @@ pub struct Inner {
     flights: Mutex<HashMap<String, Arc<Flight>>>,
     hasher: hasher::Hasher,
     not_found: Mutex<HashMap<String, (Instant, Arc<str>)>>,
-    evictions: Counter,
+    meters: Meters,
+}
+
+/// What the cache counts for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Meters {
+    /// Entries eviction removed.
+    pub evictions: Counter,
+    /// Downloads in flight: up from launch until stored (or not).
+    pub downloads: Gauge,
 }
 
 /// The mirrors and the checker a cache uses now.
@@ -159,11 +169,10 @@ const MAX_NOT_FOUND: usize = 100_000;
 impl Cache {
     /// Opens the cache directory and starts the start-up scan (leftovers
     /// removed, sizes counted) in the background.
-    /// `evictions` counts the entries eviction removes.
     pub fn open(
         settings: Settings,
         source: Arc<dyn Source>,
-        evictions: Counter,
+        meters: Meters,
     ) -> std::io::Result<Cache> {
         let store = Arc::new(Store::open(&settings.dir)?);
         let inner = Arc::new(Inner {
@@ -177,7 +186,7 @@ impl Cache {
             settings,
             flights: Mutex::new(HashMap::new()),
             not_found: Mutex::new(HashMap::new()),
-            evictions,
+            meters,
         });
         let scanning = inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -226,7 +235,14 @@ impl Cache {
             return Outcome::Missed(Miss::NotFound(reason), How::Negative);
         }
         if let Some(flight) = inner.flight(&key.file) {
-            return inner.follow(key, flight, How::Joined).await;
+            return match inner.follow(key, flight, How::Joined).await {
+                // A revalidation every mirror failed: the stored copy rides it out.
+                Outcome::Missed(Miss::Failed(reason), how) => match inner.lookup(key) {
+                    Some(found) => inner.serve_found(key, found, How::Stale),
+                    None => Outcome::Missed(Miss::Failed(reason), how),
+                },
+                outcome => outcome,
+            };
         }
         let found = inner.lookup(key);
         let settings = &inner.settings;
@@ -363,12 +379,15 @@ impl Inner {
         }
         let flight = flight::launch(self.clone(), key.clone(), check());
         flights.insert(key.file.clone(), flight.clone());
+        self.meters.downloads.inc();
         flight
     }
 
-    /// A flight is over (stored or not).
+    /// A flight is over (stored or not): later requests look in the store.
     fn landed(&self, file: &str) {
-        lock(&self.flights).remove(file);
+        if lock(&self.flights).remove(file).is_some() {
+            self.meters.downloads.dec();
+        }
     }
 
     /// Waits for the flight's first answer, then streams it.
@@ -517,7 +536,7 @@ impl Inner {
         for file in self.index.evict() {
             match self.store.remove(&file) {
                 Ok(()) => {
-                    self.evictions.inc();
+                    self.meters.evictions.inc();
                     tracing::info!(%file, "cache: evicted (least recently used)");
                 }
                 Err(e) => tracing::warn!(%file, error = %e, "cache: cannot evict"),

@@ -96,8 +96,11 @@ impl Gomod {
                         cache.clone()
                     }
                     None => {
-                        let evictions = stats.cache_evictions.clone();
-                        Cache::open(settings, source.clone(), evictions).map_err(|source| {
+                        let meters = crate::cache::Meters {
+                            evictions: stats.cache_evictions.clone(),
+                            downloads: stats.cache_downloads.clone(),
+                        };
+                        Cache::open(settings, source.clone(), meters).map_err(|source| {
                             GomodError::Cache {
                                 dir: dir.clone(),
                                 source,

@@ -65,6 +65,14 @@ pub fn init(dir: &Path, hosts: &[String], force: bool) -> Result<PathBuf, CaErro
     if hosts.is_empty() {
         return Err(CaError::NoHosts);
     }
+    let _lock = lock(dir)?;
+    init_locked(dir, hosts, force)
+}
+
+/// `init` while holding `dir`'s lock. The key is written first and the
+/// certificate last, each whole under a temporary name and renamed into
+/// place: once both names exist, the CA is complete.
+fn init_locked(dir: &Path, hosts: &[String], force: bool) -> Result<PathBuf, CaError> {
     let cert_path = dir.join(CERT_FILE);
     let key_path = dir.join(KEY_FILE);
     if !force {
@@ -76,14 +84,31 @@ pub fn init(dir: &Path, hosts: &[String], force: bool) -> Result<PathBuf, CaErro
     }
     let key = KeyPair::generate()?;
     let cert = ca_params(hosts).self_signed(&key)?;
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok(cert_path)
+}
+
+/// Creates `dir` (0700) and holds its lock file until dropped, so that two
+/// modgate commands starting together (`modgate run &` then `modgate env`)
+/// make one CA between them, never two that overwrite each other.
+fn lock(dir: &Path) -> Result<fs::File, CaError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|source| io_error(dir, source))?;
-    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
-    Ok(cert_path)
+    let path = dir.join(".modgate-ca.lock");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|source| io_error(&path, source))?;
+    file.lock().map_err(|source| io_error(&path, source))?;
+    Ok(file)
 }
 
 fn ca_params(hosts: &[String]) -> CertificateParams {
@@ -110,18 +135,23 @@ fn ca_params(hosts: &[String]) -> CertificateParams {
     params
 }
 
-/// Writes a new file with `mode`. Whatever is at `path` (a file, or a
-/// symlink planted there) is removed first, and the file is created
-/// exclusively, which never follows a symlink.
+/// Writes a new file with `mode`: whole under a temporary name (created
+/// exclusively, which never follows a symlink), then renamed over `path`
+/// (which replaces a symlink planted there rather than following it).
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
-    let _ = fs::remove_file(path);
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".new");
+    let temp = PathBuf::from(temp);
+    let _ = fs::remove_file(&temp);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(path)
-        .map_err(|source| io_error(path, source))?;
+        .open(&temp)
+        .map_err(|source| io_error(&temp, source))?;
     file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&temp, path))
         .map_err(|source| io_error(path, source))
 }
 
@@ -175,15 +205,18 @@ impl Ca {
 
     /// Loads the CA, creating it first when `dir` has none. Returns whether it was created.
     pub fn load_or_init(dir: &Path, hosts: &[String]) -> Result<(Ca, bool), CaError> {
-        let mut created = !dir.join(CERT_FILE).exists() && !dir.join(KEY_FILE).exists();
+        let complete = dir.join(CERT_FILE).exists() && dir.join(KEY_FILE).exists();
+        if complete {
+            return Ok((Ca::load(dir)?, false));
+        }
+        // Missing, or being made by another command right now: wait for it.
+        let _lock = lock(dir)?;
+        let created = !dir.join(CERT_FILE).exists() && !dir.join(KEY_FILE).exists();
         if created {
-            match init(dir, hosts, false) {
-                // Another modgate command created it a moment ago: use that one.
-                Err(CaError::Exists(_)) => created = false,
-                other => {
-                    other?;
-                }
+            if hosts.is_empty() {
+                return Err(CaError::NoHosts);
             }
+            init_locked(dir, hosts, false)?;
         }
         Ok((Ca::load(dir)?, created))
     }
@@ -280,6 +313,28 @@ mod tests {
 
     fn hosts() -> Vec<String> {
         vec!["proxy.golang.org".into(), "sum.golang.org".into()]
+    }
+
+    /// `modgate run &` and `modgate env` starting together: every command
+    /// ends up with the one CA on disk, and exactly one of them made it.
+    #[test]
+    fn commands_starting_together_make_one_ca() {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("ca");
+        let made: Vec<(Vec<u8>, bool)> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let (ca, created) = Ca::load_or_init(&dir, &hosts()).unwrap();
+                        (ca.cert_der().to_vec(), created)
+                    })
+                })
+                .collect();
+            starts.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        let on_disk = Ca::load(&dir).unwrap().cert_der().to_vec();
+        assert!(made.iter().all(|(der, _)| *der == on_disk));
+        assert_eq!(made.iter().filter(|(_, created)| *created).count(), 1);
     }
 
     #[test]

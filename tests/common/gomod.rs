@@ -475,7 +475,7 @@ impl SumDb {
             .spawn()
             .unwrap_or_else(|e| panic!("{} (run scripts/test-deps.sh): {e}", helper.display()));
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
             .await
             .expect("sumdb helper ready in time")
             .unwrap()

@@ -54,3 +54,18 @@ pub async fn scrape(admin: std::net::SocketAddr, token: Option<&str>) -> HashMap
 pub fn moved(before: &HashMap<String, f64>, after: &HashMap<String, f64>, key: &str) -> f64 {
     after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
 }
+
+/// Waits until no module download is in flight
+/// (`modgate_cache_downloads_in_flight` is 0), so a file fetched before
+/// is read from the cache, not joined to its own download. Bounded: it
+/// panics after 30 s.
+pub async fn downloads_landed(admin: std::net::SocketAddr, token: Option<&str>) {
+    let key = "modgate_cache_downloads_in_flight{}";
+    for _ in 0..600 {
+        if scrape(admin, token).await.get(key) == Some(&0.0) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{key} never fell to 0");
+}

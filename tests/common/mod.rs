@@ -383,20 +383,20 @@ pub async fn open_tunnel(proxy: SocketAddr, origin: SocketAddr) -> TcpStream {
 pub async fn round_trip(stream: &mut TcpStream, data: &[u8]) {
     stream.write_all(data).await.unwrap();
     let mut back = vec![0u8; data.len()];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut back))
         .await
         .expect("echo in time")
         .unwrap();
     assert_eq!(back, data);
 }
 
-/// Runs the modgate binary with `args` to its end (20 s at most).
+/// Runs the modgate binary with `args` to its end (60 s at most).
 pub async fn run_modgate(args: &[&str]) -> Output {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
         .args(args)
         .kill_on_drop(true)
         .output();
-    tokio::time::timeout(Duration::from_secs(20), run)
+    tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("modgate ends in time")
         .unwrap()

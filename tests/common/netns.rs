@@ -189,7 +189,7 @@ impl Modgate {
         let mut listening = Vec::new();
         let mut seen = Vec::new();
         while listening.len() < expected {
-            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
                 .await
                 .unwrap_or_else(|_| panic!("modgate did not start in time:\n{}", seen.join("\n")))
                 .unwrap()
@@ -274,9 +274,9 @@ impl Modgate {
     }
 
     /// The log once `ready` holds for it (lines are written when a
-    /// connection ends, a little after the client saw its answer), or after 5 s.
+    /// connection ends, a little after the client saw its answer), or after 30 s.
     pub async fn log_when(&self, ready: impl Fn(&str) -> bool) -> String {
-        for _ in 0..100 {
+        for _ in 0..600 {
             let log = self.log();
             if ready(&log) {
                 return log;
