@@ -193,8 +193,10 @@ async fn a_killed_download_leaves_nothing_behind() {
     assert_eq!(status, 200);
     assert!(body == data, "{} bytes served, not the file", body.len());
     assert_eq!(mirror.count(HUGE), 2);
-    // The entry's record (its hash) is written in the background once it
-    // is stored: verify when it is there (bounded: 30 s).
+    // The client can finish before the entry is stored, and its record
+    // (its hash) is written in the background after that: verify when it
+    // is there (bounded: 30 s).
+    downloads_landed(gateway.admin_addr().await, None).await;
     let verify = || modgate_cli(&["cache", "verify", "--config", config.to_str().unwrap()]);
     let mut verified = verify();
     for _ in 0..300 {
