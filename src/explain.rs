@@ -4,8 +4,9 @@
 
 use std::net::IpAddr;
 
+use crate::cache::key::Upstream;
 use crate::config::Config;
-use crate::gomod::path::{Plan, Route, plan};
+use crate::gomod::path::{Own, Plan, plan};
 use crate::rules::{Action, Kind, Target, mask_userinfo, route};
 use crate::server::{egress, policy};
 
@@ -55,17 +56,23 @@ fn explain_gomod(config: &Config, target: &Target, path: &str) -> String {
     let host = target.host.to_string();
     let plan = plan(&host, path, &gomod.sumdb_hosts, &gomod.private);
     let name = plan.name();
-    let what = match plan {
-        Plan::Invalid(reason) => format!("answer:   400 from modgate ({reason})"),
-        Plan::Private { module, pattern } => format!(
-            "module:   {module} is private (gomod.private {pattern:?}): answered 404 by modgate, never sent to a mirror"
+    let what = match &plan {
+        Plan::Own(own @ Own::Private { module, pattern }) => format!(
+            "module:   {module} is private (gomod.private {pattern:?}): never sent to a mirror\nanswer:   {} from modgate",
+            own.answer().0.as_u16()
         ),
-        Plan::Serve(Route::Supported) => {
-            "answer:   200 from modgate itself (sumdb supported)".into()
+        Plan::Own(own) => {
+            let (status, text) = own.answer();
+            let text = text.trim_end().trim_start_matches("modgate: ");
+            let text = if text.is_empty() {
+                "sumdb supported"
+            } else {
+                text
+            };
+            format!("answer:   {} from modgate ({text})", status.as_u16())
         }
-        Plan::Serve(Route::NotFound(reason)) => format!("answer:   404 from modgate ({reason})"),
-        Plan::Serve(Route::Proxy(_)) => mirrors(&gomod.mirrors),
-        Plan::Serve(Route::Sumdb { .. }) => mirrors(&gomod.sumdb_mirrors),
+        Plan::Fetch(key) if key.upstream == Upstream::Proxy => mirrors(&gomod.mirrors),
+        Plan::Fetch(_) => mirrors(&gomod.sumdb_mirrors),
     };
     format!("plan:     {name}\n{what}\n")
 }

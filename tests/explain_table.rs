@@ -77,7 +77,7 @@ const TABLE: &[(&str, &str)] = &[
     ("127.0.0.1", "http://user:secret@a.example/"),
 ];
 
-fn explain(config: &Path, client: &str, target: &str) -> (String, String, Option<String>) {
+fn explain(config: &Path, client: &str, target: &str) -> Decision {
     let out = Command::new(env!("CARGO_BIN_EXE_modgate"))
         .args(["explain", "--config", config.to_str().unwrap(), target])
         .args(["--client", client])
@@ -94,15 +94,23 @@ fn explain(config: &Path, client: &str, target: &str) -> (String, String, Option
             .find_map(|l| l.strip_prefix(name))
             .map(|v| v.trim().to_string())
     };
+    // modgate's own answer to a module request ("answer:   403 from modgate").
+    let status = field("answer:").and_then(|a| a.split_whitespace().next().map(str::to_string));
     (
         field("decision:").unwrap(),
         field("rule:").unwrap(),
         field("plan:"),
+        status,
     )
 }
 
-/// The decision, rule and plan the running modgate logged for one request.
-fn logged(lines: &[serde_json::Value]) -> (String, String, Option<String>) {
+/// Decision, rule, module plan, and the status of modgate's own answer to
+/// a module request.
+type Decision = (String, String, Option<String>, Option<String>);
+
+/// The decision, rule and plan the running modgate logged for one request,
+/// and its module answer's status.
+fn logged(lines: &[serde_json::Value]) -> Decision {
     let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
     let access = |kind: &str| {
         lines
@@ -114,11 +122,18 @@ fn logged(lines: &[serde_json::Value]) -> (String, String, Option<String>) {
         .unwrap_or_else(|| panic!("no decision logged in {lines:#?}"));
     let fields = &decided["fields"];
     // A module request's access line names the module plan as its rule.
-    let plan = access("module").and_then(|l| text(&l["fields"]["rule"]));
+    let module = access("module");
+    let plan = module.and_then(|l| text(&l["fields"]["rule"]));
+    // Compared where explain says modgate answers itself (not the mirrors).
+    let own = ["private", "invalid", "supported", "not_served"];
+    let status = module
+        .filter(|_| plan.as_deref().is_some_and(|p| own.contains(&p)))
+        .map(|l| l["fields"]["status"].to_string());
     (
         text(&fields["decision"]).unwrap(),
         text(&fields["rule"]).unwrap(),
         plan,
+        status,
     )
 }
 

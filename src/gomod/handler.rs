@@ -12,10 +12,10 @@ use hyper::body::Incoming;
 
 use super::fetch::Mirrors;
 use super::mirrors::{Health, MirrorSet};
-use super::path::{Plan, Route, plan};
+use super::path::{Plan, plan};
 use super::verify::{Verifier, VerifyError};
 use crate::access::{self, User};
-use crate::cache::key::{Key, Upstream, proxy_key, sumdb_key};
+
 use crate::cache::{Cache, Fetched, How, Miss, Outcome, Settings};
 use crate::config::{GomodConfig, OnMirrorFailure};
 use crate::message::{Body, Metered, plain_text};
@@ -233,65 +233,38 @@ impl Gomod {
         })
     }
 
-    async fn carry_out(&self, plan: Plan<'_>) -> Answer {
-        let response = match plan {
-            Plan::Invalid(reason) => {
-                plain_text(StatusCode::BAD_REQUEST, format!("modgate: {reason}\n"))
-            }
-            // 403, not 404: the go command stops and shows this, where a
-            // 404 would send it on to `direct` and show only that error.
-            Plan::Private { module, pattern } => plain_text(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "modgate: {module} is private (gomod.private {pattern:?}): never sent to a mirror; set GOPRIVATE={pattern} so the go command fetches it itself\n"
-                ),
-            ),
-            Plan::Serve(Route::Supported) => plain_text(StatusCode::OK, ""),
-            Plan::Serve(Route::NotFound(reason)) => {
-                plain_text(StatusCode::NOT_FOUND, format!("modgate: {reason}\n"))
-            }
-            Plan::Serve(Route::Proxy(path)) => {
-                return self.file(Upstream::Proxy, proxy_key(path), path).await;
-            }
-            Plan::Serve(Route::Sumdb { db, path }) => {
-                let upstream = Upstream::Sumdb { db: db.to_string() };
-                return self.file(upstream, sumdb_key(db, path), path).await;
+    async fn carry_out(&self, plan: Plan) -> Answer {
+        let key = match plan {
+            Plan::Fetch(key) => key,
+            Plan::Own(own) => {
+                let (status, text) = own.answer();
+                return Answer::plain(plain_text(status, text));
             }
         };
-        Answer::plain(response)
-    }
-
-    /// A module or checksum database file: through the cache when it can
-    /// hold `key`, else straight from the mirrors (never when offline).
-    async fn file(&self, upstream: Upstream, key: Option<Key>, suffix: &str) -> Answer {
-        match (&self.cache, key) {
-            (Some(cache), Some(key)) => match cache.get(&key).await {
-                Outcome::Served {
-                    response,
-                    how,
-                    mirror,
-                } => Answer {
-                    response,
-                    cache: Some(how),
-                    mirror,
-                },
-                Outcome::Missed(miss, how) => Answer {
-                    response: self.missed(&miss),
-                    cache: Some(how),
-                    mirror: None,
-                },
-            },
-            (Some(cache), None) if cache.settings().offline => Answer::plain(plain_text(
-                StatusCode::NOT_FOUND,
-                "modgate: this request is never cached, and cache.offline is set: no mirror is asked\n",
-            )),
-            _ => match self.mirrors.fetch(&upstream, suffix).await {
+        let Some(cache) = &self.cache else {
+            return match self.mirrors.fetch(&key.upstream, &key.suffix).await {
                 Fetched::Found { response, mirror } => Answer {
                     response,
                     cache: None,
                     mirror: Some(Arc::from(mirror.as_str())),
                 },
                 Fetched::Missed(miss) => Answer::plain(self.missed(&miss)),
+            };
+        };
+        match cache.get(&key).await {
+            Outcome::Served {
+                response,
+                how,
+                mirror,
+            } => Answer {
+                response,
+                cache: Some(how),
+                mirror,
+            },
+            Outcome::Missed(miss, how) => Answer {
+                response: self.missed(&miss),
+                cache: Some(how),
+                mirror: None,
             },
         }
     }

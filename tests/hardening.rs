@@ -1,0 +1,93 @@
+//! Findings of an attack run, each shown against the real binary or the
+//! in-process server with real clients: what a hostile client must never
+//! get past modgate.
+
+mod common;
+
+use common::gomod::{Behaviour, Mirror, build_goproxy_dir};
+use common::*;
+
+/// The status curl saw for `url`, sent byte for byte (`--path-as-is`);
+/// `extra` goes before the URL (a proxy, a CA).
+async fn status_as_is(url: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "-s",
+        "--path-as-is",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ];
+    args.extend(extra);
+    args.push(url);
+    stdout(&curl(&args).await)
+}
+
+/// Module and checksum database paths are parsed into their typed form
+/// and refused (400) when they are not one: nothing reaches the mirror
+/// outside its base path, no private module's name reaches it, and no
+/// query string is passed through, by the GOPROXY endpoint and by
+/// interception alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_paths_reach_mirrors_only_in_their_typed_form() {
+    let root = tempfile::tempdir().unwrap();
+    let base = root.path().join("base");
+    build_goproxy_dir(&base, "");
+    std::fs::write(root.path().join("secret.txt"), "outside the base path").unwrap();
+    let private = base.join("corp.example.com/secret/@v");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::write(private.join("list"), "v1.0.0\n").unwrap();
+    let mirror = Mirror::start(root.path().to_path_buf(), Behaviour::Serve).await;
+    let proxy = Proxy::start(&format!(
+        "[proxy]\nallow_clients = [\"127.0.0.0/8\"]\n[gomod]\nmirrors = [\"{0}/base\"]\n\
+         sumdb_mirrors = [\"{0}/base/sumdb/sum.golang.org\"]\nverify = \"off\"\n\
+         private = \"corp.example.com\"\n",
+        mirror.url()
+    ))
+    .await;
+    let refused = [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/..%2fsecret.txt",
+        "/%2e%2e%2fsecret.txt",
+        "//x/@v/list",
+        "/./x/@v/list",
+        "/x/../corp.example.com/secret/@v/list",
+        "/x/%2e%2e/corp.example.com/secret/@v/list",
+        "/example.com/util/@v/list?../../secret.txt",
+        "/example.com/util/@v/v1.2.0.mod?x=1",
+        "/sumdb/sum.golang.org/../../../secret.txt",
+        "/sumdb/sum.golang.org/lookup/../../../secret.txt",
+        "/sumdb/sum.golang.org/latest?x",
+    ];
+    for path in refused {
+        let url = format!("{}{path}", proxy.url());
+        assert_eq!(status_as_is(&url, &[]).await, "400", "{path}");
+    }
+    let ca = proxy
+        .cache_dir
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("certs/modgate-ca.pem");
+    let (endpoint, ca) = (proxy.url(), ca.to_str().unwrap().to_string());
+    let through = ["-x", endpoint.as_str(), "--cacert", ca.as_str()];
+    for path in refused {
+        let url = format!("https://proxy.golang.org{path}");
+        assert_eq!(status_as_is(&url, &through).await, "400", "{path}");
+    }
+    let url = "https://sum.golang.org/../secret.txt";
+    assert_eq!(status_as_is(url, &through).await, "400");
+    // The private module, asked for properly, is refused without a word to the mirror.
+    let url = format!("{}/corp.example.com/secret/@v/list", proxy.url());
+    assert_eq!(status_as_is(&url, &[]).await, "403");
+    // A well-formed request still goes through, under the base path.
+    let url = format!("{}/example.com/util/@v/v1.2.0.mod", proxy.url());
+    assert_eq!(status_as_is(&url, &[]).await, "200");
+    let asked = mirror.requests();
+    assert_eq!(
+        asked,
+        ["/base/example.com/util/@v/v1.2.0.mod"],
+        "{asked:#?}"
+    );
+}
