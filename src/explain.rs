@@ -8,7 +8,7 @@ use crate::cache::key::Upstream;
 use crate::config::Config;
 use crate::gomod::path::{Own, Plan, plan};
 use crate::rules::{Action, Kind, Target, mask_userinfo, route};
-use crate::server::{egress, policy};
+use crate::server::{configured_listeners, egress, policy};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot understand {input:?}: {reason}")]
@@ -24,14 +24,7 @@ pub fn explain(config: &Config, input: &str, client: IpAddr) -> Result<String, E
         input: mask_userinfo(input).into_owned(),
         reason,
     })?;
-    let listeners: Vec<_> = config
-        .proxy
-        .listen
-        .iter()
-        .chain(&config.transparent.http)
-        .chain(&config.transparent.https)
-        .copied()
-        .collect();
+    let listeners = configured_listeners(config);
     let intercept = config.intercept.enabled.then_some(());
     let policy = policy(config, egress(config, &listeners), intercept);
     let decision = route(&policy, client, &target, kind);

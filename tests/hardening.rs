@@ -91,3 +91,35 @@ async fn module_paths_reach_mirrors_only_in_their_typed_form() {
         "{asked:#?}"
     );
 }
+
+/// The admin listener is one of modgate's own: a client asking the proxy
+/// for it (forwarded or tunnelled) is refused, even with nothing in
+/// `deny_destinations`, and `explain` says so too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_is_not_reachable_through_the_proxy() {
+    let proxy = Proxy::start(&base_config("", "")).await;
+    let admin = proxy.running.admin.expect("an admin listener");
+    let metrics = format!("http://{admin}/metrics");
+    let answer = forward_status(&proxy.url(), &metrics, 403).await;
+    assert!(answer.contains("own listener"), "{answer}");
+    let config = base_config(&format!("connect_ports = [{}]", admin.port()), "");
+    let proxy = Proxy::start(&config).await;
+    let admin = proxy.running.admin.expect("an admin listener");
+    tunnel_status(&proxy.url(), &format!("http://{admin}/"), 403).await;
+
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("modgate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}[admin]\nlisten = \"10.0.0.1:9700\"\n",
+            base_config("", "")
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = run_modgate(&["explain", "--config", file, "http://10.0.0.1:9700/metrics"]).await;
+    let said = stdout(&out);
+    assert!(said.contains("decision: deny"), "{said}");
+    assert!(said.contains("own listener"), "{said}");
+}

@@ -158,7 +158,8 @@ pub fn start(config: &Config, listeners: Vec<Bound>) -> Result<Running, StartErr
         shutdown: CancellationToken::new(),
         force_stop: CancellationToken::new(),
     };
-    let own = listeners.iter().map(local).collect::<Result<Vec<_>, _>>()?;
+    let admin_bound = bind_admin(config.admin.listen)?;
+    let own = own_listeners(listeners.iter().chain(&admin_bound))?;
     let shared = generation(config, &own, &process, None)?;
     let current = Arc::new(ArcSwap::from_pointee(shared));
     let mut registry = prometheus_client::registry::Registry::with_prefix("modgate");
@@ -183,17 +184,50 @@ pub fn start(config: &Config, listeners: Vec<Bound>) -> Result<Running, StartErr
             admin: None,
         }),
     };
-    running.finish_start(config, listeners)
+    running.finish_start(listeners, admin_bound)
+}
+
+/// Every address modgate listens on, the admin listener's included: the
+/// one list every egress check refuses to dial (a request to one of them
+/// is a loop, or a client reaching what only the host should).
+fn own_listeners<'a>(
+    bound: impl IntoIterator<Item = &'a Bound>,
+) -> Result<Vec<SocketAddr>, StartError> {
+    bound.into_iter().map(local).collect()
+}
+
+/// The listening addresses `config` names (the admin listener's included),
+/// as configured: what `explain` checks, before anything is bound.
+pub fn configured_listeners(config: &Config) -> Vec<SocketAddr> {
+    wanted(config)
+        .into_iter()
+        .map(|(_, addr, _)| addr)
+        .chain(config.admin.listen)
+        .collect()
+}
+
+/// Binds the admin listener, if `addr` names one.
+fn bind_admin(addr: Option<SocketAddr>) -> Result<Option<Bound>, StartError> {
+    addr.map(|addr| {
+        let listener =
+            listener::bind(addr, false).map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Bound {
+            entry: Entry::Explicit,
+            configured: addr,
+            listener,
+        })
+    })
+    .transpose()
 }
 
 impl Running {
     /// Serves the bound listeners and the admin listener; fills in what was bound.
     fn finish_start(
         mut self,
-        config: &Config,
         listeners: Vec<Bound>,
+        admin: Option<Bound>,
     ) -> Result<Running, StartError> {
-        let admin = match self.bind_admin(config.admin.listen)? {
+        let admin = match admin {
             Some(bound) => {
                 let addr = local(&bound)?;
                 Some(self.serve_admin(bound, addr))
@@ -219,19 +253,6 @@ impl Running {
         state.admin = admin;
         drop(state);
         Ok(self)
-    }
-
-    fn bind_admin(&self, addr: Option<SocketAddr>) -> Result<Option<Bound>, StartError> {
-        addr.map(|addr| {
-            let listener =
-                listener::bind(addr, false).map_err(|source| StartError::Bind { addr, source })?;
-            Ok(Bound {
-                entry: Entry::Explicit,
-                configured: addr,
-                listener,
-            })
-        })
-        .transpose()
     }
 
     /// Starts accepting on `bound`, at `addr` (under the current config at

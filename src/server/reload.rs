@@ -8,7 +8,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{Bound, Listening, Running, StartError, State, bind_one, build, local, wanted};
+use super::{
+    Bound, Listening, Running, StartError, State, bind_admin, bind_one, build, local, wanted,
+};
 use crate::config::Config;
 use crate::listener::Entry;
 
@@ -76,13 +78,19 @@ impl Running {
         let admin = if config.admin.listen == state.config.admin.listen {
             None
         } else {
-            let bound = self.bind_admin(config.admin.listen)?;
+            let bound = bind_admin(config.admin.listen)?;
             Some(bound.map(|b| local(&b).map(|a| (b, a))).transpose()?)
         };
+        let admin_addr = match &admin {
+            Some(moved) => moved.as_ref().map(|(_, addr)| *addr),
+            None => state.admin.as_ref().map(|l| l.addr),
+        };
         let kept = state.listening.iter().filter(|l| kept(&wanted, l));
+        // The same list `start` builds: every listener, the admin's included.
         let own = kept
             .map(|l| l.addr)
             .chain(fresh.iter().map(|(_, addr)| *addr))
+            .chain(admin_addr)
             .collect();
         Ok(Opened { fresh, admin, own })
     }
