@@ -4,8 +4,14 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use common::gomod::{Behaviour, Mirror, build_goproxy_dir};
+use common::netns::{Modgate, Netns, require_root};
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The status curl saw for `url`, sent byte for byte (`--path-as-is`);
 /// `extra` goes before the URL (a proxy, a CA).
@@ -122,4 +128,99 @@ async fn the_admin_listener_is_not_reachable_through_the_proxy() {
     let said = stdout(&out);
     assert!(said.contains("decision: deny"), "{said}");
     assert!(said.contains("own listener"), "{said}");
+}
+
+/// A parent inside `ns` that counts the connections it gets and answers
+/// CONNECT 200.
+fn counting_parent(ns: &Netns) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = ns.listener("127.0.0.1:0");
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// curl inside `ns` through `proxy`: the CONNECT answer's status for
+/// `https://` URLs, the response's for `http://` ones.
+async fn status_in(ns: &Netns, proxy: SocketAddr, url: &str) -> String {
+    let write = if url.starts_with("https://") {
+        "%{http_connect}"
+    } else {
+        "%{http_code}"
+    };
+    let out = command_in(Some(&ns.name), "curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            write,
+            "-x",
+        ])
+        .arg(format!("http://{proxy}"))
+        .arg(url)
+        .output()
+        .await
+        .unwrap();
+    stdout(&out)
+}
+
+/// With a parent proxy, names are resolved and checked against
+/// `deny_destinations` before they are handed to it: `lo.test` (127.0.0.1)
+/// and `meta.test` (169.254.169.254) are refused for CONNECT and forwarding
+/// alike and the parent never hears of them; with `resolve_for_parent =
+/// false` names go to the parent unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_checked_before_they_go_to_the_parent() {
+    require_root();
+    let ns = Netns::new("parent");
+    ns.hosts("127.0.0.1 localhost lo.test\n169.254.169.254 meta.test\n");
+    let (parent, reached) = counting_parent(&ns);
+    let work = tempfile::tempdir().unwrap();
+    let config = |extra: &str| {
+        let file = work.path().join("modgate.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n\
+                 [upstream]\nproxy = \"http://{parent}\"\nno_proxy = \"\"\n{extra}\n\
+                 [intercept]\nenabled = false\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let modgate = Modgate::start(&ns, &config(""), 1).await;
+    let proxy = modgate.addr("explicit proxy");
+    for url in [
+        "https://lo.test/",
+        "https://meta.test/",
+        "http://lo.test/",
+        "http://meta.test/latest/meta-data/",
+    ] {
+        assert_eq!(status_in(&ns, proxy, url).await, "403", "{url}");
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "the parent was asked");
+    let log = modgate.log_when(|l| l.contains("169.254.169.254")).await;
+    assert!(log.contains("is in proxy.deny_destinations"), "{log}");
+    drop(modgate);
+
+    let modgate = Modgate::start(&ns, &config("resolve_for_parent = false"), 1).await;
+    let proxy = modgate.addr("explicit proxy");
+    assert_eq!(status_in(&ns, proxy, "https://lo.test/").await, "200");
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
 }

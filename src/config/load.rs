@@ -267,12 +267,16 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
     let no_proxy = no_proxy(r, &mut t, "no_proxy", "localhost,127.0.0.0/8,::1");
     let connect_timeout = duration(r, &mut t, "connect_timeout", Duration::from_secs(10));
     let response_timeout = duration(r, &mut t, "response_timeout", Duration::from_secs(60));
+    let resolve_for_parent = r
+        .boolean(&mut t, "resolve_for_parent")
+        .is_none_or(|b| *b.get_ref());
     r.finish(t);
     UpstreamConfig {
         proxy,
         no_proxy,
         connect_timeout,
         response_timeout,
+        resolve_for_parent,
     }
 }
 

@@ -184,6 +184,10 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time a forwarded request waits for the response head (then 504).
     pub response_timeout: Duration,
+    /// Names bound for the parent are resolved here first and refused when
+    /// an address is in `deny_destinations` (a name this host cannot
+    /// resolve still goes to the parent).
+    pub resolve_for_parent: bool,
 }
 
 /// `upstream.proxy`: an http:// parent proxy.

@@ -89,7 +89,7 @@ pub async fn open(
             shared.stats.via_parent.inc();
             let (upstream, early) = shared
                 .dialer
-                .parent_tunnel(Side::Origin, &inbound.target)
+                .parent_tunnel(Side::Origin, &inbound.target, Exemption::None)
                 .await?;
             Outbound::Tunnel { upstream, early }
         }

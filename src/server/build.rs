@@ -43,12 +43,7 @@ pub fn generation(
     previous: Option<&Shared>,
 ) -> Result<Shared, StartError> {
     let egress = egress(config, own);
-    let dialer = Arc::new(Dialer::new(
-        Arc::new(egress.clone()),
-        config.upstream.connect_timeout,
-        config.upstream.proxy.clone(),
-        config.transparent.outbound_mark,
-    ));
+    let dialer = Arc::new(Dialer::new(config, Arc::new(egress.clone())));
     dialer.check_mark()?;
     transparent_notes(config)?;
     let auth = config
@@ -262,12 +257,7 @@ fn mitm(
 /// (`modgate cache warm`): the same egress rules and parent, no listeners,
 /// never offline.
 pub fn standalone_cache(config: &Config) -> Result<crate::cache::Cache, StartError> {
-    let dialer = Arc::new(Dialer::new(
-        Arc::new(egress(config, &[])),
-        config.upstream.connect_timeout,
-        config.upstream.proxy.clone(),
-        config.transparent.outbound_mark,
-    ));
+    let dialer = Arc::new(Dialer::new(config, Arc::new(egress(config, &[]))));
     let mut enabled = config.clone();
     enabled.cache.enabled = true;
     enabled.cache.offline = false;

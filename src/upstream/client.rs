@@ -49,22 +49,20 @@ impl tower_service::Service<Uri> for Connector {
         let dialer = self.dialer.clone();
         let via_parent = self.via_parent;
         Box::pin(async move {
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+            let target = Target::parse(authority, Some(80)).map_err(|e| {
+                Arc::new(DialError {
+                    side: Side::Origin,
+                    target: authority.to_string(),
+                    failure: Failure::BadAddress(e.to_string()),
+                })
+            })?;
             let stream = if via_parent {
-                dialer.parent_connection().await.map_err(Arc::new)?
+                dialer.parent_connection(&target).await
             } else {
-                let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-                let target = Target::parse(authority, Some(80)).map_err(|e| {
-                    Arc::new(DialError {
-                        side: Side::Origin,
-                        target: authority.to_string(),
-                        failure: Failure::BadAddress(e.to_string()),
-                    })
-                })?;
-                dialer
-                    .direct(Side::Origin, &target, Exemption::None)
-                    .await
-                    .map_err(Arc::new)?
+                dialer.direct(Side::Origin, &target, Exemption::None).await
             };
+            let stream = stream.map_err(Arc::new)?;
             Ok(Conn {
                 io: TokioIo::new(stream),
                 via_parent,

@@ -27,6 +27,9 @@ pub struct Dialer {
     parent: Option<ParentProxy>,
     /// `transparent.outbound_mark`: SO_MARK on every socket dialled here.
     mark: Option<u32>,
+    /// `upstream.resolve_for_parent`: names bound for the parent are
+    /// resolved and checked here first.
+    resolve_for_parent: bool,
 }
 
 /// Who is on the far end of an outbound connection.
@@ -123,17 +126,14 @@ impl fmt::Display for Side {
 }
 
 impl Dialer {
-    pub fn new(
-        egress: Arc<Egress>,
-        connect_timeout: Duration,
-        parent: Option<ParentProxy>,
-        mark: Option<u32>,
-    ) -> Self {
+    /// The dialer for `config`, refusing what `egress` refuses.
+    pub fn new(config: &crate::config::Config, egress: Arc<Egress>) -> Self {
         Dialer {
             egress,
-            connect_timeout,
-            parent,
-            mark,
+            connect_timeout: config.upstream.connect_timeout,
+            parent: config.upstream.proxy.clone(),
+            mark: config.transparent.outbound_mark,
+            resolve_for_parent: config.upstream.resolve_for_parent,
         }
     }
 
@@ -163,31 +163,58 @@ impl Dialer {
             .await
     }
 
-    /// Connects to the parent proxy (for absolute-form forwarding).
-    pub async fn parent_connection(&self) -> Result<TcpStream, DialError> {
+    /// Connects to the parent proxy to forward a request for `target`
+    /// (absolute-form), once `target` passes [`Dialer::screen_for_parent`].
+    pub async fn parent_connection(&self, target: &Target) -> Result<TcpStream, DialError> {
         let parent = self.parent_target()?;
-        self.direct(Side::Parent, &parent, Exemption::AdminNamed)
-            .await
+        self.within_timeout(Side::Parent, &parent, async {
+            self.screen_for_parent(Side::Origin, target, Exemption::None)
+                .await?;
+            self.open(Side::Parent, &parent, Exemption::AdminNamed)
+                .await
+        })
+        .await
     }
 
-    /// Opens a tunnel to `target` (on `side`) through the parent proxy;
-    /// returns the stream and any bytes the parent sent after its answer.
-    /// The parent resolves names; an IP literal is checked here.
+    /// Refuses a destination bound for the parent whose address is off
+    /// limits: an IP literal always; a name, with `resolve_for_parent`, when
+    /// this host resolves it to one (as Squid's `to_localhost` does). A name
+    /// this host cannot resolve is the parent's to resolve.
+    async fn screen_for_parent(
+        &self,
+        side: Side,
+        target: &Target,
+        exemption: Exemption,
+    ) -> Result<(), DialError> {
+        let addrs = match &target.host {
+            Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
+            Host::Name(_) if !self.resolve_for_parent => return Ok(()),
+            Host::Name(_) if self.egress.deny_destinations.is_empty() => return Ok(()),
+            Host::Name(_) => resolve(target).await.unwrap_or_default(),
+        };
+        match addrs
+            .iter()
+            .find_map(|a| self.egress.refusal(*a, exemption))
+        {
+            Some(reason) => Err(failed(side, target, Failure::Denied(reason))),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens a tunnel to `target` (on `side`) through the parent proxy,
+    /// once `target` passes [`Dialer::screen_for_parent`] (`exemption`: an
+    /// admin-named mirror); returns the stream and any bytes the parent
+    /// sent after its answer.
     pub async fn parent_tunnel(
         &self,
         side: Side,
         target: &Target,
+        exemption: Exemption,
     ) -> Result<(TcpStream, Bytes), DialError> {
-        if let Host::Ip(ip) = target.host
-            && let Some(reason) = self
-                .egress
-                .refusal(SocketAddr::new(ip, target.port), Exemption::None)
-        {
-            return Err(failed(side, target, Failure::Denied(reason)));
-        }
         let parent = self.parent_target()?;
         let auth = self.parent.as_ref().and_then(|p| p.authorization.as_ref());
         self.within_timeout(Side::Parent, &parent, async {
+            self.screen_for_parent(side, target, exemption).await?;
             let mut stream = self
                 .open(Side::Parent, &parent, Exemption::AdminNamed)
                 .await?;

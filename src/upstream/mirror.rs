@@ -209,11 +209,18 @@ impl tower_service::Service<Uri> for EgressConnector {
                         failure: Failure::BadAddress(e.to_string()),
                     }
                 })?;
+            let origin = Origin { https, target };
+            let exemption = if connector.admin_named.contains(&origin) {
+                Exemption::AdminNamed
+            } else {
+                Exemption::None
+            };
+            let target = origin.target;
             let stream = match connector.via.way(&target).0 {
                 Way::Parent => {
                     let (stream, early) = connector
                         .dialer
-                        .parent_tunnel(Side::Mirror, &target)
+                        .parent_tunnel(Side::Mirror, &target, exemption)
                         .await?;
                     if !early.is_empty() {
                         return Err(DialError {
@@ -225,15 +232,9 @@ impl tower_service::Service<Uri> for EgressConnector {
                     stream
                 }
                 Way::Direct => {
-                    let origin = Origin { https, target };
-                    let exemption = if connector.admin_named.contains(&origin) {
-                        Exemption::AdminNamed
-                    } else {
-                        Exemption::None
-                    };
                     connector
                         .dialer
-                        .direct(Side::Mirror, &origin.target, exemption)
+                        .direct(Side::Mirror, &target, exemption)
                         .await?
                 }
             };
