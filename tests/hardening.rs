@@ -224,3 +224,65 @@ async fn names_are_checked_before_they_go_to_the_parent() {
     assert_eq!(status_in(&ns, proxy, "https://lo.test/").await, "200");
     assert_eq!(reached.load(Ordering::SeqCst), 1);
 }
+
+/// Symbolic links planted in the cache directory are never served or
+/// followed: a `.mod` linked to a secret is fetched afresh (the link is
+/// replaced), a module directory linked outside the cache is never written
+/// through (the file is served, not stored), and `cache verify` reports
+/// every link as damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_in_the_cache_are_never_followed() {
+    use common::gateway::{Work, get, text, tree};
+    use std::os::unix::fs::symlink;
+    let modules = tree();
+    let mirror = Mirror::start(modules.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    let config = work.config(&[mirror.url()], &[], "");
+    let secret = work.path("secret.key");
+    std::fs::write(&secret, "PRIVATE KEY").unwrap();
+    let outside = work.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let util = work.cache().join("example.com/util/@v");
+    std::fs::create_dir_all(&util).unwrap();
+    symlink(&secret, util.join("v1.2.0.mod")).unwrap();
+    symlink(&outside, work.cache().join("example.com/big")).unwrap();
+
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
+            .args(["cache", "verify", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let verified = verify();
+    assert!(!verified.status.success(), "{}", text(&verified));
+    for link in ["example.com/util/@v/v1.2.0.mod", "example.com/big"] {
+        assert!(
+            text(&verified).contains(link),
+            "{link}: {}",
+            text(&verified)
+        );
+    }
+    assert!(
+        text(&verified).contains("symbolic link"),
+        "{}",
+        text(&verified)
+    );
+
+    let gateway = work.gateway(&config).await;
+    let addr = gateway.addr("explicit proxy");
+    let (status, body, _) = get(addr, "/example.com/util/@v/v1.2.0.mod").await;
+    let real = std::fs::read(modules.path().join("example.com/util/@v/v1.2.0.mod")).unwrap();
+    assert_eq!((status, body), (200, real));
+    let zip = "/example.com/big/@v/v1.0.0.zip";
+    let (status, body, _) = get(addr, zip).await;
+    let real = std::fs::read(modules.path().join(&zip[1..])).unwrap();
+    assert!(status == 200 && body == real, "{status}");
+    let log = gateway.log_when(|l| l.contains("symbolic link")).await;
+    assert!(log.contains("cannot store entry"), "{log}");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "written through the link"
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "PRIVATE KEY");
+}

@@ -32,6 +32,10 @@ pub fn stats(store: &Store) -> Totals {
 /// its cached checksum database lookup.
 pub fn verify(store: &Store) -> Verified {
     let mut report = Verified::default();
+    for link in store.links() {
+        let problem = "a symbolic link: never served or followed; remove it".to_string();
+        report.damaged.push((link, problem));
+    }
     let records = store.records();
     for entry in store.scan().into_iter().filter(|s| s.kind.immutable()) {
         if matches!(entry.kind, Kind::Mod | Kind::Zip)

@@ -12,6 +12,7 @@ mod hasher;
 pub mod index;
 pub mod key;
 pub mod maintain;
+mod nofollow;
 pub mod store;
 pub mod stream;
 pub mod warm;

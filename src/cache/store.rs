@@ -13,7 +13,7 @@
 //! Blocking calls: run them on the blocking pool.
 
 use std::collections::HashMap;
-use std::fs::{self, File, FileTimes, OpenOptions};
+use std::fs::{self, File, FileTimes};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::key::{Kind, key_of_file};
+use super::nofollow::{Access, Tree};
 
 const STATE_DIR: &str = ".modgate";
 const RECORDS: &str = "records";
@@ -57,6 +58,9 @@ pub struct Scanned {
 
 pub struct Store {
     root: PathBuf,
+    /// The directory, held open: every entry is reached through it and no
+    /// symbolic link below it is ever followed.
+    tree: Tree,
     /// The records log, opened for appending.
     records: Mutex<File>,
 }
@@ -66,11 +70,13 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl Store {
     /// Opens (creating) the cache directory.
     pub fn open(root: &Path) -> io::Result<Store> {
-        let state = root.join(STATE_DIR);
-        fs::create_dir_all(state.join("tmp"))?;
-        let records = open_records(&state.join(RECORDS))?;
+        fs::create_dir_all(root)?;
+        let tree = Tree::open(root)?;
+        tree.make_dirs(&format!("{STATE_DIR}/tmp"))?;
+        let records = open_records(&tree)?;
         Ok(Store {
             root: root.to_path_buf(),
+            tree,
             records: Mutex::new(records),
         })
     }
@@ -92,11 +98,12 @@ impl Store {
     }
 
     /// Opens a stored file; `None` when there is none.
+    /// A symbolic link (there, or on the way) is an error, never followed.
     pub fn lookup(&self, file: &str) -> io::Result<Option<Found>> {
-        let handle = match File::open(self.path(file)) {
+        let handle = match self.tree.open_file(file, Access::Read) {
             Ok(handle) => handle,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(linked(file, e)),
         };
         let metadata = handle.metadata()?;
         if !metadata.is_file() {
@@ -116,7 +123,7 @@ impl Store {
 
     /// Records that `file` was just served (its atime), for eviction.
     pub fn touch(&self, file: &str) {
-        if let Ok(handle) = File::options().write(true).open(self.path(file)) {
+        if let Ok(handle) = self.tree.open_file(file, Access::Write) {
             let _ = handle.set_times(FileTimes::new().set_accessed(SystemTime::now()));
         }
     }
@@ -132,27 +139,29 @@ impl Store {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let path = self.tmp_dir().join(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let path = self.tmp_dir().join(&name);
+        let file = self
+            .tree
+            .create_file(&format!("{STATE_DIR}/tmp/{name}"), 0o644)?;
         Ok((file, path))
     }
 
     /// Makes the complete, fsynced download at `temp` the entry `file`.
     /// (Its record is appended separately, by [`Store::record`].)
+    /// Directories are made, and the file moved, without following a link.
     pub fn commit(&self, temp: &Path, file: &str) -> io::Result<()> {
-        let target = self.path(file);
-        let parent = target.parent().unwrap_or(&self.root);
-        fs::create_dir_all(parent)?;
-        fs::rename(temp, &target)?;
+        let name = temp
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| io::Error::other("not a temporary file of this cache"))?;
+        let from = format!("{STATE_DIR}/tmp/{name}");
+        self.tree.rename(&from, file).map_err(|e| linked(file, e))?;
         if let Some(db_dir) = sumdb_dir(file) {
             // `GOPROXY=file://<dir>` asks for this before using the database.
-            let supported = self.root.join(db_dir).join("supported");
-            if !supported.exists() {
-                write_atomically(&supported, b"")?;
+            let supported = format!("{db_dir}/supported");
+            match self.tree.create_file(&supported, 0o644) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
             }
         }
         Ok(())
@@ -170,7 +179,7 @@ impl Store {
 
     /// Removes an entry (its record goes at the next compaction).
     pub fn remove(&self, file: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(file)) {
+        match self.tree.remove(file) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -198,7 +207,11 @@ impl Store {
         let mut kept: Vec<Meta> = self
             .records()
             .into_values()
-            .filter(|m| self.path(&m.file).is_file())
+            .filter(|m| {
+                self.path(&m.file)
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.is_file())
+            })
             .collect();
         kept.sort_by(|a, b| a.file.cmp(&b.file));
         let mut text = Vec::new();
@@ -206,9 +219,11 @@ impl Store {
             text.extend(serde_json::to_vec(meta).map_err(io::Error::other)?);
             text.push(b'\n');
         }
-        let path = self.state().join(RECORDS);
-        write_atomically(&path, &text)?;
-        *handle = open_records(&path)?;
+        let temp = format!("{STATE_DIR}/{RECORDS}.{}.new", std::process::id());
+        let _ = self.tree.remove(&temp);
+        self.tree.create_file(&temp, 0o644)?.write_all(&text)?;
+        self.tree.rename(&temp, &format!("{STATE_DIR}/{RECORDS}"))?;
+        *handle = open_records(&self.tree)?;
         Ok(())
     }
 
@@ -235,6 +250,20 @@ impl Store {
             .collect()
     }
 
+    /// Every symbolic link in the tree (`.modgate/` included), as a path
+    /// relative to the root: never served or followed, but damage to report.
+    pub fn links(&self) -> Vec<String> {
+        walkdir::WalkDir::new(&self.root)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.path_is_symlink() && e.depth() > 0)
+            .filter_map(|e| {
+                let relative = e.path().strip_prefix(&self.root).ok()?;
+                Some(relative.to_str()?.replace(std::path::MAIN_SEPARATOR, "/"))
+            })
+            .collect()
+    }
+
     /// Removes the downloads a killed process left. Returns how many.
     pub fn remove_leftovers(&self) -> usize {
         let mut removed = 0;
@@ -250,8 +279,26 @@ impl Store {
     }
 }
 
-fn open_records(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+/// The records log, opened for appending (created if missing; a link in
+/// its place is refused).
+fn open_records(tree: &Tree) -> io::Result<File> {
+    let path = format!("{STATE_DIR}/{RECORDS}");
+    match tree.create_file(&path, 0o644) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        other => drop(other?),
+    }
+    tree.open_append(&path)
+}
+
+/// Says which entry a refused link was met on.
+fn linked(file: &str, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        io::Error::other(format!(
+            "{file}: a symbolic link in the cache directory (never followed; remove it)"
+        ))
+    } else {
+        e
+    }
 }
 
 /// `sumdb/<name>` for a checksum database file.
@@ -288,20 +335,6 @@ fn process_alive(pid: &str) -> bool {
     }
     let proc_root = Path::new("/proc");
     !proc_root.join("self").exists() || proc_root.join(pid).exists()
-}
-
-/// Writes `path` through a temporary file beside it, renamed into place.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent)?;
-    let temp = parent.join(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut file = File::create(&temp)?;
-    file.write_all(bytes)?;
-    fs::rename(&temp, path)
 }
 
 #[cfg(test)]
