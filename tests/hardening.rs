@@ -286,3 +286,40 @@ async fn links_in_the_cache_are_never_followed() {
     );
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "PRIVATE KEY");
 }
+
+/// An origin that answers every request with a head promising 100 bytes,
+/// sends 10, then holds the connection silent (60 s at most).
+async fn stalling_origin() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789";
+                let _ = stream.write_all(head).await;
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A forwarded response that stalls mid-body is cut after
+/// `proxy.idle_timeout`, as a silent tunnel is: curl sees a partial
+/// transfer (exit 18), not its own 20 s limit (exit 28).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_body_that_stalls_is_cut_at_the_idle_timeout() {
+    let origin = stalling_origin().await;
+    let proxy = Proxy::start(&base_config("idle_timeout = \"1s\"", "")).await;
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-x",
+        &proxy.url(),
+        &format!("http://{origin}/"),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(18), "{}", stderr(&out));
+}

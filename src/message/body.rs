@@ -1,10 +1,12 @@
 //! Body types: what modgate answers with (a relayed stream or a short text),
-//! and a metering wrapper that counts bytes and reports when the body ends.
+//! a metering wrapper that counts bytes and reports when the body ends, and
+//! a pacing wrapper that ends a body whose sender went quiet.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -119,5 +121,97 @@ impl<B> Drop for Metered<B> {
         if let Some(on_end) = self.on_end.take() {
             on_end(self.count.load(Ordering::Relaxed));
         }
+    }
+}
+
+/// A relayed body whose sender must keep sending: once modgate has waited
+/// `idle` for its next frame, the body ends with an error naming `side`
+/// (the connection is closed, not held). Time the receiver spends not
+/// asking (a slow client) does not count.
+pub struct Paced<B> {
+    inner: B,
+    idle: Duration,
+    side: &'static str,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Waiting for a frame: the timer runs.
+    waiting: bool,
+}
+
+impl<B> Paced<B> {
+    pub fn new(inner: B, idle: Duration, side: &'static str) -> Self {
+        Paced {
+            inner,
+            idle,
+            side,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for Paced<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = tokio::time::Instant::now() + this.idle;
+            this.timer.as_mut().reset(deadline);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let (side, idle) = (this.side, this.idle);
+                let stalled = format!("{side} sent nothing for {idle:?} (proxy.idle_timeout)");
+                Poll::Ready(Some(Err(stalled.into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timer counts only while waiting for the sender: a body that
+    /// stalls ends after `idle`; a receiver slow to ask costs nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_sender_ends_the_body_after_the_idle_timeout() {
+        let (tx, body) = channel(4);
+        let idle = Duration::from_secs(5);
+        let mut paced = Paced::new(body, idle, "origin");
+        tx.send(Ok(Bytes::from_static(b"a"))).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await; // a slow receiver
+        let first = paced.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "a");
+        let started = tokio::time::Instant::now();
+        let stalled = paced.frame().await.unwrap().unwrap_err();
+        assert_eq!(started.elapsed(), idle);
+        assert!(
+            stalled.to_string().contains("origin sent nothing"),
+            "{stalled}"
+        );
+        drop(tx);
     }
 }

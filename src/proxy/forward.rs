@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use super::idle::{Activity, Watched};
 use super::{ProxyError, Shared, Slot};
 use crate::access::{self, User};
-use crate::message::{Body, Metered, headers, text};
+use crate::message::{Body, Metered, Paced, headers, text};
 use crate::rules::{Action, Kind, Target, mask_userinfo, route};
 use crate::upstream::{DialError, Side};
 
@@ -150,10 +150,10 @@ async fn forward(
         _ => &shared.direct,
     };
     shared.stats.forwarded.inc();
+    let idle = shared.timeouts.idle;
     let req = req.map(|body| {
-        Metered::new(body, line.bytes_up.clone(), None)
-            .map_err(Into::into)
-            .boxed()
+        let metered = Metered::new(body, line.bytes_up.clone(), None);
+        Paced::new(metered, idle, "client").boxed()
     });
     let after = shared.timeouts.response;
     let mut response = tokio::time::timeout(after, pool.request(req))
@@ -178,7 +178,12 @@ async fn forward(
     headers::add_via(response.headers_mut(), version);
     // Our answer speaks the client's HTTP version, whatever the origin spoke.
     *response.version_mut() = client_version;
-    Ok(response.map(|body| body.map_err(Into::into).boxed()))
+    let sender = if side == Side::Parent {
+        "parent"
+    } else {
+        "origin"
+    };
+    Ok(response.map(|body| Paced::new(body, idle, sender).boxed()))
 }
 
 /// A parent's 407 is about modgate's credentials to it, never the
