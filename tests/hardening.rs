@@ -323,3 +323,32 @@ async fn a_forwarded_body_that_stalls_is_cut_at_the_idle_timeout() {
     .await;
     assert_eq!(out.status.code(), Some(18), "{}", stderr(&out));
 }
+
+/// A client that completes the intercepted TLS handshake and then sends
+/// nothing is closed once `proxy.header_read_timeout` passes without a
+/// request, whatever it negotiated (h2, http/1.1 or no ALPN), long before
+/// `idle_timeout` (5 minutes; the read below gives up after 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_after_the_handshake_is_closed_at_the_header_timeout() {
+    use common::handshake::{connector_offering, handshaken};
+    // base_config: header_read_timeout = "2s"; intercepting.
+    let config = base_config("", "").replace("enabled = false", "enabled = true");
+    let proxy = Proxy::start(&config).await;
+    let ca = proxy
+        .cache_dir
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("certs/modgate-ca.pem");
+    for alpn in [&[&b"h2"[..]][..], &[b"http/1.1"], &[]] {
+        let tls = connector_offering(&ca, false, alpn);
+        let mut stream = handshaken(proxy.addr, &tls).await.unwrap();
+        let mut buf = [0u8; 64];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "{alpn:?}: still open: {read:?}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The interception driver: TLS with a leaf from modgate's CA (ALPN h2 and
 //! http/1.1), then HTTP/1 or HTTP/2 requests served by the gomod handler.
-//! The handshake must finish within `proxy.header_read_timeout`, each
+//! The handshake must finish within `proxy.header_read_timeout`, and the
+//! first request arrive within it after that (HTTP/2 or HTTP/1), each
 //! HTTP/1 request head too; a connection with no bytes either way for
 //! `proxy.idle_timeout` is closed; shutdown lets requests in flight finish.
 
@@ -8,6 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -16,6 +18,7 @@ use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
@@ -80,11 +83,13 @@ async fn serve_tls(
         }
         Err(_) => return "handshake timeout",
     };
+    let asked = Arc::new(Notify::new());
     let service = requests(
         mitm.gomod.clone(),
         inbound.client,
         inbound.user.clone(),
         host.into(),
+        asked.clone(),
     );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -103,6 +108,7 @@ async fn serve_tls(
             }
         },
         () = activity.idle_for(shared.timeouts.idle) => "idle timeout",
+        () = no_request_within(&asked, shared.timeouts.header_read) => "no request in time",
         () = shared.shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
@@ -113,13 +119,23 @@ async fn serve_tls(
     }
 }
 
+/// Completes when no request arrived within `limit` of the handshake
+/// (whatever the protocol: hyper's own header timeout starts only once
+/// bytes come, and HTTP/2 has none); never once one did.
+async fn no_request_within(asked: &Notify, limit: Duration) {
+    if tokio::time::timeout(limit, asked.notified()).await.is_ok() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// The intercepted connection's requests, served by the gomod handler as
-/// `client` (and `user`) asking `host`.
+/// `client` (and `user`) asking `host`; each one tells `asked`.
 fn requests(
     gomod: Arc<Gomod>,
     client: SocketAddr,
     user: Option<User>,
     host: Arc<str>,
+    asked: Arc<Notify>,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -127,6 +143,7 @@ fn requests(
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
 > + Clone {
     service_fn(move |mut req: Request<Incoming>| {
+        asked.notify_one();
         let gomod = gomod.clone();
         let host = host.clone();
         if let Some(user) = &user {

@@ -17,6 +17,11 @@ pub const HOST: &str = "proxy.golang.org";
 /// A client trusting the PEM at `ca`, offering HTTP/1.1; with `resume`, it
 /// keeps sessions (tickets) the way browsers and curl do.
 pub fn connector(ca: &Path, resume: bool) -> TlsConnector {
+    connector_offering(ca, resume, &[b"http/1.1"])
+}
+
+/// A client trusting the PEM at `ca`, offering `alpn` (none: no ALPN).
+pub fn connector_offering(ca: &Path, resume: bool, alpn: &[&[u8]]) -> TlsConnector {
     let pem = std::fs::read(ca).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in pem_certs(&pem) {
@@ -25,7 +30,7 @@ pub fn connector(ca: &Path, resume: bool) -> TlsConnector {
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     if !resume {
         config.resumption = rustls::client::Resumption::disabled();
     }
@@ -37,6 +42,24 @@ fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .map(|c| c.unwrap())
         .collect()
+}
+
+/// A CONNECT through `proxy` and a TLS handshake, nothing sent after it.
+pub async fn handshaken(
+    proxy: SocketAddr,
+    tls: &TlsConnector,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let mut tcp = TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
+    let connect = format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n");
+    tcp.write_all(connect.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = read_head(&mut tcp).await?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("CONNECT: {head}"));
+    }
+    let name = ServerName::try_from(HOST).map_err(|e| e.to_string())?;
+    tls.connect(name, tcp).await.map_err(|e| e.to_string())
 }
 
 /// One connection through `proxy`: how its handshake went, or why it failed.
