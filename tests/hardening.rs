@@ -352,3 +352,43 @@ async fn a_silent_client_after_the_handshake_is_closed_at_the_header_timeout() {
         );
     }
 }
+
+/// A mirror dribbling bytes (20 bytes/s: never silent for long) is
+/// abandoned once a whole `mirror_timeout` passed under the floor, and the
+/// next mirror serves every client that had joined the download (the
+/// module is verified, so none had a byte yet). The slow one is demoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dribbling_mirror_is_abandoned_for_the_next() {
+    use common::gateway::{Work, get, tree};
+    use common::gomod::SumDb;
+    let modules = tree();
+    let sumdb = SumDb::start(modules.path(), "sum.golang.org").await;
+    let slow = Mirror::start(modules.path().to_path_buf(), Behaviour::Throttled(20)).await;
+    let good = Mirror::start(modules.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    let mirrors = [slow.url(), good.url()];
+    let config = work.config_keyed(&mirrors, &[sumdb.url()], Some(&sumdb.key), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("mirror_timeout = \"10s\"", "mirror_timeout = \"2s\""),
+    )
+    .unwrap();
+    let gateway = work.gateway(&config).await;
+    let addr = gateway.addr("explicit proxy");
+    // A few hundred bytes: over 2 s at 20 bytes/s.
+    let path = "/example.com/util/@v/v1.2.0.zip";
+    let clients: Vec<_> = (0..3).map(|_| tokio::spawn(get(addr, path))).collect();
+    let real = std::fs::read(modules.path().join(&path[1..])).unwrap();
+    for client in clients {
+        let (status, body, _) = client.await.unwrap();
+        assert_eq!((status, body.as_slice()), (200, real.as_slice()));
+    }
+    assert_eq!((slow.count(path), good.count(path)), (1, 1));
+    let log = gateway.log_when(|l| l.contains("slower than")).await;
+    assert!(log.contains("trying the next"), "{log}");
+    assert!(
+        log.contains(&format!("mirror demoted mirror={}", slow.url())),
+        "{log}"
+    );
+}

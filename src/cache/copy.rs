@@ -33,6 +33,11 @@ const TAP_QUEUE: usize = 4;
 /// work than a trip to the blocking pool (a go.mod, a small zip).
 const TAP_HERE: usize = 64 << 10;
 
+/// The slowest a mirror may send, measured over each `mirror_timeout`: a
+/// mirror dribbling a byte a second never goes silent long enough for the
+/// read timeout, and would hold every client of the file for days.
+pub const MIN_RATE: u64 = 1024;
+
 /// The newest bytes kept in memory for clients: more than can wait to be
 /// written (the write queue's batches), so a client that keeps up never
 /// waits for the disk.
@@ -58,6 +63,12 @@ pub struct Start<'a> {
 }
 
 impl Start<'_> {
+    /// Whether the clients were told the download started: then they may
+    /// have bytes of it.
+    pub fn told(&self) -> bool {
+        self.head.is_none()
+    }
+
     pub fn now(&mut self) {
         if let Some(head) = self.head.take() {
             let _ = self.takeoff.send(Takeoff::Started(head));
@@ -179,6 +190,7 @@ async fn read_batches(
     // Bytes the writer has not taken yet (it was busy).
     let mut behind: Vec<Bytes> = Vec::new();
     let mut end = 0u64;
+    let mut pace = Pace::new(read_timeout);
     loop {
         let frame = tokio::time::timeout(read_timeout, body.frame())
             .await
@@ -208,6 +220,7 @@ async fn read_batches(
         let ended = gather_ready(&mut body, &mut batch).await?;
         let first = end;
         end += batch.iter().map(|d| d.len() as u64).sum::<u64>();
+        pace.arrived(end - first)?;
         if end > limit {
             return Err(format!(
                 "more than {limit} bytes, more than the go command accepts"
@@ -227,6 +240,42 @@ async fn read_batches(
         if ended {
             return Ok(end);
         }
+    }
+}
+
+/// The mirror's rate over each window of `mirror_timeout`.
+struct Pace {
+    window: Duration,
+    since: tokio::time::Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(window: Duration) -> Pace {
+        Pace {
+            window,
+            since: tokio::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `bytes` just arrived; an error once a whole window passed
+    /// below [`MIN_RATE`].
+    fn arrived(&mut self, bytes: u64) -> Result<(), String> {
+        self.bytes += bytes;
+        let elapsed = self.since.elapsed();
+        if elapsed < self.window {
+            return Ok(());
+        }
+        let floor = MIN_RATE.saturating_mul(elapsed.as_secs().max(1));
+        if self.bytes < floor {
+            let (bytes, window) = (self.bytes, self.window);
+            return Err(format!(
+                "slower than {MIN_RATE} bytes/s: {bytes} bytes in {elapsed:.1?} (mirror_timeout {window:?})"
+            ));
+        }
+        (self.since, self.bytes) = (tokio::time::Instant::now(), 0);
+        Ok(())
     }
 }
 

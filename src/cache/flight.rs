@@ -190,8 +190,10 @@ pub fn launch(inner: Arc<Inner>, key: Key, check: Option<MakeCheck>) -> Arc<Flig
 enum Flown {
     /// Stored, served, or failed for good; a temporary file to remove.
     Done(Option<PathBuf>),
-    /// The mirror's bytes failed their check before any went out: another
-    /// mirror may be tried. The temporary file is kept for the next attempt.
+    /// The mirror's bytes were refused by their check, or the mirror broke
+    /// off or dribbled, before any byte went out: another mirror may be
+    /// tried (this one is demoted). The temporary file is kept for the next
+    /// attempt.
     Refused {
         mirror: String,
         reason: String,
@@ -352,6 +354,21 @@ async fn land(landing: Landing<'_>, copied: Copied, check: Option<Verdict>) -> F
             fail(report, reason);
             Flown::Done(downloaded.temp())
         }
+        // No client has a byte yet: every one of them waits for the next mirror.
+        Settled::MirrorFailed(reason) if !start.told() => {
+            tracing::warn!(file = %key.file, %mirror, %reason, "cache: mirror failed mid-body; trying the next");
+            Flown::Refused {
+                mirror,
+                reason,
+                temp: downloaded.temp(),
+            }
+        }
+        Settled::MirrorFailed(reason) => {
+            tracing::warn!(file = %key.file, %mirror, %reason, "cache: download failed; nothing stored");
+            inner.source().failed(&key.upstream, &mirror, &reason);
+            fail(report, reason);
+            Flown::Done(downloaded.temp())
+        }
         Settled::Failed(reason) => {
             tracing::warn!(file = %key.file, %mirror, %reason, "cache: download failed; nothing stored");
             fail(report, reason);
@@ -386,6 +403,8 @@ enum Settled {
     ServedNotStored(String),
     /// The check refused the bytes.
     Refused(String),
+    /// The mirror broke off, sent too slowly or sent a wrong length.
+    MirrorFailed(String),
     Failed(String),
 }
 
@@ -396,7 +415,7 @@ async fn settle(
     check: Option<Verdict>,
 ) -> Settled {
     let size = match (&copied.arrived, &copied.written) {
-        (Err(reason), _) => return Settled::Failed(format!("{mirror}: {reason}")),
+        (Err(reason), _) => return Settled::MirrorFailed(format!("{mirror}: {reason}")),
         (Ok(_), Err(reason)) if check.is_none() => {
             return Settled::ServedNotStored(reason.clone());
         }
@@ -406,7 +425,7 @@ async fn settle(
         (Ok(size), Ok(_)) => *size,
     };
     if let Some(length) = expected.filter(|length| *length != size) {
-        return Settled::Failed(format!("{mirror} sent {size} bytes of {length}"));
+        return Settled::MirrorFailed(format!("{mirror} sent {size} bytes of {length}"));
     }
     let Some(check) = check else {
         return Settled::Good(size);
