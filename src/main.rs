@@ -147,6 +147,9 @@ enum CaCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        modgate::sys::exit_quietly_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Run {
             config,

@@ -346,3 +346,32 @@ fn check_refuses_outbound_mark_without_the_capability() {
         "{said}"
     );
 }
+
+/// A command whose output is closed early (`modgate doctor | head -1`)
+/// ends quietly, never with a panic (exit 101).
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["doctor", "--proxy", "http://127.0.0.1:9"][..],
+        &["env"],
+        &["explain", "https://proxy.golang.org/x/@v/list"],
+        &["ca", "show"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_modgate"))
+            .args(args)
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before a line is written
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {said}");
+        assert!(!said.contains("panicked"), "{args:?}: {said}");
+    }
+}

@@ -1,8 +1,8 @@
 //! The only platform-specific code: the original destination of a
 //! connection redirected by netfilter (SO_ORIGINAL_DST), the mark on
-//! modgate's own outbound sockets (SO_MARK), and the idle CPU priority of
-//! background bookkeeping threads (SCHED_IDLE). Linux only; elsewhere each call
-//! is a clear error.
+//! modgate's own outbound sockets (SO_MARK), the idle CPU priority of
+//! background bookkeeping threads (SCHED_IDLE), and how a command ends when
+//! its output is closed. Linux only; elsewhere each call is a clear error.
 
 use std::io;
 
@@ -62,5 +62,17 @@ pub fn local_addresses() -> Vec<std::net::IpAddr> {
             tracing::warn!("cannot read this host's addresses: {err}");
             Vec::new()
         }
+    }
+}
+
+/// For the commands that print (not `run`): a closed stdout or stderr
+/// (`modgate doctor | head -1`) ends the process quietly, as it ends any
+/// Unix tool, instead of a panic in `println!`. Sockets are unaffected:
+/// they are written with MSG_NOSIGNAL.
+pub fn exit_quietly_on_closed_stdout() {
+    // SAFETY: restores the default disposition of one signal before any
+    // thread is started; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
