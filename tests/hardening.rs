@@ -392,3 +392,39 @@ async fn a_dribbling_mirror_is_abandoned_for_the_next() {
         "{log}"
     );
 }
+
+/// One process writes a cache directory at a time: a second `modgate run`
+/// or `cache prune` on the directory of a running gateway is refused with
+/// the gateway's pid; `cache stats` and `cache verify` still run beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_of_a_cache_directory_is_refused() {
+    use common::gateway::{Work, text};
+    let work = Work::new();
+    let config = work.config(&["http://127.0.0.1:9".to_string()], &[], "");
+    let gateway = work.gateway(&config).await;
+    let pid = gateway.pid().to_string();
+    let modgate = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
+            .args(args)
+            .args(["--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["cache", "prune"][..],
+        &["run", "--admin-listen", "127.0.0.1:0"],
+    ] {
+        let out = modgate(args);
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        let said = text(&out);
+        assert!(
+            said.contains(&format!("in use by another modgate (pid {pid})")),
+            "{args:?}: {said}"
+        );
+    }
+    for args in [&["cache", "stats"][..], &["cache", "verify"]] {
+        let out = modgate(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    drop(gateway);
+}

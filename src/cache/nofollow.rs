@@ -23,6 +23,7 @@ pub struct Tree {
 pub enum Access {
     Read,
     Write,
+    ReadWrite,
 }
 
 impl Tree {
@@ -37,6 +38,7 @@ impl Tree {
         let flags = match access {
             Access::Read => OFlags::RDONLY,
             Access::Write => OFlags::WRONLY,
+            Access::ReadWrite => OFlags::RDWR,
         };
         Ok(File::from(self.open_beneath(relative, flags)?))
     }

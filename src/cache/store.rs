@@ -61,23 +61,41 @@ pub struct Store {
     /// The directory, held open: every entry is reached through it and no
     /// symbolic link below it is ever followed.
     tree: Tree,
-    /// The records log, opened for appending.
-    records: Mutex<File>,
+    /// The records log, opened for appending (`None`: opened read-only).
+    records: Mutex<Option<File>>,
+    /// `.modgate/lock`, locked while this process may write the directory:
+    /// a second writer would corrupt the records log.
+    _lock: Option<File>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
     /// Opens (creating) the cache directory.
+    /// Refused while another process has it open for writing (its pid is
+    /// named).
     pub fn open(root: &Path) -> io::Result<Store> {
         fs::create_dir_all(root)?;
         let tree = Tree::open(root)?;
         tree.make_dirs(&format!("{STATE_DIR}/tmp"))?;
+        let lock = lock(&tree, root)?;
         let records = open_records(&tree)?;
         Ok(Store {
             root: root.to_path_buf(),
             tree,
-            records: Mutex::new(records),
+            records: Mutex::new(Some(records)),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens the cache directory to read it (`cache stats`, `cache
+    /// verify`), beside a running modgate: nothing is created or written.
+    pub fn open_read_only(root: &Path) -> io::Result<Store> {
+        Ok(Store {
+            root: root.to_path_buf(),
+            tree: Tree::open(root)?,
+            records: Mutex::new(None),
+            _lock: None,
         })
     }
 
@@ -174,6 +192,8 @@ impl Store {
         self.records
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the cache was opened read-only"))?
             .write_all(&line)
     }
 
@@ -223,7 +243,7 @@ impl Store {
         let _ = self.tree.remove(&temp);
         self.tree.create_file(&temp, 0o644)?.write_all(&text)?;
         self.tree.rename(&temp, &format!("{STATE_DIR}/{RECORDS}"))?;
-        *handle = open_records(&self.tree)?;
+        *handle = Some(open_records(&self.tree)?);
         Ok(())
     }
 
@@ -277,6 +297,32 @@ impl Store {
         }
         removed
     }
+}
+
+/// Takes `.modgate/lock` for this process and writes its pid there; when
+/// another process holds it, an error naming that pid.
+fn lock(tree: &Tree, root: &Path) -> io::Result<File> {
+    let path = format!("{STATE_DIR}/lock");
+    match tree.create_file(&path, 0o644) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        other => drop(other?),
+    }
+    let mut file = tree.open_file(&path, Access::ReadWrite)?;
+    if let Err(fs::TryLockError::WouldBlock) = file.try_lock() {
+        let mut pid = String::new();
+        let _ = io::Read::read_to_string(&mut file, &mut pid);
+        let pid = pid.trim();
+        return Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!(
+                "{} is in use by another modgate (pid {pid}): one process writes a cache directory at a time (cache stats and cache verify may run beside it)",
+                root.display()
+            ),
+        ));
+    }
+    file.set_len(0)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(file)
 }
 
 /// The records log, opened for appending (created if missing; a link in

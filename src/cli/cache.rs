@@ -17,7 +17,7 @@ use modgate::config::units::parse_size;
 const WARM_PARALLEL: usize = 8;
 
 pub fn stats_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let store = open(config.as_deref())?.1;
+    let store = open_read_only(config.as_deref())?;
     let totals = stats(&store);
     println!("cache {}", store.root().display());
     println!("{:<14}{:>10}{:>16}", "kind", "entries", "bytes");
@@ -29,7 +29,7 @@ pub fn stats_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 pub fn verify_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let store = open(config.as_deref())?.1;
+    let store = open_read_only(config.as_deref())?;
     let report = verify(&store);
     for (file, problem) in &report.damaged {
         println!("DAMAGED {file}: {problem}");
@@ -118,6 +118,13 @@ async fn warm(config: &Config, wants: Vec<Want>) -> anyhow::Result<usize> {
     bar.finish_and_clear();
     println!("{fetched} fetched, {present} already cached, {failed} failed");
     Ok(failed)
+}
+
+/// The cache directory to read, beside a running modgate.
+fn open_read_only(config: Option<&Path>) -> anyhow::Result<Store> {
+    let config = Config::load(config)?;
+    Store::open_read_only(&config.cache.dir)
+        .with_context(|| format!("cache.dir {}", config.cache.dir.display()))
 }
 
 fn open(config: Option<&Path>) -> anyhow::Result<(Config, Store)> {
