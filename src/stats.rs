@@ -134,6 +134,8 @@ pub struct Stats {
     pub cache_evictions: Counter,
     /// Module file downloads in flight (fetching, checking or storing).
     pub cache_downloads: Gauge,
+    /// 1 while the cache stores files, 0 while storing fails (disk full).
+    pub cache_storing: Gauge,
     /// Leaf certificates minted for intercepted hosts.
     pub leaves_minted: Counter,
     /// Config reloads by result.
@@ -213,6 +215,11 @@ impl Stats {
                 &self.connections_max,
             ),
             ("tunnels_open", "Tunnels open now", &self.tunnels_open),
+            (
+                "cache_storing",
+                "1 while the cache stores files; 0 while storing fails (a full disk) and files are served without being kept",
+                &self.cache_storing,
+            ),
             (
                 "cache_downloads_in_flight",
                 "Module file downloads in flight: fetching, checking or storing",

@@ -464,9 +464,15 @@ async fn a_full_disk_stops_storing_not_serving() {
     let (status, body, _) = get(gateway.addr("explicit proxy"), zip).await;
     assert_eq!(status, 200);
     assert!(body == data, "{} bytes served", body.len());
-    let log = gateway.log_when(|log| log.contains("not stored")).await;
-    assert!(log.contains("served but not stored"), "{log}");
+    let log = gateway.log_when(|log| log.contains("cannot store")).await;
+    assert!(log.contains("cannot store:"), "{log}");
     assert!(log.contains("No space left on device"), "{log}");
     assert!(!work.cache().join(&zip[1..]).exists());
+    let temp = work.cache().join(".modgate/tmp");
+    assert_eq!(
+        std::fs::read_dir(&temp).unwrap().count(),
+        0,
+        "a .part was left"
+    );
     drop(gateway);
 }

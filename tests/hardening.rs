@@ -277,8 +277,10 @@ async fn links_in_the_cache_are_never_followed() {
     let (status, body, _) = get(addr, zip).await;
     let real = std::fs::read(modules.path().join(&zip[1..])).unwrap();
     assert!(status == 200 && body == real, "{status}");
-    let log = gateway.log_when(|l| l.contains("symbolic link")).await;
-    assert!(log.contains("cannot store entry"), "{log}");
+    let log = gateway
+        .log_when(|l| l.contains("cache: cannot store:"))
+        .await;
+    assert!(log.contains("symbolic link"), "{log}");
     assert_eq!(
         std::fs::read_dir(&outside).unwrap().count(),
         0,
@@ -427,4 +429,75 @@ async fn a_second_writer_of_a_cache_directory_is_refused() {
         assert!(out.status.success(), "{args:?}: {}", text(&out));
     }
     drop(gateway);
+}
+
+/// A full disk degrades to serving without storing: with the cache on a
+/// 1 MiB tmpfs, a verified 3 MiB zip (checked from memory when its file
+/// cannot be written) reaches its clients whole, no temporary file is
+/// left, `/metrics` and the status page say storing fails (logged once),
+/// and the next miss that fits is served and stored again. Root (mount).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_serves_verified_zips_without_storing() {
+    use common::gateway::{Work, get};
+    use common::gomod::{Module, SumDb, write_module};
+    use common::metrics::scrape;
+    require_root();
+    let modules = tempfile::tempdir().unwrap();
+    build_goproxy_dir(modules.path(), "");
+    let roomy = Module {
+        path: "example.com/roomy",
+        version: "v1.0.0",
+        package: "roomy",
+        func: "Room",
+        blob: 3 << 20,
+    };
+    write_module(modules.path(), &roomy, "");
+    let sumdb = SumDb::start(modules.path(), "sum.golang.org").await;
+    let mirror = Mirror::start(modules.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    std::fs::create_dir_all(work.cache()).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(work.cache())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = Unmount(work.cache());
+    let config = work.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&sumdb.key), "");
+    let gateway = work.gateway(&config).await;
+    let (addr, admin) = (gateway.addr("explicit proxy"), gateway.admin_addr().await);
+    let zip = "/example.com/roomy/@v/v1.0.0.zip";
+    let (status, body, _) = get(addr, zip).await;
+    let real = std::fs::read(modules.path().join(&zip[1..])).unwrap();
+    let log = gateway.log();
+    let said = format!("{status}, {} of {} bytes\n{log}", body.len(), real.len());
+    assert!(status == 200 && body == real, "{said}");
+    common::metrics::downloads_landed(admin, None).await;
+    assert_eq!(scrape(admin, None).await["modgate_cache_storing{}"], 0.0);
+    let page = stdout(&curl(&["-s", &format!("http://{admin}/")]).await);
+    assert!(page.contains("NOT STORING"), "{page}");
+    let tmp = work.cache().join(".modgate/tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "a .part was left"
+    );
+
+    let small = "/example.com/util/@v/v1.2.0.mod";
+    assert_eq!(get(addr, small).await.0, 200);
+    common::metrics::downloads_landed(admin, None).await;
+    assert_eq!(scrape(admin, None).await["modgate_cache_storing{}"], 1.0);
+    let log = gateway.log_when(|l| l.contains("storing again")).await;
+    assert_eq!(log.matches("cache: cannot store:").count(), 1, "{log}");
+    assert!(work.cache().join(&small[1..]).exists());
+    drop(gateway);
+}
+
+/// Unmounts a test's tmpfs when it ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }

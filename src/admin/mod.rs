@@ -161,6 +161,7 @@ mod tests {
                 listeners: Vec::new(),
                 mirrors: Vec::new(),
                 cache: None,
+                storing: true,
                 module_hits: (0, 0),
                 requests: 0,
                 tunnels: 0,

@@ -17,6 +17,8 @@ pub struct Status {
     pub mirrors: Vec<Health>,
     /// Cache entries and bytes, when the cache is on.
     pub cache: Option<(u64, u64)>,
+    /// False while storing fails (a full disk): files are served, not kept.
+    pub storing: bool,
     /// Module requests answered 200, and how many of them from the cache.
     pub module_hits: (u64, u64),
     pub requests: u64,
@@ -110,7 +112,12 @@ fn traffic(page: &mut String, status: &Status) {
         (
             "cache",
             status.cache.map_or("off".into(), |(entries, bytes)| {
-                format!("{entries} files, {bytes} bytes")
+                let failing = if status.storing {
+                    ""
+                } else {
+                    "; NOT STORING (a full disk? see the log): files are served, not kept"
+                };
+                format!("{entries} files, {bytes} bytes{failing}")
             }),
         ),
         (
@@ -165,6 +172,7 @@ mod tests {
                 },
             ],
             cache: Some((3, 1024)),
+            storing: true,
             module_hits: (4, 1),
             requests: 9,
             tunnels: 2,

@@ -46,6 +46,8 @@ const WINDOW: usize = 8 << 20;
 /// Where a download's bytes go.
 pub struct Writing<'a> {
     pub store: &'a Arc<Store>,
+    /// Counts the temporary file's bytes toward `cache.max_size`.
+    pub index: &'a Arc<super::index::Index>,
     pub file: &'a SharedFile,
     /// The flight's temporary file, when an earlier attempt made it (its
     /// bytes are overwritten).
@@ -387,20 +389,38 @@ async fn write_batches(
     writing: Writing<'_>,
 ) -> (Result<u64, String>, Downloaded) {
     let mut held: Vec<Bytes> = Vec::new();
-    let mut held_bytes = 0usize;
     let mut temp = writing.temp.clone();
     let mut written = 0u64;
+    // Set once the disk refused a write: the rest is held in memory.
+    let mut refused: Option<String> = None;
     while let Some(batch) = rx.recv().await {
-        held_bytes += batch.iter().map(Bytes::len).sum::<usize>();
         held.extend(batch);
-        if temp.is_none() && held_bytes <= IN_MEMORY {
+        let held_bytes = held_bytes_of(&held);
+        if let Some(reason) = &refused {
+            if held_bytes > WINDOW as u64 {
+                let reason = format!("{reason}; too large to serve from memory");
+                return (Err(reason), Downloaded::Nothing);
+            }
+            continue;
+        }
+        if temp.is_none() && held_bytes <= IN_MEMORY as u64 {
             continue;
         }
         let pending = std::mem::take(&mut held);
-        held_bytes = 0;
-        match write(&writing, &mut temp, pending, written).await {
-            Ok(length) => written += length,
-            Err(e) => return (Err(e), in_file(temp)),
+        match write(&writing, &mut temp, &pending, written).await {
+            Ok(length) => {
+                written += length;
+                writing.index.temp_grew(length);
+            }
+            Err(reason) => match unwritten(&writing, temp.take(), written).await {
+                Some(mut read_back) => {
+                    read_back.extend(pending);
+                    held = read_back;
+                    refused = Some(reason);
+                    continue;
+                }
+                None => return (Err(reason), Downloaded::Nothing),
+            },
         }
         writing.progress.send_modify(|now| {
             if let Progress::Growing { written: w, .. } = now {
@@ -408,14 +428,42 @@ async fn write_batches(
             }
         });
     }
-    if temp.is_none() {
-        return (Ok(held_bytes_of(&held)), Downloaded::Memory(held));
+    match (refused, temp) {
+        (Some(reason), _) => (Ok(held_bytes_of(&held)), Downloaded::Unstored(held, reason)),
+        (None, None) => (Ok(held_bytes_of(&held)), Downloaded::Memory(held)),
+        (None, Some(temp)) => (Ok(written), Downloaded::File(temp)),
     }
-    (Ok(written), in_file(temp))
 }
 
-fn in_file(temp: Option<PathBuf>) -> Downloaded {
-    temp.map_or(Downloaded::Nothing, Downloaded::File)
+/// The disk refused a write (full): takes back the `written` bytes of the
+/// temporary file and removes it, so the download goes on in memory.
+/// `None` when even that fails.
+async fn unwritten(
+    writing: &Writing<'_>,
+    temp: Option<PathBuf>,
+    written: u64,
+) -> Option<Vec<Bytes>> {
+    let (file, index) = (writing.file.clone(), writing.index.clone());
+    tokio::task::spawn_blocking(move || {
+        let read = || {
+            let mut back = vec![0u8; usize::try_from(written).ok()?];
+            if written > 0 {
+                file.get()?.read_exact_at(&mut back, 0).ok()?;
+            }
+            Some(vec![Bytes::from(back)])
+        };
+        let back = read();
+        if let Some(temp) = temp {
+            let size = std::fs::metadata(&temp).map_or(0, |m| m.len());
+            if std::fs::remove_file(&temp).is_ok() {
+                index.temp_gone(size);
+            }
+        }
+        back
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 fn held_bytes_of(pieces: &[Bytes]) -> u64 {
@@ -423,37 +471,44 @@ fn held_bytes_of(pieces: &[Bytes]) -> u64 {
 }
 
 /// Writes `pieces` from `offset` on, off the async threads, making the
-/// temporary file first if there is none yet; returns how many bytes.
+/// temporary file first if there is none yet; returns how many bytes. A
+/// file made before the write failed is kept in `temp` all the same.
 async fn write(
     writing: &Writing<'_>,
     temp: &mut Option<PathBuf>,
-    pieces: Vec<Bytes>,
+    pieces: &[Bytes],
     offset: u64,
 ) -> Result<u64, String> {
     let (store, file, make) = (writing.store.clone(), writing.file.clone(), temp.is_none());
-    let made = tokio::task::spawn_blocking(move || {
-        let mut path = None;
+    let pieces = pieces.to_vec();
+    let (made, written) = tokio::task::spawn_blocking(move || {
+        let mut made = None;
         if make {
-            let (handle, made) = store.temp()?;
-            let _ = file.set(handle);
-            path = Some(made);
+            match store.temp() {
+                Ok((handle, path)) => {
+                    let _ = file.set(handle);
+                    made = Some(path);
+                }
+                Err(e) => return (None, Err(e)),
+            }
         }
-        let handle = file
+        let written = file
             .get()
-            .ok_or_else(|| std::io::Error::other("no download file"))?;
-        let mut at = offset;
-        for piece in &pieces {
-            handle.write_all_at(piece, at)?;
-            at += piece.len() as u64;
-        }
-        Ok::<_, std::io::Error>((path, at - offset))
+            .ok_or_else(|| std::io::Error::other("no download file"))
+            .and_then(|handle| {
+                let mut at = offset;
+                for piece in &pieces {
+                    handle.write_all_at(piece, at)?;
+                    at += piece.len() as u64;
+                }
+                Ok(at - offset)
+            });
+        (made, written)
     })
     .await
-    .map_err(|e| format!("cache write: {e}"))?
     .map_err(|e| format!("cache write: {e}"))?;
-    let (made, length) = made;
     if made.is_some() {
         *temp = made;
     }
-    Ok(length)
+    written.map_err(|e| format!("cache write: {e}"))
 }

@@ -179,7 +179,10 @@ pub fn launch(inner: Arc<Inner>, key: Key, check: Option<MakeCheck>) -> Arc<Flig
             }
         }
         if let Some(temp) = temp {
-            let _ = std::fs::remove_file(&temp);
+            let size = std::fs::metadata(&temp).map_or(0, |m| m.len());
+            if std::fs::remove_file(&temp).is_ok() {
+                inner.index.temp_gone(size);
+            }
         }
         inner.landed(&key.file);
     });
@@ -257,6 +260,7 @@ async fn fly(
     };
     let writing = Writing {
         store: &inner.store,
+        index: &inner.index,
         file,
         temp,
         progress: &report.progress,
@@ -328,14 +332,25 @@ async fn land(landing: Landing<'_>, copied: Copied, check: Option<Verdict>) -> F
                 }
             });
             start.now();
+            if let Downloaded::Unstored(_, reason) = &downloaded {
+                // The disk refused it: clients finish from the window (it
+                // holds the whole file), not from a file.
+                inner.storing_failed(&key.file, reason);
+                return Flown::Done(None);
+            }
             let temp = store(inner, key, file, downloaded, (mirror, size)).await;
-            let _ = report.progress.send(Progress::Complete { size });
+            // Readers go on from the file once it holds the whole download;
+            // a small one the disk refused stays in the window for them.
+            if file.get().is_some() {
+                let _ = report.progress.send(Progress::Complete { size });
+            }
             Flown::Done(temp)
         }
         Settled::ServedNotStored(reason) => {
             // The clients keeping up have every byte (from memory); only
             // storing failed.
-            tracing::warn!(file = %key.file, %mirror, %reason, "cache: served but not stored");
+            tracing::info!(file = %key.file, %mirror, %reason, "cache: served but not stored");
+            inner.storing_failed(&key.file, &reason);
             Flown::Done(downloaded.temp())
         }
         Settled::Refused(reason) => {
@@ -432,7 +447,9 @@ async fn settle(
     };
     let content = match &copied.downloaded {
         Downloaded::File(temp) => Content::File(temp.clone()),
-        Downloaded::Memory(pieces) => Content::Memory(joined(pieces)),
+        Downloaded::Memory(pieces) | Downloaded::Unstored(pieces, _) => {
+            Content::Memory(joined(pieces))
+        }
         Downloaded::Nothing => return Settled::Failed("nothing to check".into()),
     };
     match check(content).await {
@@ -461,6 +478,9 @@ pub enum Downloaded {
     /// Still in memory (small): written, fsynced and renamed in one go
     /// when stored.
     Memory(Vec<Bytes>),
+    /// In memory because the disk refused it (full): checked and served
+    /// from memory, never stored.
+    Unstored(Vec<Bytes>, String),
     /// Nowhere (the download failed before a file was made).
     Nothing,
 }

@@ -15,6 +15,8 @@ struct Inner {
     entries: HashMap<String, Slot>,
     pins: HashMap<String, u32>,
     total: u64,
+    /// Bytes in downloads' temporary files: they take disk space too.
+    temp: u64,
     loaded: bool,
 }
 
@@ -139,7 +141,8 @@ impl Index {
     /// index); none before the start-up scan is in.
     pub fn evict(&self) -> Vec<String> {
         let mut inner = self.lock();
-        if !inner.loaded || inner.total <= self.max_size {
+        let total = inner.total + inner.temp;
+        if !inner.loaded || total <= self.max_size {
             return Vec::new();
         }
         let candidates: Vec<Candidate<'_>> = inner
@@ -152,7 +155,7 @@ impl Index {
                 pinned: inner.pins.contains_key(file),
             })
             .collect();
-        let chosen: Vec<String> = victims(&candidates, inner.total, self.max_size)
+        let chosen: Vec<String> = victims(&candidates, total, self.max_size)
             .into_iter()
             .map(str::to_string)
             .collect();
@@ -162,6 +165,17 @@ impl Index {
             }
         }
         chosen
+    }
+
+    /// `bytes` more were written to a download's temporary file.
+    pub fn temp_grew(&self, bytes: u64) {
+        self.lock().temp += bytes;
+    }
+
+    /// A temporary file of `bytes` was stored or removed.
+    pub fn temp_gone(&self, bytes: u64) {
+        let mut inner = self.lock();
+        inner.temp = inner.temp.saturating_sub(bytes);
     }
 
     pub fn totals(&self) -> Totals {
@@ -234,5 +248,19 @@ mod tests {
         index.record("c", Kind::Info, 30);
         assert_eq!(index.evict(), ["a"]);
         assert_eq!(index.totals().entries, 1);
+    }
+
+    /// Downloads' temporary files take space too: stored files make room.
+    #[test]
+    fn temporary_files_count_toward_the_size() {
+        let index = Index::new(100);
+        index.load(Vec::new());
+        index.record("a", Kind::Zip, 60);
+        assert!(index.evict().is_empty());
+        index.temp_grew(50);
+        assert_eq!(index.evict(), ["a"]);
+        index.temp_gone(50);
+        index.record("b", Kind::Zip, 60);
+        assert!(index.evict().is_empty());
     }
 }

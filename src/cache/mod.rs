@@ -156,6 +156,9 @@ pub struct Meters {
     pub evictions: Counter,
     /// Downloads in flight: up from launch until stored (or not).
     pub downloads: Gauge,
+    /// 1 while files are stored; 0 while storing fails (a full disk):
+    /// files are then served from the mirrors without being kept.
+    pub storing: Gauge,
 }
 
 /// The mirrors and the checker a cache uses now.
@@ -189,6 +192,7 @@ impl Cache {
             not_found: Mutex::new(HashMap::new()),
             meters,
         });
+        inner.meters.storing.set(1);
         let scanning = inner.clone();
         tokio::task::spawn_blocking(move || {
             let removed = scanning.store.remove_leftovers();
@@ -483,10 +487,12 @@ impl Inner {
         let entry = key.clone();
         let stored = tokio::task::spawn_blocking(move || {
             let key = entry;
-            let temp = match downloaded {
-                Downloaded::File(path) => path,
-                Downloaded::Memory(pieces) => inner.write_whole(&file, &pieces)?,
-                Downloaded::Nothing => return Err((None, std::io::Error::other("no download"))),
+            let (temp, counted) = match downloaded {
+                Downloaded::File(path) => (path, meta.size),
+                Downloaded::Memory(pieces) => (inner.write_whole(&file, &pieces)?, 0),
+                Downloaded::Unstored(..) | Downloaded::Nothing => {
+                    return Err((None, std::io::Error::other("nothing to store")));
+                }
             };
             let stored = file
                 .get()
@@ -497,6 +503,7 @@ impl Inner {
                     handle.try_clone()
                 });
             let handle = stored.map_err(|e| (Some(temp), e))?;
+            inner.index.temp_gone(counted);
             inner.index.record(&key.file, key.kind, meta.size);
             inner.hasher.submit(hasher::Job {
                 file: Arc::new(handle),
@@ -507,9 +514,12 @@ impl Inner {
         })
         .await;
         match stored {
-            Ok(Ok(())) => None,
+            Ok(Ok(())) => {
+                self.storing_works();
+                None
+            }
             Ok(Err((temp, e))) => {
-                tracing::warn!(file = %key.file, error = %e, "cache: cannot store entry");
+                self.storing_failed(&key.file, &e.to_string());
                 temp
             }
             Err(e) => {
@@ -531,6 +541,26 @@ impl Inner {
         }
         let _ = file.set(handle);
         Ok(temp)
+    }
+
+    /// Storing `file` failed: said once until storing works again (the
+    /// file itself was served); `modgate_cache_storing` shows it.
+    pub(crate) fn storing_failed(&self, file: &str, reason: &str) {
+        let was = self.meters.storing.set(0);
+        if was == 1 {
+            tracing::warn!(
+                %file, dir = %self.store.root().display(), %reason,
+                "cache: cannot store: files are served from the mirrors and not kept until storing works again (a full disk? see the reason)"
+            );
+        } else {
+            tracing::debug!(%file, %reason, "cache: not stored");
+        }
+    }
+
+    fn storing_works(&self) {
+        if self.meters.storing.set(1) == 0 {
+            tracing::info!(dir = %self.store.root().display(), "cache: storing again");
+        }
     }
 
     fn evict_blocking(&self) {

@@ -99,6 +99,7 @@ impl Gomod {
                         let meters = crate::cache::Meters {
                             evictions: stats.cache_evictions.clone(),
                             downloads: stats.cache_downloads.clone(),
+                            storing: stats.cache_storing.clone(),
                         };
                         Cache::open(settings, source.clone(), meters).map_err(|source| {
                             GomodError::Cache {

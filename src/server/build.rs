@@ -189,6 +189,7 @@ fn status_of(
             cache: gomod
                 .and_then(|g| g.cache())
                 .map(|c| (c.totals().entries, c.totals().bytes)),
+            storing: stats.cache_storing.get() != 0,
             module_hits: stats.module_hits(),
             requests: stats.requests.get(),
             tunnels: stats.tunnels.get(),
