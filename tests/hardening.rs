@@ -501,3 +501,31 @@ impl Drop for Unmount {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// With `gomod.private` not set, module paths under the office's own
+/// domains (`upstream.no_proxy`) are private: refused with 403 and never
+/// sent to a mirror; the start-up summary says so. `private = ""` turns
+/// it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_office_domains_are_private_by_default() {
+    use common::gateway::{Work, get, tree};
+    let modules = tree();
+    let mirror = Mirror::start(modules.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    let config = work.config(&[mirror.url()], &[], "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let office = "[upstream]\nno_proxy = \"localhost,127.0.0.0/8,.corp.example\"\n";
+    std::fs::write(&config, format!("{office}{text}")).unwrap();
+    let gateway = work.gateway(&config).await;
+    let addr = gateway.addr("explicit proxy");
+    let path = "/git.corp.example/team/m/@v/list";
+    let (status, body, _) = get(addr, path).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(mirror.requests().is_empty(), "{:?}", mirror.requests());
+    let log = gateway.log_when(|l| l.contains("  private")).await;
+    assert!(
+        log.contains("  private    corp.example, *.corp.example"),
+        "{log}"
+    );
+    assert_eq!(get(addr, "/example.com/util/@v/list").await.0, 200);
+}

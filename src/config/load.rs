@@ -48,7 +48,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     }
     let upstream = upstream_section(&mut r, &mut root);
     let intercept = intercept_section(&mut r, &mut root);
-    let gomod = gomod_section(&mut r, &mut root, intercept.enabled);
+    let gomod = gomod_section(&mut r, &mut root, intercept.enabled, &upstream.no_proxy);
     let cache = cache_section(&mut r, &mut root, gomod.verification.verify);
     let admin = admin_section(&mut r, &mut root);
     let log = log_section(&mut r, &mut root);
@@ -305,7 +305,12 @@ fn intercept_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> InterceptC
     }
 }
 
-fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, intercepting: bool) -> GomodConfig {
+fn gomod_section<'i>(
+    r: &mut Reader<'i>,
+    root: &mut Table<'i>,
+    intercepting: bool,
+    no_proxy: &NoProxy,
+) -> GomodConfig {
     let mut t = r.section(root, "gomod");
     let hosts_place = t.place_of("proxy_hosts");
     let proxy_hosts = host_names(r, &mut t, "proxy_hosts", &["proxy.golang.org"]);
@@ -331,7 +336,12 @@ fn gomod_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, intercepting: boo
             "https://sum.golang.google.cn",
         ],
     );
-    let private = module_patterns(r, &mut t, "private");
+    // Not set: the office's own domains (upstream.no_proxy) are private.
+    let private = if t.has("private") {
+        module_patterns(r, &mut t, "private")
+    } else {
+        Private::office_domains(no_proxy)
+    };
     let verification = verification(r, &mut t);
     let on_mirror_failure = match r.string(&mut t, "on_mirror_failure") {
         None => OnMirrorFailure::BadGateway,

@@ -205,6 +205,11 @@ impl<'i> Table<'i> {
         }
     }
 
+    /// Whether `key` is written in this table.
+    pub fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k.get_ref() == key)
+    }
+
     /// Where `key`'s value is written, or the table itself when it is absent.
     pub fn place_of(&self, key: &str) -> Range<usize> {
         self.entries

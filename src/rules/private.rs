@@ -31,6 +31,27 @@ impl Private {
         }
     }
 
+    /// The office's own domains, from `upstream.no_proxy` (names with a
+    /// dot, `localhost` aside): each as itself and `*.<domain>`, so module
+    /// paths under them never go to a public mirror.
+    pub fn office_domains(no_proxy: &super::NoProxy) -> Private {
+        let globs = no_proxy
+            .rules()
+            .filter_map(|(rule, _)| match rule {
+                super::no_proxy::Rule::Domain(domain) => Some(domain),
+                _ => None,
+            })
+            .filter(|domain| domain.contains('.') && !domain.ends_with("localhost"))
+            .flat_map(|domain| [domain.to_string(), format!("*.{domain}")])
+            .collect();
+        Private { globs }
+    }
+
+    /// The patterns, as written.
+    pub fn globs(&self) -> &[String] {
+        &self.globs
+    }
+
     /// The pattern matching `module`, if any.
     pub fn find(&self, module: &str) -> Option<&str> {
         self.globs.iter().map(String::as_str).find(|glob| {
@@ -125,6 +146,31 @@ fn unescape(class: &[char], i: usize) -> (char, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_office_domains_are_private() {
+        let no_proxy = crate::rules::NoProxy::parse(
+            "localhost,127.0.0.0/8,::1,.corp.example,git.internal.example:8443,*.lab.example,intranet",
+        )
+        .unwrap();
+        let private = Private::office_domains(&no_proxy);
+        for module in [
+            "corp.example/team/m",
+            "git.corp.example/team/m",
+            "git.internal.example/a",
+            "x.lab.example/b",
+        ] {
+            assert!(private.find(module).is_some(), "{module}");
+        }
+        for module in [
+            "github.com/a/b",
+            "badcorp.example/x",
+            "localhost/x",
+            "intranet/x",
+        ] {
+            assert!(private.find(module).is_none(), "{module}");
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

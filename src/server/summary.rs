@@ -39,6 +39,13 @@ pub fn summary(config: &Config, started: &Started<'_>) -> String {
         "not intercepting (intercept.enabled = false)".into()
     };
     line("modules", intercepting);
+    let private = config.gomod.private.globs();
+    if !private.is_empty() {
+        line(
+            "private",
+            format!("{} (never sent to a mirror)", private.join(", ")),
+        );
+    }
     let parent = config.upstream.proxy.as_ref().map_or_else(
         || "none: every connection goes direct".to_string(),
         |p| format!("{p}, except upstream.no_proxy"),
