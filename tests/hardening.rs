@@ -529,3 +529,47 @@ async fn the_office_domains_are_private_by_default() {
     );
     assert_eq!(get(addr, "/example.com/util/@v/list").await.0, 200);
 }
+
+/// `modgate check` runs beside the modgate it checks (the unit's
+/// ExecStartPre on reload): listeners held by a running modgate are fine;
+/// one held by another program is an error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_runs_beside_the_running_modgate() {
+    use common::gateway::text;
+    let work = tempfile::tempdir().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let config = work.path().join("modgate.toml");
+    let write = |port: u16| {
+        let text = format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [intercept]\nca_dir = {:?}\n[cache]\ndir = {:?}\n",
+            work.path().join("certs"),
+            work.path().join("cache")
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write(port);
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let modgate = Modgate::spawn(None, &args, None, 1).await;
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
+            .args(["check", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert!(out.status.success(), "{}", text(&out));
+    drop(modgate);
+
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    write(other.local_addr().unwrap().port());
+    let out = check();
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("pid {}", std::process::id())),
+        "{said}"
+    );
+}

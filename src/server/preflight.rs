@@ -59,11 +59,26 @@ pub fn preflight(config: &Config) -> Vec<ConfigError> {
     for (key, addr, v6_only) in listeners(config) {
         if addr.port() != 0
             && let Err(e) = crate::listener::bind(addr, v6_only)
+            && let Some(why) = taken(addr, &e)
         {
-            fail(key, format!("{key}: cannot listen on {addr}: {e}"));
+            fail(key, format!("{key}: cannot listen on {addr}: {why}"));
         }
     }
     problems
+}
+
+/// Why `addr` cannot be listened on, unless it is held by a running
+/// modgate (this config's own instance: `check` runs beside it, as the
+/// unit's ExecStartPre and `reload` do).
+fn taken(addr: std::net::SocketAddr, error: &std::io::Error) -> Option<String> {
+    if error.kind() != std::io::ErrorKind::AddrInUse {
+        return Some(error.to_string());
+    }
+    match crate::sys::listener_owner(addr) {
+        Some((_, name)) if name == "modgate" => None,
+        Some((pid, name)) => Some(format!("{error} (by {name}, pid {pid})")),
+        None => Some(error.to_string()),
+    }
 }
 
 /// Each listener `config` asks for, with its key.

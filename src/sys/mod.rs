@@ -23,6 +23,16 @@ pub enum SysError {
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
+mod owner;
+#[cfg(target_os = "linux")]
+pub use owner::listener_owner;
+
+/// Where `/proc` is not, no owner is known.
+#[cfg(not(target_os = "linux"))]
+pub fn listener_owner(_addr: std::net::SocketAddr) -> Option<(u32, String)> {
+    None
+}
+#[cfg(target_os = "linux")]
 pub use linux::{idle_priority, original_destination, set_mark};
 
 /// Where there is no idle scheduling class, the thread keeps its priority.
