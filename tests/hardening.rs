@@ -573,3 +573,45 @@ async fn check_runs_beside_the_running_modgate() {
         "{said}"
     );
 }
+
+/// The access log is made 0640 (readable by modgate's group, for log
+/// shippers) even under the unit's `UMask=0077`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_is_readable_by_the_group_under_a_strict_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("access.log");
+    let config = work.path().join("modgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [intercept]\nenabled = false\n[gomod]\nverify = \"off\"\n[cache]\nenabled = false\n\
+             [log]\naccess_log = {log:?}\n"
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_modgate"));
+    command
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::null());
+    // SAFETY: umask(2) only, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    for _ in 0..600 {
+        if log.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mode = std::fs::metadata(&log).map(|m| m.permissions().mode() & 0o777);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(mode.unwrap(), 0o640);
+}

@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,12 +39,25 @@ impl Reopening {
     }
 }
 
+/// Opens `path` for appending; a new file is made 0640 whatever the umask
+/// (a unit's `UMask=0077` would leave it 0600, unreadable by the log
+/// shippers in modgate's group).
 fn append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
+    let created = OpenOptions::new()
+        .create_new(true)
         .append(true)
         .mode(0o640)
-        .open(path)
+        .open(path);
+    match created {
+        Ok(file) => {
+            file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().append(true).open(path)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 impl Write for Reopening {
