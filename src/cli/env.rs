@@ -33,7 +33,8 @@ pub fn env(config: Option<&Path>, shell: Shell) -> anyhow::Result<()> {
     }
     super::ca::write_bundle(&config.intercept.ca_dir, &bundle)?;
     let ca = config.intercept.ca_dir.join(modgate::tls::ca::CERT_FILE);
-    print!("{}", lines(&vars(&proxy, &bundle, &ca), shell));
+    let no_proxy = no_proxy(&config.upstream.no_proxy);
+    print!("{}", lines(&vars(&proxy, &no_proxy, &bundle, &ca), shell));
     Ok(())
 }
 
@@ -66,15 +67,37 @@ fn proxy_url(config: &Config) -> anyhow::Result<String> {
     Ok(format!("http://{host}:{}", listen.port()))
 }
 
+/// `NO_PROXY` for clients: loopback, and the office's own destinations
+/// from `upstream.no_proxy` in the forms every client reads alike (a
+/// domain without its leading dot, a single address); CIDRs, wildcards
+/// and entries for one port are left out (curl and Python do not read them).
+pub fn no_proxy(office: &modgate::rules::NoProxy) -> String {
+    use modgate::rules::NoProxyRule;
+    let mut entries: Vec<String> = NO_PROXY.split(',').map(str::to_string).collect();
+    for (rule, port) in office.rules() {
+        let entry = match (rule, port) {
+            (NoProxyRule::Domain(domain), None) => domain.to_string(),
+            (NoProxyRule::Net(net), None) if net.prefix_len() == net.max_prefix_len() => {
+                net.addr().to_string()
+            }
+            _ => continue,
+        };
+        if !entries.contains(&entry) {
+            entries.push(entry);
+        }
+    }
+    entries.join(",")
+}
+
 /// Each variable and its value.
-pub fn vars(proxy: &str, bundle: &Path, ca: &Path) -> Vec<(&'static str, String)> {
+pub fn vars(proxy: &str, no_proxy: &str, bundle: &Path, ca: &Path) -> Vec<(&'static str, String)> {
     let bundle = bundle.display().to_string();
     let mut vars = Vec::new();
     for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
         vars.push((name, proxy.to_string()));
     }
-    vars.push(("NO_PROXY", NO_PROXY.to_string()));
-    vars.push(("no_proxy", NO_PROXY.to_string()));
+    vars.push(("NO_PROXY", no_proxy.to_string()));
+    vars.push(("no_proxy", no_proxy.to_string()));
     // Go, OpenSSL, Python requests, git, curl: a file with every root.
     for name in [
         "SSL_CERT_FILE",
@@ -106,9 +129,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_proxy_carries_the_office_destinations() {
+        let office = modgate::rules::NoProxy::parse(
+            "localhost,127.0.0.0/8,::1,.corp.example,git.lab.example:8443,10.1.2.3,10.0.0.0/8,*.wild.example",
+        )
+        .unwrap();
+        assert_eq!(
+            no_proxy(&office),
+            "localhost,127.0.0.1,::1,corp.example,10.1.2.3,wild.example"
+        );
+    }
+
+    #[test]
     fn every_shell_sets_both_cases() {
         let vars = vars(
             "http://127.0.0.1:3128",
+            NO_PROXY,
             Path::new("/h/o'k/b.pem"),
             Path::new("/c.pem"),
         );

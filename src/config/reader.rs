@@ -22,6 +22,8 @@ pub struct Table<'i> {
     path: String,
     span: Range<usize>,
     entries: Vec<(Spanned<String>, Spanned<DeValue<'i>>)>,
+    /// Every key asked for, written or not: what an unknown key may have meant.
+    known: Vec<String>,
 }
 
 /// A value with the place it came from.
@@ -184,7 +186,10 @@ impl<'i> Reader<'i> {
         for (key, _) in &table.entries {
             let span = key.span();
             let path = table.key_path(key.get_ref());
-            self.error(span, format!("unknown key {path}"));
+            let hint = closest(key.get_ref(), &table.known)
+                .map(|known| format!(" (did you mean {}?)", table.key_path(known)))
+                .unwrap_or_default();
+            self.error(span, format!("unknown key {path}{hint}"));
         }
     }
 }
@@ -202,6 +207,7 @@ impl<'i> Table<'i> {
             path,
             span,
             entries,
+            known: Vec::new(),
         }
     }
 
@@ -232,6 +238,7 @@ impl<'i> Table<'i> {
     }
 
     fn take(&mut self, key: &str) -> Option<Spanned<DeValue<'i>>> {
+        self.known.push(key.to_string());
         let index = self.entries.iter().position(|(k, _)| k.get_ref() == key)?;
         Some(self.entries.swap_remove(index).1)
     }
@@ -243,4 +250,14 @@ impl<'i> Table<'i> {
             format!("{}.{key}", self.path)
         }
     }
+}
+
+/// The known key `key` most likely misspells, if one is close enough.
+fn closest<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), k.as_str()))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }

@@ -104,3 +104,26 @@ fn verification_keys() {
             .contains("not a checksum database verifier key")
     );
 }
+
+#[test]
+fn an_unknown_key_names_the_one_it_may_mean() {
+    let text = "[cache]\nmax_sise = \"5G\"\n[proxy]\nlisen = []\n";
+    let Err(LoadError::Invalid(errors)) = Config::parse("t.toml", text) else {
+        panic!("expected errors");
+    };
+    let said: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        said.iter()
+            .any(|m| m.contains("unknown key cache.max_sise (did you mean cache.max_size?)")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|m| m.contains("unknown key proxy.lisen (did you mean proxy.listen?)")),
+        "{said:?}"
+    );
+    let Err(LoadError::Invalid(errors)) = Config::parse("t.toml", "[cache]\nzzz = 1\n") else {
+        panic!("expected errors");
+    };
+    assert!(!errors[0].message.contains("did you mean"), "{errors:?}");
+}

@@ -29,19 +29,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// or KiB, MiB, GiB, TiB (powers of 1024); no unit means bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let (number, unit) = split_number(text)?;
-    let multiplier: u64 = match unit {
-        "" | "B" => 1,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        other => {
+    // Any case; a single letter is binary, as systemd and Docker read it.
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        _ => {
             return Err(format!(
-                "unknown size unit {other:?} (use B, KB, MB, GB, KiB, MiB, GiB, TiB)"
+                "unknown size unit {unit:?} (use B; KiB, MiB, GiB, TiB or K, M, G, T: powers of 1024; KB, MB, GB, TB: powers of 1000)"
             ));
         }
     };
@@ -67,6 +68,16 @@ fn split_number(text: &str) -> Result<(u64, &str), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_admins_write_them() {
+        assert_eq!(parse_size("5G"), Ok(5 << 30));
+        assert_eq!(parse_size("5 g"), parse_size("5GiB"));
+        assert_eq!(parse_size("20 GB"), Ok(20_000_000_000));
+        assert_eq!(parse_size("20gb"), parse_size("20 GB"));
+        assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
+        assert!(parse_size("5 gigs").unwrap_err().contains("powers of 1024"));
+    }
 
     #[test]
     fn durations() {

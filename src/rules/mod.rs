@@ -11,7 +11,7 @@ pub mod route;
 pub mod target;
 
 pub use egress::{Egress, Exemption, canonical_addr, canonical_ip};
-pub use no_proxy::NoProxy;
+pub use no_proxy::{NoProxy, Rule as NoProxyRule};
 pub use ports::PortRange;
 pub use private::{PatternError, Private};
 pub use route::{Action, Decision, DenyReason, Intercept, Kind, Policy, Via, Way, route};
