@@ -6,7 +6,7 @@ mod cli;
 use cli::{logging, pid, reload};
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -28,8 +28,7 @@ struct Cli {
 enum Command {
     /// Start serving (foreground; logs to stderr).
     Run {
-        /// Config file (default: the embedded default config).
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
         /// Listen address, replacing proxy.listen (repeatable).
         #[arg(long)]
@@ -41,12 +40,12 @@ enum Command {
     /// Ask the running modgate (proxy.pid_file) to reload its config: the
     /// same as SIGHUP.
     Reload {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
     /// Validate the config; print every error with file:line.
     Check {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
     /// Manage the local CA used to intercept the Go module hosts.
@@ -62,7 +61,7 @@ enum Command {
     /// Shell lines that point this machine's tools at modgate: both cases of
     /// HTTP(S)_PROXY, NO_PROXY, and the CA bundle (eval "$(modgate env)").
     Env {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "sh")]
         shell: cli::env::Shell,
@@ -77,7 +76,7 @@ enum Command {
     },
     /// Print the routing decision for a URL or HOST[:PORT], and the rule behind it.
     Explain {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
         /// http://…, https://… or HOST[:PORT] (a CONNECT, port 443 by default).
         target: String,
@@ -87,21 +86,24 @@ enum Command {
     },
 }
 
+/// What `--config` defaults to, for every command's help.
+const CONFIG_HELP: &str = "Config file [default: $MODGATE_CONFIG, else ~/.config/modgate/modgate.toml, else /etc/modgate/modgate.toml, else the embedded default]";
+
 #[derive(Subcommand)]
 enum CacheCommand {
     /// Entries and bytes, in all and per kind.
     Stats {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
     /// Re-hash every immutable entry against its recorded SHA-256; exit 1 on damage.
     Verify {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
     /// Remove least recently used entries down to --to (default: cache.max_size).
     Prune {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
         /// A size such as "5GiB".
         #[arg(long)]
@@ -109,7 +111,7 @@ enum CacheCommand {
     },
     /// Fetch every .mod and .zip a go.sum (hashes checked) or vendor/modules.txt names.
     Warm {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
         /// A go.sum or modules.txt file.
         file: PathBuf,
@@ -121,7 +123,7 @@ enum CaCommand {
     /// Create the CA in the config's intercept.ca_dir (key file mode 0600),
     /// constrained to its intercepted hosts.
     Init {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
         /// Replace an existing CA.
         #[arg(long)]
@@ -129,7 +131,7 @@ enum CaCommand {
     },
     /// Subject, fingerprint, validity, permitted names, and how to trust it.
     Show {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
         /// Print the certificate (PEM) only.
         #[arg(long)]
@@ -138,7 +140,7 @@ enum CaCommand {
     /// Write this system's roots plus modgate's CA to one file (for
     /// SSL_CERT_FILE, REQUESTS_CA_BUNDLE, GIT_SSL_CAINFO).
     Bundle {
-        #[arg(long)]
+        #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
@@ -149,6 +151,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
         modgate::sys::exit_quietly_on_closed_stdout();
+    }
+    if let Some(config) = config_read(&cli.command) {
+        let shown = Config::chosen(config).map_or_else(
+            || "the embedded default".into(),
+            |p| p.display().to_string(),
+        );
+        eprintln!("modgate: config {shown}");
     }
     let result = match cli.command {
         Command::Run {
@@ -184,6 +193,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `--config` of a command that reads a config and does not say
+/// which in its own output (`run` and `check` do).
+fn config_read(command: &Command) -> Option<Option<&Path>> {
+    let config = match command {
+        Command::Reload { config } | Command::Env { config, .. } => config,
+        Command::Explain { config, .. } => config,
+        Command::Ca { command } => match command {
+            CaCommand::Init { config, .. }
+            | CaCommand::Show { config, .. }
+            | CaCommand::Bundle { config, .. } => config,
+        },
+        Command::Cache { command } => match command {
+            CacheCommand::Stats { config }
+            | CacheCommand::Verify { config }
+            | CacheCommand::Prune { config, .. }
+            | CacheCommand::Warm { config, .. } => config,
+        },
+        Command::Run { .. } | Command::Check { .. } | Command::Doctor { .. } => return None,
+    };
+    Some(config.as_deref())
 }
 
 /// The error and its causes on one line, none said twice.

@@ -375,3 +375,32 @@ fn a_closed_stdout_is_no_panic() {
         assert!(!said.contains("panicked"), "{args:?}: {said}");
     }
 }
+
+/// With no `--config`, `$MODGATE_CONFIG` names the file; every command
+/// says on stderr which file it read.
+#[test]
+fn modgate_config_names_the_file_and_commands_say_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        "[upstream]\nproxy = \"http://parent.example:8080\"\nno_proxy = \"\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modgate"))
+        .args(["explain", "http://a.example/"])
+        .env("MODGATE_CONFIG", &file)
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .output()
+        .unwrap();
+    let (said, noted) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(said.contains("decision: parent"), "{said}{noted}");
+    assert!(
+        noted.contains(&format!("modgate: config {}", file.display())),
+        "{noted}"
+    );
+}

@@ -292,6 +292,25 @@ fn display_all(errors: &[ConfigError]) -> String {
     lines.join("\n")
 }
 
+/// A gateway's config, read by every command when the user has none of
+/// their own (a root shell on the server, the unit's own commands).
+pub const SYSTEM_FILE: &str = "/etc/modgate/modgate.toml";
+
+/// The config file by precedence: `--config`, `$MODGATE_CONFIG`, then the
+/// first of the user's file and [`SYSTEM_FILE`] that `exists`. Pure.
+fn choose(
+    explicit: Option<&Path>,
+    env: Option<PathBuf>,
+    user: Option<PathBuf>,
+    exists: impl Fn(&Path) -> bool,
+) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or(env)
+        .or_else(|| user.filter(|file| exists(file)))
+        .or_else(|| Some(PathBuf::from(SYSTEM_FILE)).filter(|file| exists(file)))
+}
+
 impl Config {
     /// Validates config text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Config, LoadError> {
@@ -304,11 +323,20 @@ impl Config {
         dirs::config_dir().map(|dir| dir.join("modgate").join("modgate.toml"))
     }
 
-    /// Loads `path`; when `None`, the user's config file if there is one
-    /// ([`Config::user_file`]), else the embedded default.
+    /// The file a command reads: `path` (`--config`); else `$MODGATE_CONFIG`;
+    /// else the user's file ([`Config::user_file`]) or, on a server where
+    /// the user has none, [`SYSTEM_FILE`], whichever exists first; `None`:
+    /// the embedded default.
+    pub fn chosen(path: Option<&Path>) -> Option<PathBuf> {
+        let env = std::env::var_os("MODGATE_CONFIG").filter(|v| !v.is_empty());
+        choose(path, env.map(PathBuf::from), Self::user_file(), |p| {
+            p.exists()
+        })
+    }
+
+    /// Loads the file [`Config::chosen`] names, else the embedded default.
     pub fn load(path: Option<&Path>) -> Result<Config, LoadError> {
-        let user = Self::user_file().filter(|file| file.exists());
-        match path.map(Path::to_path_buf).or(user) {
+        match Self::chosen(path) {
             None => Self::parse("<default config>", DEFAULT_TOML),
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {

@@ -127,3 +127,25 @@ fn an_unknown_key_names_the_one_it_may_mean() {
     };
     assert!(!errors[0].message.contains("did you mean"), "{errors:?}");
 }
+
+#[test]
+fn the_config_file_is_chosen_by_precedence() {
+    use std::path::{Path, PathBuf};
+    let user = Some(PathBuf::from("/home/u/.config/modgate/modgate.toml"));
+    let env = Some(PathBuf::from("/srv/m.toml"));
+    let all = |_: &Path| true;
+    let none = |_: &Path| false;
+    let only_system = |p: &Path| p == Path::new(SYSTEM_FILE);
+    let given = Path::new("/x.toml");
+    assert_eq!(
+        choose(Some(given), env.clone(), user.clone(), all),
+        Some(given.into())
+    );
+    assert_eq!(choose(None, env.clone(), user.clone(), none), env);
+    assert_eq!(choose(None, None, user.clone(), all), user);
+    assert_eq!(
+        choose(None, None, user.clone(), only_system),
+        Some(SYSTEM_FILE.into())
+    );
+    assert_eq!(choose(None, None, user, none), None);
+}
