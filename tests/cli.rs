@@ -404,3 +404,44 @@ fn modgate_config_names_the_file_and_commands_say_which() {
         "{noted}"
     );
 }
+
+/// A cache command run by another user than the cache directory's owner
+/// (root warming the service's cache) is refused, naming the user to run
+/// as, instead of leaving files the service cannot write. Root, as CI runs.
+#[test]
+fn cache_commands_refuse_another_users_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let chowned = Command::new("chown")
+        .arg("nobody")
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(chowned.success(), "chown needs root (CI runs as root)");
+    let config = dir.path().join("modgate.toml");
+    std::fs::write(&config, format!("[cache]\ndir = {cache:?}\n")).unwrap();
+    let list = dir.path().join("go.sum");
+    std::fs::write(&list, "").unwrap();
+    for args in [
+        vec!["cache", "prune"],
+        vec!["cache", "warm", list.to_str().unwrap()],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_modgate"))
+            .args(&args)
+            .args(["--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {said}");
+        assert!(
+            said.contains("belongs to nobody") && said.contains("sudo -u nobody"),
+            "{said}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "wrote into it"
+    );
+}

@@ -77,9 +77,19 @@ impl Store {
     pub fn open(root: &Path) -> io::Result<Store> {
         fs::create_dir_all(root)?;
         let tree = Tree::open(root)?;
-        tree.make_dirs(&format!("{STATE_DIR}/tmp"))?;
+        let state = |what: &str, e: io::Error| {
+            let fix = match e.kind() {
+                io::ErrorKind::PermissionDenied => {
+                    " (files here belong to another user: run modgate as the directory's owner, or chown -R it to the service's user)"
+                }
+                _ => "",
+            };
+            io::Error::new(e.kind(), format!("{STATE_DIR}/{what}: {e}{fix}"))
+        };
+        tree.make_dirs(&format!("{STATE_DIR}/tmp"))
+            .map_err(|e| state("tmp", e))?;
         let lock = lock(&tree, root)?;
-        let records = open_records(&tree)?;
+        let records = open_records(&tree).map_err(|e| state(RECORDS, e))?;
         Ok(Store {
             root: root.to_path_buf(),
             tree,

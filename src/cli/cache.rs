@@ -64,6 +64,7 @@ pub fn prune_command(config: Option<PathBuf>, to: Option<String>) -> anyhow::Res
 
 pub fn warm_command(config: Option<PathBuf>, list: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config.as_deref())?;
+    same_owner(&config.cache.dir)?;
     let text =
         std::fs::read_to_string(list).with_context(|| format!("cannot read {}", list.display()))?;
     let (wants, bad) = parse_list(&text);
@@ -127,9 +128,49 @@ fn open_read_only(config: Option<&Path>) -> anyhow::Result<Store> {
         .with_context(|| format!("cache.dir {}", config.cache.dir.display()))
 }
 
+/// Refuses to write a cache directory another user owns (root warming
+/// the service's cache left files the service could not append to),
+/// naming the user to run as.
+fn same_owner(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(()); // made now, by whoever runs this
+    };
+    // SAFETY: geteuid(2) reads the caller's id; it cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() == me {
+        return Ok(());
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let owner = user_name(&passwd, meta.uid()).unwrap_or_else(|| format!("uid {}", meta.uid()));
+    anyhow::bail!(
+        "{} belongs to {owner}: run this as that user (sudo -u {owner} modgate …), so the files it writes stay theirs",
+        dir.display()
+    )
+}
+
+/// The name `/etc/passwd` (its text) gives `uid`.
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| fields[0].to_string())
+    })
+}
+
 fn open(config: Option<&Path>) -> anyhow::Result<(Config, Store)> {
     let config = Config::load(config)?;
+    same_owner(&config.cache.dir)?;
     let store = Store::open(&config.cache.dir)
         .with_context(|| format!("cache.dir {}", config.cache.dir.display()))?;
     Ok((config, store))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_the_owner_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nmodgate:x:998:998::/var/lib/modgate:/usr/sbin/nologin\n";
+        assert_eq!(super::user_name(passwd, 998).as_deref(), Some("modgate"));
+        assert_eq!(super::user_name(passwd, 5), None);
+    }
 }
