@@ -207,3 +207,20 @@ async fn slowloris_is_closed_on_time_and_others_are_served() {
     assert!(closed, "slowloris connection was never closed ({took:?})");
     still_serves(&proxy, &origin).await;
 }
+
+/// An absolute-form target whose port is not a port (too large, hex,
+/// signed, zero) is refused with 400, as `explain` refuses it, instead of
+/// quietly going to port 80.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_port_that_is_not_a_port_is_400() {
+    let proxy = Proxy::start(&base_config("", "")).await;
+    for port in ["65536", "0x19", "+80", "0", "99999999999"] {
+        let request =
+            format!("GET http://a.example:{port}/ HTTP/1.1\r\nHost: a.example:{port}\r\n\r\n");
+        let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(20)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{port}: {answer}");
+        assert!(answer.contains("not a port"), "{port}: {answer}");
+        let explained = run_modgate(&["explain", &format!("http://a.example:{port}/")]).await;
+        assert!(!explained.status.success(), "{port}: explain accepted it");
+    }
+}

@@ -214,7 +214,10 @@ fn check_request(req: &mut Request<Incoming>) -> Result<Target, ProxyError> {
     let authority = uri
         .authority()
         .ok_or_else(|| ProxyError::BadRequest("request target has no host".into()))?;
-    let host_port = match authority.port() {
+    // As written (an empty port means the default): Target::parse, the one
+    // place ports are read, refuses `65536`, `0x19` or `+80`, which the
+    // URI parser would quietly turn into port 80.
+    let host_port = match written_port(authority.as_str()) {
         Some(port) => format!("{}:{port}", authority.host()),
         None => authority.host().to_string(),
     };
@@ -232,6 +235,19 @@ fn check_request(req: &mut Request<Incoming>) -> Result<Target, ProxyError> {
             .map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))?;
     }
     Ok(target)
+}
+
+/// The port as written after the host of `authority` (`None`: no port,
+/// or an empty one, which means the default).
+fn written_port(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.ends_with(']') {
+        return None;
+    }
+    host_port
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .filter(|port| !port.is_empty())
 }
 
 /// Rewrites the request for the next hop.

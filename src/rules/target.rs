@@ -21,7 +21,7 @@ pub struct Target {
 pub enum TargetError {
     #[error("target has no port")]
     MissingPort,
-    #[error("invalid port")]
+    #[error("not a port (digits, 1-65535)")]
     BadPort,
     #[error("invalid host name")]
     BadHost,
@@ -33,10 +33,12 @@ impl Target {
     pub fn parse(authority: &str, default_port: Option<u16>) -> Result<Self, TargetError> {
         let (host, port) = split_authority(authority)?;
         let port = match port {
-            Some(text) => match text.parse::<u16>() {
+            // Digits only: `+80` parses as a u16 but is no port.
+            Some(text) if text.bytes().all(|b| b.is_ascii_digit()) => match text.parse::<u16>() {
                 Ok(p) if p > 0 => p,
                 _ => return Err(TargetError::BadPort),
             },
+            Some(_) => return Err(TargetError::BadPort),
             None => default_port.ok_or(TargetError::MissingPort)?,
         };
         Ok(Target {
