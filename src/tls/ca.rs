@@ -155,6 +155,26 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
         .map_err(|source| io_error(path, source))
 }
 
+/// Refuses a CA directory anyone may write: whoever can replace the files
+/// there can make modgate mint with their CA.
+fn check_dir(dir: &Path) -> Result<(), CaError> {
+    let mode = fs::metadata(dir)
+        .map_err(|source| io_error(dir, source))?
+        .permissions()
+        .mode();
+    if mode & 0o002 != 0 {
+        return Err(CaError::Invalid {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "the directory is writable by anyone (mode {:04o}): chmod 700 {}",
+                mode & 0o7777,
+                dir.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a key file that group or others may read or write.
 fn check_private(path: &Path) -> Result<(), CaError> {
     let mode = fs::metadata(path)
@@ -183,6 +203,7 @@ impl Ca {
     pub fn load(dir: &Path) -> Result<Ca, CaError> {
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(KEY_FILE);
+        check_dir(dir)?;
         check_private(&key_path)?;
         let cert_pem = fs::read_to_string(&cert_path).map_err(|s| io_error(&cert_path, s))?;
         let key_pem = fs::read_to_string(&key_path).map_err(|s| io_error(&key_path, s))?;
@@ -193,6 +214,14 @@ impl Ca {
         let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(format!("key: {e}")))?;
         let cert_der = pem_to_der(&cert_pem).ok_or_else(|| invalid("no PEM certificate".into()))?;
         let permitted = super::inspect::permitted_names(&cert_der).map_err(invalid)?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| invalid(format!("certificate: {e}")))?;
+        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(invalid(format!(
+                "the key in {} is not this certificate's key (a CA from another install?): leaves it signed would not verify",
+                key_path.display()
+            )));
+        }
         let issuer =
             Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| invalid(e.to_string()))?;
         Ok(Ca {
@@ -313,6 +342,20 @@ mod tests {
 
     fn hosts() -> Vec<String> {
         vec!["proxy.golang.org".into(), "sum.golang.org".into()]
+    }
+
+    #[test]
+    fn a_mismatched_key_or_an_open_directory_is_refused() {
+        let work = tempfile::tempdir().unwrap();
+        let (one, two) = (work.path().join("one"), work.path().join("two"));
+        init(&one, &hosts(), false).unwrap();
+        init(&two, &hosts(), false).unwrap();
+        std::fs::copy(two.join(KEY_FILE), one.join(KEY_FILE)).unwrap();
+        let refused = Ca::load(&one).err().expect("a foreign key is refused");
+        assert!(refused.to_string().contains("not this certificate's key"), "{refused}");
+        std::fs::set_permissions(&two, fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = Ca::load(&two).err().expect("an open directory is refused");
+        assert!(refused.to_string().contains("writable by anyone"), "{refused}");
     }
 
     /// `modgate run &` and `modgate env` starting together: every command
