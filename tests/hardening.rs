@@ -615,3 +615,43 @@ async fn the_access_log_is_readable_by_the_group_under_a_strict_umask() {
     let _ = child.wait();
     assert_eq!(mode.unwrap(), 0o640);
 }
+
+/// A reload of an empty config file (an editor in the middle of saving)
+/// is refused: the gateway keeps its config and its listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_an_empty_config_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("modgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\n[intercept]\nca_dir = {:?}\n[cache]\ndir = {:?}\n",
+            work.path().join("certs"),
+            work.path().join("cache")
+        ),
+    )
+    .unwrap();
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let modgate = Modgate::spawn(None, &args, None, 1).await;
+    let proxy = modgate.addr("explicit proxy");
+    std::fs::write(&config, "").unwrap();
+    modgate.signal(libc::SIGHUP);
+    let log = modgate.log_when(|l| l.contains("reload refused")).await;
+    assert!(log.contains("the config file is empty"), "{log}");
+    assert!(!log.contains("config reloaded"), "{log}");
+    let origin = Origin::start("127.0.0.1").await;
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-x",
+        &format!("http://{proxy}"),
+        &origin.url("/bytes/3"),
+    ])
+    .await;
+    // Still the old config: the same listener answers (403: loopback is a
+    // denied destination by default, as before the reload).
+    assert_eq!(stdout(&out), "403");
+}

@@ -3,13 +3,24 @@
 //! else swap it in; counted in `modgate_reloads_total` and shown on the
 //! status page either way.
 
-use modgate::config::LoadError;
+use modgate::config::{Config, LoadError};
 use modgate::server::Running;
 
 use crate::Source;
 
 pub fn reload(running: &Running, source: &Source) {
     tracing::info!("SIGHUP: reloading the config");
+    // An editor in the middle of saving leaves an empty file, which would
+    // read as every default (127.0.0.1:3128, the public mirrors).
+    if let Some(path) = Config::chosen(source.path.as_deref())
+        && std::fs::read_to_string(&path).is_ok_and(|text| text.trim().is_empty())
+    {
+        tracing::error!(file = %path.display(), "reload refused: the config file is empty; the old config keeps serving");
+        running
+            .stats
+            .reloaded("invalid", "refused: the config file is empty".into());
+        return;
+    }
     let config = match source.load() {
         Ok(config) => config,
         Err(err) => return refused(running, &err),

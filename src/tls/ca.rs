@@ -352,10 +352,16 @@ mod tests {
         init(&two, &hosts(), false).unwrap();
         std::fs::copy(two.join(KEY_FILE), one.join(KEY_FILE)).unwrap();
         let refused = Ca::load(&one).err().expect("a foreign key is refused");
-        assert!(refused.to_string().contains("not this certificate's key"), "{refused}");
+        assert!(
+            refused.to_string().contains("not this certificate's key"),
+            "{refused}"
+        );
         std::fs::set_permissions(&two, fs::Permissions::from_mode(0o777)).unwrap();
         let refused = Ca::load(&two).err().expect("an open directory is refused");
-        assert!(refused.to_string().contains("writable by anyone"), "{refused}");
+        assert!(
+            refused.to_string().contains("writable by anyone"),
+            "{refused}"
+        );
     }
 
     /// `modgate run &` and `modgate env` starting together: every command
