@@ -393,6 +393,9 @@ async fn a_dribbling_mirror_is_abandoned_for_the_next() {
         log.contains(&format!("mirror demoted mirror={}", slow.url())),
         "{log}"
     );
+    // A slow mirror is a failing one, not a security event.
+    let metrics = common::metrics::scrape(gateway.admin_addr().await, None).await;
+    assert_eq!(metrics["modgate_verification_failures_total{}"], 0.0);
 }
 
 /// One process writes a cache directory at a time: a second `modgate run`

@@ -20,7 +20,7 @@ use super::copy::{Copied, Release, Start, Writing, copy};
 use super::key::{Key, Kind};
 use super::store::{Meta, unix_secs};
 use super::stream::{Progress, SharedFile};
-use super::{Fetched, Inner, Miss};
+use super::{Blame, Fetched, Inner, Miss};
 use crate::message::Body;
 
 /// A check the complete bytes must pass before any client has them all
@@ -163,13 +163,21 @@ pub fn launch(inner: Arc<Inner>, key: Key, check: Option<MakeCheck>) -> Arc<Flig
                     temp = left;
                     break;
                 }
-                Flown::Refused {
+                Flown::Retry {
                     mirror,
                     reason,
+                    refused,
                     temp: left,
                 } => {
                     temp = left;
-                    inner.source().failed(&key.upstream, &mirror, &reason);
+                    let why = if refused {
+                        Blame::Refused(&reason)
+                    } else {
+                        Blame::Broke(&reason)
+                    };
+                    inner
+                        .source()
+                        .failed(&key.upstream, &key.file, &mirror, why);
                     if attempt == ATTEMPTS {
                         fail(&report, reason);
                     } else {
@@ -197,9 +205,11 @@ enum Flown {
     /// off or dribbled, before any byte went out: another mirror may be
     /// tried (this one is demoted). The temporary file is kept for the next
     /// attempt.
-    Refused {
+    Retry {
         mirror: String,
         reason: String,
+        /// The check refused its bytes (else the mirror broke).
+        refused: bool,
         temp: Option<PathBuf>,
     },
 }
@@ -359,28 +369,36 @@ async fn land(landing: Landing<'_>, copied: Copied, check: Option<Verdict>) -> F
                 "verification failed: the mirror's bytes were refused; nothing served whole, nothing stored"
             );
             if release == (Release::Checked { hold: None }) {
-                return Flown::Refused {
+                return Flown::Retry {
                     mirror,
                     reason,
+                    refused: true,
                     temp: downloaded.temp(),
                 };
             }
-            inner.source().failed(&key.upstream, &mirror, &reason);
+            let why = Blame::Refused(&reason);
+            inner
+                .source()
+                .failed(&key.upstream, &key.file, &mirror, why);
             fail(report, reason);
             Flown::Done(downloaded.temp())
         }
         // No client has a byte yet: every one of them waits for the next mirror.
         Settled::MirrorFailed(reason) if !start.told() => {
             tracing::warn!(file = %key.file, %mirror, %reason, "cache: mirror failed mid-body; trying the next");
-            Flown::Refused {
+            Flown::Retry {
                 mirror,
                 reason,
+                refused: false,
                 temp: downloaded.temp(),
             }
         }
         Settled::MirrorFailed(reason) => {
             tracing::warn!(file = %key.file, %mirror, %reason, "cache: download failed; nothing stored");
-            inner.source().failed(&key.upstream, &mirror, &reason);
+            let why = Blame::Broke(&reason);
+            inner
+                .source()
+                .failed(&key.upstream, &key.file, &mirror, why);
             fail(report, reason);
             Flown::Done(downloaded.temp())
         }

@@ -80,8 +80,19 @@ pub trait Source: Send + Sync + 'static {
         suffix: &'a str,
     ) -> StdPin<Box<dyn Future<Output = Fetched> + Send + 'a>>;
 
-    /// `mirror`'s answer was refused by its check: it counts as failing.
-    fn failed(&self, upstream: &Upstream, mirror: &str, reason: &str);
+    /// `mirror` failed for `file`: its bytes refused by their check (a
+    /// security event) or, `Blame::Broke`, it broke off, dribbled or sent a
+    /// wrong length. Either way it counts as failing.
+    fn failed(&self, upstream: &Upstream, file: &str, mirror: &str, why: Blame<'_>);
+}
+
+/// Why a mirror is blamed for a download.
+#[derive(Clone, Copy, Debug)]
+pub enum Blame<'a> {
+    /// Its bytes failed their check.
+    Refused(&'a str),
+    /// It broke off, sent too slowly or sent a wrong length.
+    Broke(&'a str),
 }
 
 /// Decides which downloads must pass a check before clients have them

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 
 use super::mirrors::{MirrorSet, retry_after};
 use crate::cache::key::Upstream;
-use crate::cache::{Fetched, Miss, Source};
+use crate::cache::{Blame, Fetched, Miss, Source};
 use crate::message::headers::strip_hop_by_hop;
 use crate::stats::Stats;
 use crate::upstream::MirrorClient;
@@ -123,14 +123,24 @@ impl Source for Mirrors {
         Box::pin(Mirrors::fetch(self, upstream, suffix))
     }
 
-    fn failed(&self, upstream: &Upstream, mirror: &str, reason: &str) {
+    fn failed(&self, upstream: &Upstream, file: &str, mirror: &str, why: Blame<'_>) {
         let set = match upstream {
             Upstream::Proxy => &self.proxy,
             Upstream::Sumdb { .. } => &self.sumdb,
         };
-        self.stats.verification_failures.inc();
-        self.stats
-            .security_event(format!("verification failed: {mirror}: {reason}"));
+        let reason = match why {
+            Blame::Refused(reason) => {
+                self.stats.verification_failures.inc();
+                self.stats.security_event(format!(
+                    "verification failed: {file} from {mirror}: {reason}"
+                ));
+                reason
+            }
+            Blame::Broke(reason) => {
+                self.stats.mirror_result(mirror, "failed");
+                reason
+            }
+        };
         if let Some(index) = set.bases().position(|base| base == mirror) {
             self.demote(set, index, &format!("{mirror}: {reason}"), None);
         }
