@@ -89,8 +89,20 @@ pub struct MirrorLabel {
 /// The newest security events kept for the status page.
 const EVENTS_KEPT: usize = 20;
 
+/// When the process started (the status page's uptime: a reload does not
+/// reset it).
+#[derive(Debug)]
+pub struct Since(pub std::time::Instant);
+
+impl Default for Since {
+    fn default() -> Self {
+        Since(std::time::Instant::now())
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
+    pub started: Since,
     /// The newest security events (time, what), newest last.
     pub events: std::sync::Mutex<std::collections::VecDeque<(std::time::SystemTime, String)>>,
     /// Requests received (CONNECT included).

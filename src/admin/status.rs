@@ -32,6 +32,36 @@ pub struct Status {
     pub events: Vec<(SystemTime, String)>,
 }
 
+/// `1.5 GiB`, `12 KiB`, `300 bytes`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = "bytes";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    if unit == "bytes" {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {unit}")
+    }
+}
+
+/// `3 d 4 h`, `2 h 5 min`, `42 s`.
+fn duration(took: Duration) -> String {
+    let s = took.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 /// Text made safe inside HTML.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -55,11 +85,7 @@ pub fn render(status: &Status) -> String {
          td,th{padding:2px 12px;text-align:left}.down{color:#b00}.up{color:#080}</style>\
          </head><body>\n<h1>modgate</h1>\n",
     );
-    let _ = writeln!(
-        page,
-        "<p id=\"uptime\">up {} s</p>",
-        status.uptime.as_secs()
-    );
+    let _ = writeln!(page, "<p id=\"uptime\">up {}</p>", duration(status.uptime));
     page.push_str("<h2>Listeners</h2><table>\n");
     for (serves, addr) in &status.listeners {
         let _ = writeln!(page, "<tr><td>{}</td><td>{addr}</td></tr>", escape(serves));
@@ -117,7 +143,7 @@ fn traffic(page: &mut String, status: &Status) {
                 } else {
                     "; NOT STORING (a full disk? see the log): files are served, not kept"
                 };
-                format!("{entries} files, {bytes} bytes{failing}")
+                format!("{entries} files, {}{failing}", size(bytes))
             }),
         ),
         (
@@ -190,7 +216,13 @@ mod tests {
             "https://bad.example/&lt;x&gt;</td><td class=\"down\">demoted for 29 s more"
         ));
         assert!(page.contains("healthy</td><td>12.3 ms to answer"));
-        assert!(page.contains("25.0%") && page.contains("3 files, 1024 bytes"));
+        assert!(page.contains("25.0%") && page.contains("3 files, 1.0 KiB"));
+        assert!(page.contains("up 42 s"));
+        assert_eq!(
+            (size(300), size(3 << 30)),
+            ("300 bytes".into(), "3.0 GiB".to_string())
+        );
+        assert_eq!(duration(Duration::from_secs(7500)), "2 h 5 min");
         assert!(page.contains("1970 00:00:00 GMT: config reloaded"));
         assert!(page.contains("verification failed: &lt;script&gt;") && !page.contains("<script>"));
     }

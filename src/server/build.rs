@@ -171,13 +171,12 @@ fn status_of(
     current: Arc<ArcSwap<Shared>>,
     listeners: Arc<ArcSwap<Vec<(Entry, SocketAddr)>>>,
 ) -> Snapshot {
-    let started = std::time::Instant::now();
     Arc::new(move || {
         let shared = current.load();
         let gomod = shared.policy.intercept.as_ref().map(|i| &i.with.gomod);
         let stats = &shared.stats;
         Status {
-            uptime: started.elapsed(),
+            uptime: stats.started.0.elapsed(),
             listeners: listeners
                 .load()
                 .iter()
