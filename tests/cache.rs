@@ -429,15 +429,6 @@ async fn chunked_answers_are_served_whole_and_stored() {
     );
 }
 
-/// Unmounts a test's tmpfs when it ends.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A full disk stops storing, not serving: with the cache on a 1 MiB
 /// tmpfs, a 3 MiB zip still reaches its client whole, and nothing is
 /// stored. Root (for the mount), as CI runs.
@@ -452,14 +443,7 @@ async fn a_full_disk_stops_storing_not_serving() {
     std::fs::write(&file, &data).unwrap();
     let mirror = Mirror::start(root.path().to_path_buf(), Behaviour::Serve).await;
     let work = Work::new();
-    std::fs::create_dir_all(work.cache()).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(work.cache())
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let _unmount = Mounted(work.cache());
+    let _unmount = tmpfs(&work.cache(), "1m");
     let gateway = work.gateway(&work.config(&[mirror.url()], &[], "")).await;
     let (status, body, _) = get(gateway.addr("explicit proxy"), zip).await;
     assert_eq!(status, 200);

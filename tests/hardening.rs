@@ -458,14 +458,7 @@ async fn a_full_disk_serves_verified_zips_without_storing() {
     let sumdb = SumDb::start(modules.path(), "sum.golang.org").await;
     let mirror = Mirror::start(modules.path().to_path_buf(), Behaviour::Serve).await;
     let work = Work::new();
-    std::fs::create_dir_all(work.cache()).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(work.cache())
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let _unmount = Unmount(work.cache());
+    let _unmount = common::gateway::tmpfs(&work.cache(), "1m");
     let config = work.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&sumdb.key), "");
     let gateway = work.gateway(&config).await;
     let (addr, admin) = (gateway.addr("explicit proxy"), gateway.admin_addr().await);
@@ -494,15 +487,6 @@ async fn a_full_disk_serves_verified_zips_without_storing() {
     assert_eq!(log.matches("cache: cannot store:").count(), 1, "{log}");
     assert!(work.cache().join(&small[1..]).exists());
     drop(gateway);
-}
-
-/// Unmounts a test's tmpfs when it ends.
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// With `gomod.private` not set, module paths under the office's own

@@ -161,3 +161,25 @@ pub async fn get_counting(
     }
     (status, bytes, first)
 }
+
+/// A tmpfs of `size` (mount's `-o size=`) mounted on `dir` (made if
+/// missing) until the guard drops. Root, as CI runs.
+pub fn tmpfs(dir: &Path, size: &str) -> Mounted {
+    std::fs::create_dir_all(dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount needs root (CI runs as root)");
+    Mounted(dir.to_path_buf())
+}
+
+/// Unmounts a test's tmpfs when it ends.
+pub struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}

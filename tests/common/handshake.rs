@@ -50,6 +50,7 @@ pub async fn handshaken(
     tls: &TlsConnector,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let mut tcp = TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     let connect = format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n");
     tcp.write_all(connect.as_bytes())
         .await
@@ -64,18 +65,7 @@ pub async fn handshaken(
 
 /// One connection through `proxy`: how its handshake went, or why it failed.
 pub async fn once(proxy: SocketAddr, tls: &TlsConnector) -> Result<HandshakeKind, String> {
-    let mut tcp = TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let connect = format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n");
-    tcp.write_all(connect.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let head = read_head(&mut tcp).await?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("CONNECT: {head}"));
-    }
-    let name = ServerName::try_from(HOST).map_err(|e| e.to_string())?;
-    let mut stream = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let mut stream = handshaken(proxy, tls).await?;
     let kind = stream.get_ref().1.handshake_kind();
     // A request modgate answers itself: no mirror is involved. Reading the
     // answer also takes in the session tickets sent after the handshake.
