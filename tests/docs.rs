@@ -1,0 +1,50 @@
+//! The README's configuration table says what the embedded default config
+//! says: every default written as a TOML value is the value of that key in
+//! `config/modgate.toml` (which is the embedded default), so the two cannot
+//! drift apart.
+
+use std::path::Path;
+
+fn repo(file: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap()
+}
+
+/// `(key, default)` of each table row whose default is one TOML value in
+/// backticks (prose defaults such as "none" or "loopback + RFC 1918" are
+/// not compared).
+fn literal_defaults(readme: &str) -> Vec<(String, toml::Value)> {
+    readme
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let key = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let default = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+            if !key.contains('.') || default.contains('`') {
+                return None;
+            }
+            let value = format!("v = {default}").parse::<toml::Table>().ok()?;
+            Some((key.to_string(), value["v"].clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_defaults_are_the_embedded_defaults() {
+    let readme = repo("README.md");
+    let config: toml::Table = repo("config/modgate.toml").parse().unwrap();
+    let rows = literal_defaults(&readme);
+    assert!(rows.len() > 20, "the table was not found: {rows:?}");
+    for (key, default) in rows {
+        let (section, name) = key.split_once('.').unwrap();
+        let written = config
+            .get(section)
+            .and_then(|s| s.get(name))
+            .unwrap_or_else(|| {
+                panic!("README gives {key} = {default}; config/modgate.toml does not set it")
+            });
+        assert_eq!(
+            written, &default,
+            "{key}: README and config/modgate.toml differ"
+        );
+    }
+}
