@@ -386,7 +386,14 @@ fn summarise(
             ca: ca.as_deref(),
             probes: &probes,
         };
-        tracing::info!("{}", modgate::server::summary(&config, &started));
+        if config.log.format == modgate::config::LogFormat::Json {
+            // One event a row, each a field: no text full of newlines.
+            for (what, value) in modgate::server::summary_rows(&config, &started) {
+                tracing::info!(what, value = %value, "start-up summary");
+            }
+        } else {
+            tracing::info!("{}", modgate::server::summary(&config, &started));
+        }
     }
 }
 

@@ -642,3 +642,50 @@ async fn a_reload_of_an_empty_config_is_refused() {
     // denied destination by default, as before the reload).
     assert_eq!(stdout(&out), "403");
 }
+
+/// With `log.format = "json"`, the start-up summary and the new CA's
+/// trust instructions are structured fields, never text full of `\n`; on
+/// a gateway (`public_name`), clients are sent to its `/ca` page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_summary_and_the_trust_page_as_fields() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("modgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\npublic_name = \"gw.corp.example:3128\"\n\
+             [intercept]\nca_dir = {:?}\n[gomod]\nmirrors = [\"http://127.0.0.1:9\"]\n\
+             sumdb_mirrors = [\"http://127.0.0.1:9\"]\n[cache]\ndir = {:?}\n[log]\nformat = \"json\"\n",
+            work.path().join("certs"),
+            work.path().join("cache")
+        ),
+    )
+    .unwrap();
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let modgate = Modgate::spawn(None, &args, None, 1).await;
+    let log = modgate.log_when(|l| l.contains("\"what\":\"cache\"")).await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for line in &lines {
+        let message = line["fields"]["message"].as_str().unwrap_or_default();
+        assert!(!message.contains('\n'), "{line}");
+    }
+    let created = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "created a new local CA")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(
+        created["fields"]["trust_page"],
+        "http://gw.corp.example:3128/ca"
+    );
+    let rows: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "start-up summary")
+        .filter_map(|l| l["fields"]["what"].as_str())
+        .collect();
+    for row in ["config", "listening", "mirrors", "CA", "cache"] {
+        assert!(rows.contains(&row), "{row} not in {rows:?}");
+    }
+}

@@ -112,8 +112,9 @@ async fn a_scripted_mix_moves_the_metrics_and_logs_every_line() {
     let admin = g.modgate.admin_addr().await;
     let proxy = format!("http://{}", g.modgate.addr("explicit proxy"));
     let access = g.work.path().join("access.log");
-    // The start-up summary names each mirror with its first probe.
-    let log = g.modgate.log_when(|l| l.contains("  sumdb")).await;
+    // The start-up summary names each mirror with its first probe (in a
+    // JSON log, one event a row).
+    let log = g.modgate.log_when(|l| l.contains("\"what\":\"sumdb\"")).await;
     let good_url = g.good.url();
     assert!(log.contains(&format!("{good_url} (reachable, ")), "{log}");
     assert!(log.contains(&format!("{} (UNREACHABLE: ", g.dead)), "{log}");

@@ -223,11 +223,7 @@ fn mitm(
     let hosts = config.gomod.hosts();
     let (ca, created) = Ca::load_or_init(&config.intercept.ca_dir, &hosts)?;
     if created {
-        tracing::warn!(
-            "created a new local CA at {}\n{}",
-            ca.cert_path.display(),
-            crate::tls::trust_hint(&ca.cert_path)
-        );
+        announce_ca(config, &ca.cert_path);
     }
     tracing::info!("local CA: {}", ca.summary());
     let uncovered = ca.uncovered(&hosts);
@@ -251,6 +247,36 @@ fn mitm(
         leaves,
         gomod: Arc::new(gomod),
     })
+}
+
+/// Says a new CA was made and how clients come to trust it: on a
+/// gateway (a `public_name`), its `/ca` page, which is where clients go;
+/// on a workstation, the commands for this machine. As fields when the
+/// log is JSON.
+fn announce_ca(config: &Config, cert: &std::path::Path) {
+    let page = config
+        .proxy
+        .public_name
+        .as_ref()
+        .map(|name| format!("http://{name}/ca"));
+    let json = config.log.format == crate::config::LogFormat::Json;
+    match (page, json) {
+        (Some(page), true) => {
+            tracing::warn!(ca = %cert.display(), trust_page = %page, "created a new local CA")
+        }
+        (Some(page), false) => tracing::warn!(
+            "created a new local CA at {}\nClients trust it from {page} (the page shows how, per system).",
+            cert.display()
+        ),
+        (None, true) => tracing::warn!(
+            ca = %cert.display(), how = "modgate ca show", "created a new local CA"
+        ),
+        (None, false) => tracing::warn!(
+            "created a new local CA at {}\n{}",
+            cert.display(),
+            crate::tls::trust_hint(cert)
+        ),
+    }
 }
 
 /// The cache fed by the config's mirrors, outside a running gateway

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use build::{Process, generation};
 pub use build::{cache_settings, egress, policy, standalone_cache};
 pub use preflight::preflight;
-pub use summary::{Started, summary};
+pub use summary::{Started, rows as summary_rows, summary};
 
 use crate::admin::Admin;
 use crate::config::Config;

@@ -21,11 +21,19 @@ pub struct Started<'a> {
 
 /// The summary for `config` as `started`.
 pub fn summary(config: &Config, started: &Started<'_>) -> String {
-    let (bound, admin, ca) = (started.bound, started.admin, started.ca);
     let mut text = format!("modgate {}\n", env!("CARGO_PKG_VERSION"));
-    let mut line = |what: &str, value: String| {
+    for (what, value) in rows(config, started) {
         let _ = writeln!(text, "  {what:<10} {value}");
-    };
+    }
+    text
+}
+
+/// The summary's rows, `(what, value)`: one structured log event each
+/// when the log is JSON.
+pub fn rows(config: &Config, started: &Started<'_>) -> Vec<(&'static str, String)> {
+    let (bound, admin, ca) = (started.bound, started.admin, started.ca);
+    let mut rows = Vec::new();
+    let mut line = |what: &'static str, value: String| rows.push((what, value));
     line("config", config.origin.file.clone());
     let mut listening: Vec<String> = bound
         .iter()
@@ -87,7 +95,7 @@ pub fn summary(config: &Config, started: &Started<'_>) -> String {
         "off".into()
     };
     line("cache", cache);
-    text
+    rows
 }
 
 #[cfg(test)]
