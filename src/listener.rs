@@ -148,7 +148,14 @@ async fn connection(
     let shutdown = shared.shutdown.clone();
     // The slot lives as long as the connection or a tunnel made from it.
     if entry == Entry::Explicit {
-        let service = service_fn(move |req| proxy::handle(shared.clone(), peer, slot.clone(), req));
+        // Where the client reached this listener (its own address for it).
+        let local = stream.local_addr().ok().map(proxy::ReachedAt);
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            if let Some(local) = local {
+                req.extensions_mut().insert(local);
+            }
+            proxy::handle(shared.clone(), peer, slot.clone(), req)
+        });
         return serve_http1(stream, peer, service, head_limits, shutdown).await;
     }
     let original = match transparent::original_destination(&shared.policy.egress, &stream) {

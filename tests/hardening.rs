@@ -689,3 +689,16 @@ async fn json_logs_carry_the_summary_and_the_trust_page_as_fields() {
         assert!(rows.contains(&row), "{row} not in {rows:?}");
     }
 }
+
+/// The `/ca` page tells clients where to fetch the CA from: the proxy as
+/// `public_name` says, else as the client reached it, never as the
+/// request's `Host` claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_page_never_names_the_requests_host() {
+    let config = base_config("", "").replace("enabled = false", "enabled = true");
+    let proxy = Proxy::start(&config).await;
+    let url = format!("{}/ca", proxy.url());
+    let page = stdout(&curl(&["-s", "-H", "Host: evil.example:3128", &url]).await);
+    assert!(!page.contains("evil.example"), "{page}");
+    assert!(page.contains(&proxy.addr.to_string()), "{page}");
+}

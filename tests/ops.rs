@@ -114,7 +114,10 @@ async fn a_scripted_mix_moves_the_metrics_and_logs_every_line() {
     let access = g.work.path().join("access.log");
     // The start-up summary names each mirror with its first probe (in a
     // JSON log, one event a row).
-    let log = g.modgate.log_when(|l| l.contains("\"what\":\"sumdb\"")).await;
+    let log = g
+        .modgate
+        .log_when(|l| l.contains("\"what\":\"sumdb\""))
+        .await;
     let good_url = g.good.url();
     assert!(log.contains(&format!("{good_url} (reachable, ")), "{log}");
     assert!(log.contains(&format!("{} (UNREACHABLE: ", g.dead)), "{log}");

@@ -88,6 +88,12 @@ pub struct Shared {
 
 pub use crate::limits::{Slot, SlotGuards};
 
+/// The local address a request's connection arrived at: how the client
+/// reached modgate, for pages that name the proxy when `public_name` is
+/// unset (never the request's own `Host`).
+#[derive(Clone, Copy, Debug)]
+pub struct ReachedAt(pub SocketAddr);
+
 /// Serves one request from `client` on the explicit listener.
 pub async fn handle(
     shared: Arc<Shared>,

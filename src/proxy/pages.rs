@@ -52,20 +52,33 @@ impl Page {
         if self == Page::Mirrors {
             return plain_text(StatusCode::OK, mirrors(shared));
         }
-        let Some(proxy) = proxy_name(shared, req) else {
-            return ProxyError::BadRequest(
-                "this page needs a Host header naming this proxy (host:port), or proxy.public_name"
-                    .into(),
-            )
-            .response();
-        };
         if self == Page::Pac {
+            let Some(proxy) = proxy_name(shared, req) else {
+                return ProxyError::BadRequest(
+                    "this page needs a Host header naming this proxy (host:port), or proxy.public_name"
+                        .into(),
+                )
+                .response();
+            };
             let text = crate::rules::pac::pac(&shared.policy.via.no_proxy, &proxy);
             return typed(
                 plain_text(StatusCode::OK, text),
                 "application/x-ns-proxy-autoconfig",
             );
         }
+        // The CA pages name the proxy as configured or as reached, never as
+        // the request's Host says: where clients fetch their trust root
+        // from must not come from the request.
+        let reached = req
+            .extensions()
+            .get::<super::ReachedAt>()
+            .map(|r| r.0.to_string());
+        let Some(proxy) = shared.public_name.clone().or(reached) else {
+            return ProxyError::BadRequest(
+                "no address to name this proxy by: set proxy.public_name".into(),
+            )
+            .response();
+        };
         ca_page(self, shared, &proxy)
     }
 }
