@@ -52,7 +52,10 @@ impl ClientCounts {
     }
 
     /// A slot for one more connection from `ip`, unless it holds the maximum.
+    /// An IPv6 client counts per /64: one host holds a whole /64 and could
+    /// otherwise take a new address for each connection.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = client_key(ip);
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let count = held.entry(ip).or_insert(0);
         if *count >= self.max {
@@ -66,6 +69,18 @@ impl ClientCounts {
     }
 }
 
+/// What a client is counted as: its IPv4 address (IPv4-mapped included),
+/// or its IPv6 /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match crate::rules::canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         let mut held = self.counts.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -75,5 +90,26 @@ impl Drop for ClientSlot {
                 held.remove(&self.ip);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_counts_per_64() {
+        let counts = ClientCounts::new(2);
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let a = counts.admit(ip("2001:db8:1:2::1")).unwrap();
+        let b = counts.admit(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(
+            counts.admit(ip("2001:db8:1:2::77")).is_none(),
+            "the same /64"
+        );
+        assert!(counts.admit(ip("2001:db8:1:3::1")).is_some(), "another /64");
+        assert!(counts.admit(ip("::ffff:10.0.0.1")).is_some());
+        drop((a, b));
+        assert!(counts.admit(ip("2001:db8:1:2::77")).is_some());
     }
 }

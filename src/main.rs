@@ -317,7 +317,7 @@ impl Source {
 fn run(source: Source) -> anyhow::Result<()> {
     let config = source.load()?;
     let logging = logging::init(&config.log)?;
-    raise_fd_limit();
+    raise_fd_limit(config.proxy.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Cache writes and file opens run on blocking threads: keep them
@@ -405,8 +405,23 @@ fn exit_now(logging: &logging::Logging) -> ! {
 }
 
 /// Tunnels need descriptors: lift the soft limit to the hard one.
-fn raise_fd_limit() {
-    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
-        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+/// Raises the open-file limit to its hard limit, and warns when even that
+/// is below what `proxy.max_connections` needs (two descriptors a
+/// connection: the client's and the upstream's, and some to spare).
+fn raise_fd_limit(max_connections: usize) {
+    let Ok((_, hard)) = rlimit::Resource::NOFILE.get() else {
+        return;
+    };
+    let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(1024);
+    if hard < needed {
+        tracing::warn!(
+            limit = hard,
+            needed,
+            max_connections,
+            "the open-file limit is below what proxy.max_connections needs: connections will fail with 'too many open files' first (raise LimitNOFILE, or lower max_connections)"
+        );
     }
 }

@@ -702,3 +702,50 @@ async fn the_ca_page_never_names_the_requests_host() {
     assert!(!page.contains("evil.example"), "{page}");
     assert!(page.contains(&proxy.addr.to_string()), "{page}");
 }
+
+/// An open-file limit below what `proxy.max_connections` needs is said at
+/// start (connections would otherwise fail later, one by one).
+#[test]
+fn a_low_open_file_limit_is_warned_of_at_start() {
+    use std::os::unix::process::CommandExt;
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("modgate.toml");
+    std::fs::write(
+        &config,
+        "[proxy]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 25000\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [intercept]\nenabled = false\n[gomod]\nverify = \"off\"\n[cache]\nenabled = false\n",
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_modgate"));
+    command
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit(2) only, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2048,
+                rlim_max: 2048,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let seen = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .take(40)
+            .find(|l| l.contains("open-file limit") || l.contains("modgate listening"))
+    });
+    let line = seen.join().unwrap().unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains("open-file limit is below") && line.contains("limit=2048"),
+        "{line}"
+    );
+}
