@@ -749,3 +749,37 @@ fn a_low_open_file_limit_is_warned_of_at_start() {
         "{line}"
     );
 }
+
+/// The admin listener serves 64 connections at once: a flood of silent
+/// ones waits in the backlog instead of taking the process's descriptors;
+/// once they go, it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_caps_its_connections() {
+    let proxy = Proxy::start(&base_config("", "")).await;
+    let admin = proxy.running.admin.unwrap();
+    let health = format!("http://{admin}/healthz");
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    let waited = curl(&[
+        "-s",
+        "--max-time",
+        "2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &health,
+    ])
+    .await;
+    assert_eq!(
+        waited.status.code(),
+        Some(28),
+        "served past the cap: {}",
+        stdout(&waited)
+    );
+    drop(silent);
+    let out = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &health]).await;
+    assert_eq!(stdout(&out), "200");
+}

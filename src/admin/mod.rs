@@ -108,8 +108,19 @@ fn metrics(registry: &Registry) -> Response<Body> {
 }
 
 /// Serves the admin listener until `stop`, with the [`Admin`] current at each request.
+/// Connections the admin listener serves at once; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 64;
+
 pub async fn serve(listener: TcpListener, admin: Arc<ArcSwap<Admin>>, stop: CancellationToken) {
+    // Scrapers and probes need a few connections; a flood of them must not
+    // take the process's descriptors from the proxy.
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            permit = permits.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
@@ -120,6 +131,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<ArcSwap<Admin>>, stop: Canc
         };
         let admin = admin.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req: Request<Incoming>| {
                 let authorization = req
                     .headers()
