@@ -445,3 +445,28 @@ fn cache_commands_refuse_another_users_cache() {
         "wrote into it"
     );
 }
+
+/// `modgate reload` signals only a modgate: a stale pid file naming some
+/// other process is refused, and that process is left alone.
+#[test]
+fn reload_signals_only_a_modgate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid_file = dir.path().join("modgate.pid");
+    std::fs::write(&pid_file, format!("{}\n", other.id())).unwrap();
+    let config = dir.path().join("modgate.toml");
+    std::fs::write(&config, format!("[proxy]\npid_file = {pid_file:?}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modgate"))
+        .args(["reload", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("not modgate"), "{said}");
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other process was signalled"
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+}

@@ -1,6 +1,7 @@
 //! `proxy.pid_file`: written by `run` once it listens, removed when it
 //! exits; read by `modgate reload` to find whom to send SIGHUP.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -14,10 +15,22 @@ impl PidFile {
         let Some(path) = path else {
             return Ok(PidFile(None));
         };
+        // A temporary file made anew (never through a link planted at its
+        // name), then renamed over the pid file (replacing a link there,
+        // not following it).
         let temp = path.with_extension("pid.tmp");
-        std::fs::write(&temp, format!("{}\n", std::process::id()))
-            .and_then(|()| std::fs::rename(&temp, path))
-            .with_context(|| format!("proxy.pid_file: cannot write {}", path.display()))?;
+        let _ = std::fs::remove_file(&temp);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, format!("{}\n", std::process::id()).as_bytes())
+            })
+            .and_then(|()| std::fs::rename(&temp, path));
+        written.with_context(|| format!("proxy.pid_file: cannot write {}", path.display()))?;
         Ok(PidFile(Some(path.to_path_buf())))
     }
 }
@@ -43,6 +56,15 @@ pub fn signal_reload(pid_file: Option<&Path>) -> anyhow::Result<i32> {
         Ok(pid) if pid > 1 => pid,
         _ => bail!("{} does not hold a process id: {text:?}", path.display()),
     };
+    // A stale pid file can name any process now: signal only a modgate.
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !name.is_empty() && name.trim() != "modgate" {
+        bail!(
+            "{} names pid {pid}, which is {:?}, not modgate (a stale pid file?): nothing was signalled",
+            path.display(),
+            name.trim()
+        );
+    }
     // SAFETY: kill(2) with a plain pid and signal number touches no memory.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
         let err = std::io::Error::last_os_error();
