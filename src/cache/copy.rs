@@ -483,6 +483,12 @@ async fn write(
     let pieces = pieces.to_vec();
     let (made, written) = tokio::task::spawn_blocking(move || {
         let mut made = None;
+        if make && file.get().is_some() {
+            // An earlier attempt's file was given up when the disk refused
+            // it: this download stays in memory.
+            let gone = std::io::Error::other("the disk refused this download's file before");
+            return (None, Err(gone));
+        }
         if make {
             match store.temp() {
                 Ok((handle, path)) => {

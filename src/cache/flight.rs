@@ -181,7 +181,7 @@ pub fn launch(inner: Arc<Inner>, key: Key, check: Option<MakeCheck>) -> Arc<Flig
                     if attempt == ATTEMPTS {
                         fail(&report, reason);
                     } else {
-                        restart(&report, &file).await;
+                        restart(&report, &file, &inner.index).await;
                     }
                 }
             }
@@ -214,11 +214,22 @@ enum Flown {
     },
 }
 
-/// Empties the window and the file for another attempt.
-async fn restart(report: &Report, file: &SharedFile) {
+/// Empties the window and the file for another attempt (the file's bytes
+/// no longer count toward the cache's size).
+async fn restart(report: &Report, file: &SharedFile, index: &Arc<super::index::Index>) {
     let _ = report.progress.send(fresh());
-    let file = file.clone();
-    let _ = tokio::task::spawn_blocking(move || file.get().map(|f| f.set_len(0))).await;
+    let (file, index) = (file.clone(), index.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::MetadataExt;
+        let handle = file.get()?;
+        let meta = handle.metadata().ok()?;
+        // A file already given up (removed) was taken off the count then.
+        if meta.nlink() > 0 {
+            index.temp_gone(meta.len());
+        }
+        handle.set_len(0).ok()
+    })
+    .await;
 }
 
 /// Tells every waiting client the download failed.
