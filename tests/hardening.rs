@@ -783,3 +783,83 @@ async fn the_admin_listener_caps_its_connections() {
     let out = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &health]).await;
     assert_eq!(stdout(&out), "200");
 }
+
+/// Serves "ok" over TLS on loopback with a leaf for `name` signed by the
+/// modgate CA in `ca_dir` (its key read from disk, as a thief would).
+async fn origin_signed_by(ca_dir: &std::path::Path, name: &str) -> SocketAddr {
+    let ca_key = std::fs::read_to_string(ca_dir.join("modgate-ca.key")).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key).unwrap();
+    let ca_cert = std::fs::read_to_string(ca_dir.join("modgate-ca.pem")).unwrap();
+    let ca_der =
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::from_pem_slice(
+            ca_cert.as_bytes(),
+        )
+        .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca_der], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let mut head = [0u8; 1024];
+                    let _ = tls.read(&mut head).await;
+                    let reply =
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                    let _ = tls.write_all(reply).await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The CA's name constraints exclude every IP address: a leaf for
+/// 127.0.0.1 signed with a leaked CA key is refused by curl, while one
+/// for an intercepted host verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_cannot_sign_for_ip_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let config = dir.path().join("modgate.toml");
+    std::fs::write(&config, format!("[intercept]\nca_dir = {ca_dir:?}\n")).unwrap();
+    let config = config.to_str().unwrap();
+    let made = run_modgate(&["ca", "init", "--config", config]).await;
+    assert!(made.status.success(), "{}", stderr(&made));
+    let cacert = ca_dir.join("modgate-ca.pem");
+    let cacert = cacert.to_str().unwrap();
+
+    let host = origin_signed_by(&ca_dir, "proxy.golang.org").await;
+    let resolve = format!("proxy.golang.org:{}:127.0.0.1", host.port());
+    let url = format!("https://proxy.golang.org:{}/", host.port());
+    let out = curl(&["-s", "--cacert", cacert, "--resolve", &resolve, &url]).await;
+    assert_eq!(stdout(&out), "ok", "a permitted name verifies: {out:?}");
+
+    let addr = origin_signed_by(&ca_dir, "127.0.0.1").await;
+    let url = format!("https://127.0.0.1:{}/", addr.port());
+    let out = curl(&["-s", "--cacert", cacert, &url]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(60),
+        "an address must not verify: {out:?}"
+    );
+    let shown = run_modgate(&["ca", "show", "--config", config]).await;
+    assert!(
+        stdout(&shown).contains("IP addresses: excluded"),
+        "{}",
+        stdout(&shown)
+    );
+}

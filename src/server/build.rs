@@ -226,6 +226,11 @@ fn mitm(
         announce_ca(config, &ca.cert_path);
     }
     tracing::info!("local CA: {}", ca.summary());
+    if !ca.excludes_addresses() {
+        tracing::warn!(
+            "the CA's name constraints do not exclude IP addresses (a CA from an older modgate): its key could sign for any address; recreate it with `modgate ca init --force` and have clients trust the new one"
+        );
+    }
     let uncovered = ca.uncovered(&hosts);
     if !uncovered.is_empty() {
         tracing::warn!(

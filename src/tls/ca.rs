@@ -1,6 +1,6 @@
 //! modgate's local CA: ECDSA P-256, generated per install, with X.509 name
-//! constraints permitting only the intercepted host names, so a leaked key
-//! cannot impersonate any other site. Leaves are minted for permitted names
+//! constraints permitting only the intercepted host names and excluding
+//! every IP address, so a leaked key cannot impersonate any other site. Leaves are minted for permitted names
 //! only. Key hygiene: the directory is created 0700, files are created anew
 //! (never through a symlink planted at their path), the key is 0600, and a
 //! key readable by group or others is refused at load.
@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
+    BasicConstraints, CertificateParams, CidrSubnet, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -127,7 +127,13 @@ fn ca_params(hosts: &[String]) -> CertificateParams {
             .iter()
             .map(|h| GeneralSubtree::DnsName(h.clone()))
             .collect(),
-        excluded_subtrees: Vec::new(),
+        // DNS constraints alone leave IP addresses unconstrained (RFC 5280
+        // 4.2.1.10): exclude every address, so a leaked key cannot mint
+        // for one either.
+        excluded_subtrees: vec![
+            GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+            GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+        ],
     });
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
@@ -248,6 +254,12 @@ impl Ca {
             init_locked(dir, hosts, false)?;
         }
         Ok((Ca::load(dir)?, created))
+    }
+
+    /// False for a CA made before modgate excluded IP addresses in its
+    /// name constraints: its key could still sign for any address.
+    pub fn excludes_addresses(&self) -> bool {
+        super::inspect::excludes_every_address(&self.cert_der)
     }
 
     /// The host names its constraints permit (and their subdomains).

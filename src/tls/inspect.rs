@@ -30,6 +30,30 @@ pub fn permitted_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> 
     Ok(names)
 }
 
+/// True when the name constraints exclude every IPv4 and every IPv6
+/// address (0.0.0.0/0 and ::/0).
+pub fn excludes_every_address(der: &CertificateDer<'_>) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    let Ok(Some(constraints)) = cert.name_constraints() else {
+        return false;
+    };
+    let excluded: Vec<&[u8]> = constraints
+        .value
+        .excluded_subtrees
+        .iter()
+        .flatten()
+        .filter_map(|s| match &s.base {
+            GeneralName::IPAddress(range) => Some(*range),
+            _ => None,
+        })
+        .collect();
+    [[0u8; 8].as_slice(), [0u8; 32].as_slice()]
+        .iter()
+        .all(|all| excluded.contains(all))
+}
+
 /// The SHA-256 fingerprint, as browsers and `openssl x509 -fingerprint` show it.
 pub fn fingerprint(der: &CertificateDer<'_>) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
@@ -60,6 +84,12 @@ pub fn describe(der: &CertificateDer<'_>) -> Result<String, String> {
     let _ = writeln!(out, "valid until:  {}", cert.validity().not_after);
     let names = permitted_names(der).unwrap_or_else(|e| vec![format!("({e})")]);
     let _ = writeln!(out, "permits only: {}", names.join(", "));
+    let addresses = if excludes_every_address(der) {
+        "excluded (every IPv4 and IPv6 address)"
+    } else {
+        "NOT excluded: made by an older modgate; `modgate ca init --force` makes a CA that excludes them"
+    };
+    let _ = writeln!(out, "IP addresses: {addresses}");
     Ok(out)
 }
 
