@@ -42,6 +42,10 @@ enum Command {
     Reload {
         #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
+        /// Allow an intercept.ca_dir change that needs a new CA: make it
+        /// there first (owned by modgate's user), then reload.
+        #[arg(long)]
+        new_ca: bool,
     },
     /// Validate the config; print every error with file:line.
     Check {
@@ -169,7 +173,7 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
         }),
-        Command::Reload { config } => reload_command(config),
+        Command::Reload { config, new_ca } => reload_command(config, new_ca),
         Command::Env { config, shell } => cli::env::env(config.as_deref(), shell),
         Command::Check { config } => return check(config),
         Command::Doctor { proxy } => {
@@ -199,7 +203,7 @@ fn main() -> ExitCode {
 /// which in its own output (`run` and `check` do).
 fn config_read(command: &Command) -> Option<Option<&Path>> {
     let config = match command {
-        Command::Reload { config } | Command::Env { config, .. } => config,
+        Command::Reload { config, .. } | Command::Env { config, .. } => config,
         Command::Explain { config, .. } => config,
         Command::Ca { command } => match command {
             CaCommand::Init { config, .. }
@@ -279,9 +283,13 @@ fn cache_command(command: CacheCommand) -> ExitCode {
     })
 }
 
-fn reload_command(path: Option<PathBuf>) -> anyhow::Result<()> {
+fn reload_command(path: Option<PathBuf>, new_ca: bool) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
-    let pid = pid::signal_reload(config.proxy.pid_file.as_deref())?;
+    let pid = pid::running(config.proxy.pid_file.as_deref())?;
+    if new_ca {
+        cli::ca::make_for_reload(&config, pid)?;
+    }
+    pid::signal_reload(pid)?;
     println!("asked modgate (pid {pid}) to reload; its log says how it went");
     Ok(())
 }

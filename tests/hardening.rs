@@ -863,3 +863,41 @@ async fn the_ca_cannot_sign_for_ip_addresses() {
         stdout(&shown)
     );
 }
+
+/// A reload that moves `intercept.ca_dir` to a directory with no CA is
+/// refused (it would mint a CA no client trusts); `reload --new-ca` makes
+/// the CA there first and the reload then takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_never_mints_a_new_ca_unasked() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("modgate.toml");
+    let write = |ca: &str| {
+        let text = format!(
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\npid_file = {:?}\n[intercept]\nca_dir = {:?}\n[cache]\ndir = {:?}\n",
+            work.path().join("modgate.pid"),
+            work.path().join(ca),
+            work.path().join("cache")
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write("first");
+    let path = config.to_str().unwrap();
+    let modgate = Modgate::spawn(None, &["run", "--config", path], None, 1).await;
+    modgate.log_when(|l| l.contains("local CA")).await;
+    write("second");
+    let asked = run_modgate(&["reload", "--config", path]).await;
+    assert!(asked.status.success(), "{}", stderr(&asked));
+    let log = modgate.log_when(|l| l.contains("reload failed")).await;
+    assert!(log.contains("holds no CA"), "{log}");
+    assert!(!work.path().join("second/modgate-ca.pem").exists());
+
+    let asked = run_modgate(&["reload", "--new-ca", "--config", path]).await;
+    assert!(asked.status.success(), "{}", stderr(&asked));
+    assert!(stdout(&asked).contains("a new CA"), "{}", stdout(&asked));
+    let log = modgate.log_when(|l| l.contains("config reloaded")).await;
+    let second = work.path().join("second/modgate-ca.pem");
+    assert!(
+        log.contains(&format!("local CA: {}", second.display())),
+        "{log}"
+    );
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use modgate::config::Config;
-use modgate::tls::ca::CERT_FILE;
+use modgate::tls::ca::{CERT_FILE, KEY_FILE, LOCK_FILE};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -15,6 +15,37 @@ pub fn init(config: Option<&Path>, force: bool) -> anyhow::Result<()> {
     let dir = &config.intercept.ca_dir;
     let cert = modgate::tls::ca::init(dir, &config.gomod.hosts(), force)?;
     println!("created {}", cert.display());
+    print!("{}", modgate::tls::trust_hint(&cert));
+    Ok(())
+}
+
+/// For `reload --new-ca`: makes the CA in the config's `ca_dir` when it
+/// has none, owned by the user the running modgate (`pid`) runs as, so
+/// that the reload loads it rather than minting one itself.
+pub fn make_for_reload(config: &Config, pid: i32) -> anyhow::Result<()> {
+    let dir = &config.intercept.ca_dir;
+    if modgate::tls::ca::exists(dir) {
+        println!("{} already holds a CA; it is kept", dir.display());
+        return Ok(());
+    }
+    let cert = modgate::tls::ca::init(dir, &config.gomod.hosts(), false)?;
+    let owner = std::fs::metadata(format!("/proc/{pid}"))
+        .with_context(|| format!("cannot see pid {pid}"))?;
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = (owner.uid(), owner.gid());
+    for path in [
+        dir.clone(),
+        dir.join(CERT_FILE),
+        dir.join(KEY_FILE),
+        dir.join(LOCK_FILE),
+    ] {
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+            .with_context(|| format!("cannot give {} to uid {uid}", path.display()))?;
+    }
+    println!(
+        "created {}: a new CA, which clients must trust before they can use the intercepted hosts",
+        cert.display()
+    );
     print!("{}", modgate::tls::trust_hint(&cert));
     Ok(())
 }

@@ -43,8 +43,9 @@ impl Drop for PidFile {
     }
 }
 
-/// Sends SIGHUP to the process `pid_file` names; returns its id.
-pub fn signal_reload(pid_file: Option<&Path>) -> anyhow::Result<i32> {
+/// The running modgate `pid_file` names: its process id, checked to be
+/// a modgate (a stale pid file can name any process now).
+pub fn running(pid_file: Option<&Path>) -> anyhow::Result<i32> {
     let Some(path) = pid_file else {
         bail!(
             "proxy.pid_file is not set in this config, so the running modgate cannot be found; set it, or send SIGHUP yourself (systemd: systemctl reload modgate)"
@@ -56,7 +57,6 @@ pub fn signal_reload(pid_file: Option<&Path>) -> anyhow::Result<i32> {
         Ok(pid) if pid > 1 => pid,
         _ => bail!("{} does not hold a process id: {text:?}", path.display()),
     };
-    // A stale pid file can name any process now: signal only a modgate.
     let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     if !name.is_empty() && name.trim() != "modgate" {
         bail!(
@@ -65,13 +65,15 @@ pub fn signal_reload(pid_file: Option<&Path>) -> anyhow::Result<i32> {
             name.trim()
         );
     }
+    Ok(pid)
+}
+
+/// Sends SIGHUP to `pid`.
+pub fn signal_reload(pid: i32) -> anyhow::Result<()> {
     // SAFETY: kill(2) with a plain pid and signal number touches no memory.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
         let err = std::io::Error::last_os_error();
-        bail!(
-            "cannot signal pid {pid} from {}: {err} (a stale pid file?)",
-            path.display()
-        );
+        bail!("cannot signal pid {pid}: {err} (a stale pid file?)");
     }
-    Ok(pid)
+    Ok(())
 }

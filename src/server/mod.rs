@@ -41,6 +41,10 @@ pub enum StartError {
     AuthFile(#[from] AuthFileError),
     #[error("local CA: {0}")]
     Ca(#[from] CaError),
+    #[error(
+        "intercept.ca_dir changed to {0}, which holds no CA: a reload would mint a new CA that no client trusts yet. Make it first with `modgate reload --new-ca` (or `modgate ca init`), have clients trust it, then reload"
+    )]
+    NewCa(std::path::PathBuf),
     #[error(transparent)]
     Gomod(#[from] GomodError),
     #[error("the cache is not enabled")]

@@ -42,6 +42,10 @@ impl Running {
     /// Swaps in `config` (already validated). On error nothing changed.
     pub fn reload(&self, config: &Config) -> Result<Reloaded, StartError> {
         let mut state = crate::cache::lock(&self.state);
+        let ca_dir = &config.intercept.ca_dir;
+        if *ca_dir != state.config.intercept.ca_dir && !crate::tls::ca::exists(ca_dir) {
+            return Err(StartError::NewCa(ca_dir.clone()));
+        }
         let opened = self.open(&state, config)?;
         let previous = self.current.load_full();
         let shared = build::generation(config, &opened.own, &self.process, Some(&previous))?;

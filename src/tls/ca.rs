@@ -22,6 +22,8 @@ use time::OffsetDateTime;
 
 pub const CERT_FILE: &str = "modgate-ca.pem";
 pub const KEY_FILE: &str = "modgate-ca.key";
+/// Held while a CA is made, so that two commands make one between them.
+pub const LOCK_FILE: &str = ".modgate-ca.lock";
 
 /// How long a minted leaf certificate is valid.
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -89,6 +91,11 @@ fn init_locked(dir: &Path, hosts: &[String], force: bool) -> Result<PathBuf, CaE
     Ok(cert_path)
 }
 
+/// True when `dir` holds a CA's certificate and key.
+pub fn exists(dir: &Path) -> bool {
+    dir.join(CERT_FILE).exists() && dir.join(KEY_FILE).exists()
+}
+
 /// Creates `dir` (0700) and holds its lock file until dropped, so that two
 /// modgate commands starting together (`modgate run &` then `modgate env`)
 /// make one CA between them, never two that overwrite each other.
@@ -98,7 +105,7 @@ fn lock(dir: &Path) -> Result<fs::File, CaError> {
         .mode(0o700)
         .create(dir)
         .map_err(|source| io_error(dir, source))?;
-    let path = dir.join(".modgate-ca.lock");
+    let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -240,8 +247,7 @@ impl Ca {
 
     /// Loads the CA, creating it first when `dir` has none. Returns whether it was created.
     pub fn load_or_init(dir: &Path, hosts: &[String]) -> Result<(Ca, bool), CaError> {
-        let complete = dir.join(CERT_FILE).exists() && dir.join(KEY_FILE).exists();
-        if complete {
+        if exists(dir) {
             return Ok((Ca::load(dir)?, false));
         }
         // Missing, or being made by another command right now: wait for it.
