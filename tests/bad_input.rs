@@ -90,6 +90,27 @@ async fn malformed_requests_get_400_431_403() {
     assert!(answer.starts_with("HTTP/1.1 400"), "CL conflict: {answer}");
     assert_eq!(origin.hits(), 1);
 
+    // A malformed chunked body is the client's fault: 400, never a 502
+    // blaming the origin. A well-formed one goes through.
+    let chunked = |body: &str| {
+        format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}",
+            origin.url("/upload")
+        )
+    };
+    let answer = raw_exchange(
+        proxy.addr,
+        chunked("5\r\nhello\r\n0\r\n\r\n").as_bytes(),
+        limit,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "good chunks: {answer}");
+    for broken in ["zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX0\r\n\r\n"] {
+        let answer = raw_exchange(proxy.addr, chunked(broken).as_bytes(), limit).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{broken:?}: {answer}");
+        assert!(answer.contains("request body"), "{broken:?}: {answer}");
+    }
+
     let answer = raw_exchange(proxy.addr, b"GET /local HTTP/1.1\r\nHost: x\r\n\r\n", limit).await;
     assert!(
         answer.starts_with("HTTP/1.1 400"),

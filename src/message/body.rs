@@ -20,6 +20,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// The client's request body failed (malformed chunked framing, a client
+/// gone quiet): marks the error so that whoever sent the body on can
+/// answer it as the client's fault, never the origin's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body: {0}")]
+pub struct ClientBodyError(pub BoxError);
+
 /// A body fed by a task: each item is a chunk, or the error that ends the
 /// body (the client then sees the response cut, never a short file). The
 /// body ends when the sender is dropped.

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use super::idle::{Activity, Watched};
 use super::{ProxyError, Shared, Slot};
 use crate::access::{self, User};
-use crate::message::{Body, Metered, Paced, headers, text};
+use crate::message::{Body, BoxError, ClientBodyError, Metered, Paced, headers, text};
 use crate::rules::{Action, Kind, Target, mask_userinfo, route};
 use crate::upstream::{DialError, Side};
 
@@ -153,7 +153,9 @@ async fn forward(
     let idle = shared.timeouts.idle;
     let req = req.map(|body| {
         let metered = Metered::new(body, line.bytes_up.clone(), None);
-        Paced::new(metered, idle, "client").boxed()
+        Paced::new(metered, idle, "client")
+            .map_err(|e| Box::new(ClientBodyError(e)) as BoxError)
+            .boxed()
     });
     let after = shared.timeouts.response;
     let mut response = tokio::time::timeout(after, pool.request(req))
@@ -322,6 +324,9 @@ fn client_error(side: Side, err: hyper_util::client::legacy::Error) -> ProxyErro
     while let Some(cause) = source {
         if let Some(dial) = cause.downcast_ref::<Arc<DialError>>() {
             return ProxyError::Dial(dial.clone());
+        }
+        if let Some(body) = cause.downcast_ref::<ClientBodyError>() {
+            return ProxyError::BadRequest(body.to_string());
         }
         source = cause.source();
     }

@@ -210,6 +210,14 @@ async fn route(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let response = match path.as_str() {
         "/echo" => Response::new(req.into_body().boxed()),
+        // Reads the whole body before answering, as most servers do.
+        "/upload" => match req.into_body().collect().await {
+            Ok(body) => Response::new(full(body.to_bytes().len().to_string())),
+            Err(_) => Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .body(full("broken body"))
+                .unwrap(),
+        },
         "/headers" => {
             let mut text = format!("{} {}\n", req.method(), req.uri());
             for (name, value) in req.headers() {
