@@ -1,7 +1,7 @@
 //! What deploy/ ships for operators holds up: the Prometheus alert rules
 //! pass `promtool check` and their unit tests, every dashboard query is
-//! valid PromQL, and every modgate metric either names is one a running
-//! modgate exports.
+//! valid PromQL, every modgate metric either names is one a running
+//! modgate exports, and the Dockerfile builds from what it copies.
 
 mod common;
 
@@ -149,4 +149,155 @@ fn the_unit_reloads_with_sighup() {
         unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
         "{unit}"
     );
+}
+
+/// The Dockerfile's instructions (continuation lines joined), by stage.
+fn dockerfile_stages() -> Vec<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let mut stages: Vec<Vec<(String, String)>> = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        if let Some(head) = line.strip_suffix('\\') {
+            pending.push_str(head);
+            continue;
+        }
+        pending.push_str(line);
+        let whole = std::mem::take(&mut pending);
+        let Some((keyword, rest)) = whole.trim().split_once(' ') else {
+            continue;
+        };
+        if keyword == "FROM" {
+            stages.push(Vec::new());
+        }
+        let stage = stages.last_mut().expect("FROM comes first");
+        stage.push((keyword.to_string(), rest.trim().to_string()));
+    }
+    stages
+}
+
+/// Copies `from` (a file or a directory, in the checkout) to `to`.
+fn copy_in(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_in(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+/// The build stage's context: exactly the files its COPY lines name, in
+/// target/docker-context (its own target/ kept, so a rebuild is quick).
+fn build_context(build: &[(String, String)]) -> PathBuf {
+    let context = root().join("target/docker-context");
+    if let Ok(entries) = std::fs::read_dir(&context) {
+        for entry in entries.flatten().filter(|e| e.file_name() != "target") {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+    for (_, rest) in build.iter().filter(|(k, _)| k == "COPY") {
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let (dest, sources) = words.split_last().unwrap();
+        for source in sources {
+            let dest = if *dest == "./" || *dest == "." {
+                context.join(source)
+            } else {
+                context.join(dest)
+            };
+            copy_in(&root().join(source), &dest);
+        }
+    }
+    context
+}
+
+/// The image builds: its build stage's commands, run on exactly the files
+/// that stage copies (so a file the build needs and the Dockerfile leaves
+/// out fails here), give a release binary; .dockerignore keeps the build
+/// output and history out of the context; and the image's HEALTHCHECK
+/// command passes against that binary running the image's config, and
+/// fails once it stops. Docker itself is not needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_builds_from_what_the_dockerfile_copies() {
+    common::netns::require_root();
+    let ignored = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    for needed in ["target", ".git"] {
+        assert!(ignored.lines().any(|l| l.trim() == needed), "{ignored}");
+    }
+    let stages = dockerfile_stages();
+    let (build, image) = (&stages[0], &stages[1]);
+    let context = build_context(build);
+    for (_, command) in build.iter().filter(|(k, _)| k == "RUN") {
+        let run = tokio::process::Command::new("sh")
+            .args(["-c", command])
+            .current_dir(&context)
+            .env("CARGO_NET_OFFLINE", "true")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(900), run)
+            .await
+            .expect("the build stage in 15 minutes")
+            .unwrap();
+        assert!(out.status.success(), "RUN {command}:\n{}", said(&out));
+    }
+    let binary = context.join("target/release/modgate");
+    healthcheck_follows_the_binary(&binary, image).await;
+}
+
+/// Runs `binary` as the image would (its config, paths under a temporary
+/// /var/lib/modgate) in a network namespace of its own, where the image's
+/// fixed ports are free; the HEALTHCHECK command passes while it runs and
+/// fails once it has stopped.
+async fn healthcheck_follows_the_binary(binary: &Path, image: &[(String, String)]) {
+    let copied = |dest: &str| {
+        image
+            .iter()
+            .filter(|(k, _)| k == "COPY")
+            .find_map(|(_, rest)| rest.strip_suffix(dest).map(|s| s.trim().to_string()))
+            .unwrap_or_else(|| panic!("the image copies nothing to {dest}"))
+    };
+    let state = tempfile::tempdir().unwrap();
+    let config_text = std::fs::read_to_string(root().join(copied("/etc/modgate/modgate.toml")))
+        .unwrap()
+        .replace("/var/lib/modgate", state.path().to_str().unwrap());
+    let config = state.path().join("modgate.toml");
+    std::fs::write(&config, config_text).unwrap();
+    let check = image
+        .iter()
+        .find(|(k, _)| k == "HEALTHCHECK")
+        .map(|(_, rest)| rest.split_once("CMD ").expect("HEALTHCHECK ... CMD [..]").1)
+        .expect("the image has a HEALTHCHECK");
+    let check: Vec<String> = serde_json::from_str(check).expect("CMD in exec (JSON) form");
+    let ns = common::netns::Netns::new("image");
+    let healthy = || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(&check)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let mut modgate = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(binary)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !healthy() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the HEALTHCHECK never passed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    modgate.kill().await.unwrap();
+    let _ = modgate.wait().await;
+    assert!(!healthy(), "the HEALTHCHECK passes with modgate stopped");
 }
