@@ -122,9 +122,10 @@ impl Gomod {
         })
     }
 
-    /// Module mirrors not demoted now, of how many.
-    pub fn healthy_mirrors(&self) -> (usize, usize) {
-        self.mirrors.proxy.healthy()
+    /// Module mirrors up for readiness (not failing repeatedly within
+    /// the readiness window), of how many.
+    pub fn ready_mirrors(&self) -> (usize, usize) {
+        self.mirrors.proxy.ready()
     }
 
     /// Module mirrors, then checksum database mirrors (`module`, `sumdb`),

@@ -1,7 +1,10 @@
 //! An ordered set of mirrors with health: a mirror that failed (connect,
 //! TLS, timeout, 5xx) is demoted for a while and tried last; when the period
-//! is over it is tried in its configured place again.
+//! is over it is tried in its configured place again. Readiness looks
+//! further back: a mirror counts as down only after several failures and
+//! no success within [`READY_WINDOW`], so no single request decides it.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +19,15 @@ pub struct Health {
     pub latency: Option<Duration>,
 }
 
+/// How far back readiness looks at a mirror's results.
+pub const READY_WINDOW: Duration = Duration::from_secs(60);
+/// Failures within the window, with no success, that make a mirror down
+/// for readiness: more than one request's worth (a request tries each
+/// mirror once).
+pub const READY_FAILURES: usize = 3;
+/// Results kept per mirror.
+const KEPT: usize = 16;
+
 pub struct MirrorSet {
     mirrors: Vec<Mirror>,
     demote_for: Duration,
@@ -27,6 +39,36 @@ struct Mirror {
     demoted_until: Mutex<Option<Instant>>,
     /// Moving average of the time to its response head, in µs (0: none yet).
     latency_us: AtomicU64,
+    /// The newest results (when, and whether it served), for readiness.
+    results: Mutex<VecDeque<(Instant, bool)>>,
+}
+
+impl Mirror {
+    fn record(&self, served: bool) {
+        if let Ok(mut results) = self.results.lock() {
+            if results.len() == KEPT {
+                results.pop_front();
+            }
+            results.push_back((Instant::now(), served));
+        }
+    }
+
+    /// Down for readiness: [`READY_FAILURES`] failures and no success
+    /// within [`READY_WINDOW`].
+    fn down(&self, now: Instant) -> bool {
+        let Ok(results) = self.results.lock() else {
+            return false;
+        };
+        let recent = results
+            .iter()
+            .filter(|(when, _)| now.duration_since(*when) < READY_WINDOW);
+        let (mut failed, mut served) = (0, false);
+        for (_, ok) in recent {
+            served |= *ok;
+            failed += usize::from(!*ok);
+        }
+        !served && failed >= READY_FAILURES
+    }
 }
 
 impl MirrorSet {
@@ -37,6 +79,7 @@ impl MirrorSet {
                 base: base.clone(),
                 demoted_until: Mutex::new(None),
                 latency_us: AtomicU64::new(0),
+                results: Mutex::new(VecDeque::new()),
             })
             .collect();
         MirrorSet {
@@ -87,6 +130,13 @@ impl MirrorSet {
         (up, all.len())
     }
 
+    /// How many mirrors are up for readiness (see [`READY_WINDOW`]), of how many.
+    pub fn ready(&self) -> (usize, usize) {
+        let now = Instant::now();
+        let up = self.mirrors.iter().filter(|m| !m.down(now)).count();
+        (up, self.mirrors.len())
+    }
+
     /// Mirror `index` sent a response head after `took`: folded into its
     /// moving average (a quarter weight to the newest).
     pub fn answered(&self, index: usize, took: Duration) {
@@ -109,6 +159,7 @@ impl MirrorSet {
     /// for `asked` when the mirror said how long (Retry-After).
     pub fn demote(&self, index: usize, reason: &str, asked: Option<Duration>) {
         let mirror = &self.mirrors[index];
+        mirror.record(false);
         let period = asked.unwrap_or(self.demote_for);
         if let Ok(mut until) = mirror.demoted_until.lock() {
             *until = Some(Instant::now() + period);
@@ -116,7 +167,9 @@ impl MirrorSet {
         tracing::warn!(mirror = %mirror.base, reason, demoted_for = ?period, "mirror demoted");
     }
 
+    /// Mirror `index` served a file: healthy again.
     pub fn restore(&self, index: usize) {
+        self.mirrors[index].record(true);
         if let Ok(mut until) = self.mirrors[index].demoted_until.lock() {
             *until = None;
         }
@@ -175,6 +228,21 @@ mod tests {
         set.demote(2, "test", None);
         set.restore(2);
         assert_eq!(set.order(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn readiness_needs_repeated_failures_and_no_success() {
+        let set = MirrorSet::new(&["a".into()], Duration::from_secs(1));
+        for _ in 1..READY_FAILURES {
+            set.demote(0, "test", None);
+        }
+        assert_eq!(set.healthy(), (0, 1));
+        assert_eq!(set.ready(), (1, 1), "not on fewer failures");
+        set.demote(0, "test", None);
+        assert_eq!(set.ready(), (0, 1));
+        set.restore(0);
+        set.demote(0, "test", None);
+        assert_eq!(set.ready(), (1, 1), "a success in the window counts");
     }
 
     #[test]

@@ -12,4 +12,4 @@ pub mod verify;
 pub mod zipstream;
 
 pub use handler::{Gomod, GomodError, Probe};
-pub use mirrors::{Health, MirrorSet};
+pub use mirrors::{Health, MirrorSet, READY_FAILURES, READY_WINDOW};

@@ -118,7 +118,8 @@ fn limits(config: &Config, running: Option<&ConnLimits>, stats: &Stats) -> ConnL
 
 /// The admin listener's view of `current`, with `config`'s token. Ready
 /// means: not draining, listeners bound and CA loaded (true once started),
-/// and at least one module mirror not demoted.
+/// and at least one module mirror not failing repeatedly (see
+/// `gomod::READY_WINDOW`: no single request decides it).
 pub fn admin(
     config: &Config,
     registry: Arc<prometheus_client::registry::Registry>,
@@ -132,8 +133,12 @@ pub fn admin(
             return Err("shutting down".into());
         }
         match &shared.policy.intercept {
-            Some(intercept) => match intercept.with.gomod.healthy_mirrors() {
-                (0, all) if all > 0 => Err(format!("every module mirror ({all}) is demoted")),
+            Some(intercept) => match intercept.with.gomod.ready_mirrors() {
+                (0, all) if all > 0 => Err(format!(
+                    "every module mirror ({all}) failed {} times with no success in the last {}s",
+                    crate::gomod::READY_FAILURES,
+                    crate::gomod::READY_WINDOW.as_secs()
+                )),
                 _ => Ok(()),
             },
             None => Ok(()),
