@@ -191,7 +191,7 @@ async fn serve_http1<S>(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
-        .max_buf_size(max_header_size)
+        .max_buf_size(proxy::head_backstop(max_header_size))
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();

@@ -901,3 +901,104 @@ async fn a_reload_never_mints_a_new_ca_unasked() {
         "{log}"
     );
 }
+
+/// A request head of `size` bytes as sent: `line` (request line, CRLF
+/// included), `fields` (header lines, CRLFs included), then an
+/// `x-pad` line filling up to `size` and the blank line.
+fn head_of(size: usize, line: &str, fields: &str) -> String {
+    let fixed = line.len() + fields.len() + "x-pad: \r\n".len() + 2;
+    format!("{line}{fields}x-pad: {}\r\n\r\n", "a".repeat(size - fixed))
+}
+
+/// The status an intercepted HTTP/2 request with an `x-pad` header of
+/// `pad` bytes gets.
+async fn h2_status(proxy: SocketAddr, ca: &std::path::Path, pad: usize) -> u16 {
+    use common::handshake::{connector_offering, handshaken};
+    let tls = connector_offering(ca, false, &[b"h2"]);
+    let stream = handshaken(proxy, &tls).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("https://{}{SUPPORTED}", common::handshake::HOST))
+        .header("x-pad", "a".repeat(pad))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    sender.send_request(req).await.unwrap().status().as_u16()
+}
+
+const SUPPORTED: &str = "/sumdb/sum.golang.org/supported";
+
+/// `proxy.max_header_size` is exact and the same on every path: a head
+/// of exactly the limit passes and one byte more gets 431, forwarded,
+/// CONNECT and intercepted over HTTP/1.1; over HTTP/2 (measured as its
+/// HTTP/1.1 form) likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_header_size_is_exact_on_every_path() {
+    use common::handshake::{HOST, connector, handshaken};
+    let max = 8192;
+    let echo = echo_server().await;
+    let extra = format!(
+        "max_header_size = \"8KiB\"\nconnect_ports = [443, {}]",
+        echo.port()
+    );
+    let config = base_config(&extra, "").replace("enabled = false", "enabled = true");
+    let proxy = Proxy::start(&config).await;
+    let ca = proxy
+        .cache_dir
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("certs/modgate-ca.pem");
+    let origin = Origin::start("127.0.0.1").await;
+    let limit = std::time::Duration::from_secs(10);
+    for size in [max, max + 1] {
+        let want = if size == max { "200" } else { "431" };
+        let line = format!("GET {} HTTP/1.1\r\n", origin.url("/bytes/1"));
+        let head = head_of(size, &line, "host: x\r\nconnection: close\r\n");
+        let answer = raw_exchange(proxy.addr, head.as_bytes(), limit).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {want}")),
+            "forward {size}: {answer}"
+        );
+
+        let line = format!("CONNECT {echo} HTTP/1.1\r\n");
+        let head = head_of(size, &line, &format!("host: {echo}\r\n"));
+        let answer = raw_exchange(
+            proxy.addr,
+            head.as_bytes(),
+            std::time::Duration::from_secs(2),
+        )
+        .await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {want}")),
+            "CONNECT {size}: {answer}"
+        );
+
+        let mut stream = handshaken(proxy.addr, &connector(&ca, false))
+            .await
+            .unwrap();
+        let line = format!("GET {SUPPORTED} HTTP/1.1\r\n");
+        let head = head_of(
+            size,
+            &line,
+            &format!("host: {HOST}\r\nconnection: close\r\n"),
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {want}")),
+            "intercepted {size}: {answer}"
+        );
+    }
+    // Over HTTP/2 the head is measured as "GET https://host/path HTTP/1.1".
+    let line = format!("GET https://{HOST}{SUPPORTED} HTTP/1.1\r\n");
+    let pad = max - (line.len() + "x-pad: \r\n".len() + 2);
+    assert_eq!(h2_status(proxy.addr, &ca, pad).await, 200);
+    assert_eq!(h2_status(proxy.addr, &ca, pad + 1).await, 431);
+}

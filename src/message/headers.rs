@@ -92,6 +92,29 @@ pub fn max_forwards(headers: &HeaderMap) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The request head's size as an HTTP/1.1 client sends it: the request
+/// line, each header line and the blank line, CRLFs included (an HTTP/2
+/// request is measured as its HTTP/1.1 form). The one measure of
+/// `proxy.max_header_size`, on every listener and protocol.
+pub fn head_size<B>(req: &http::Request<B>) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut uri = Count(0);
+    let _ = std::fmt::Write::write_fmt(&mut uri, format_args!("{}", req.uri()));
+    let line = req.method().as_str().len() + 1 + uri.0 + " HTTP/1.1\r\n".len();
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + fields + 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +128,17 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn head_size_counts_the_head_as_sent() {
+        let req = http::Request::get("/a?b")
+            .header("host", "x")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap();
+        let wire = "GET /a?b HTTP/1.1\r\nhost: x\r\naccept: */*\r\n\r\n";
+        assert_eq!(super::head_size(&req), wire.len());
     }
 
     #[test]

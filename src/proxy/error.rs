@@ -17,6 +17,9 @@ pub enum ProxyError {
     /// The client sent something we cannot act on (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The request head is larger than `proxy.max_header_size` (431).
+    #[error("the request head is {size} bytes, more than proxy.max_header_size ({max} bytes)")]
+    HeadTooLarge { size: usize, max: usize },
     /// Policy says no (403); the text names the rule.
     #[error("{0}")]
     Forbidden(String),
@@ -45,6 +48,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::Dial(err) => err.status(),
@@ -59,7 +63,9 @@ impl ProxyError {
     /// Which side failed, for the log: client, policy, origin, parent, mirror or modgate.
     pub fn side(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::AuthRequired => "client",
+            ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge { .. }
+            | ProxyError::AuthRequired => "client",
             ProxyError::Forbidden(_) => "policy",
             ProxyError::Dial(err) => side_name(err.side),
             ProxyError::Upstream { side, .. } | ProxyError::NoResponse { side, .. } => {
@@ -81,7 +87,7 @@ impl ProxyError {
                     HeaderValue::from_static("Basic realm=\"modgate\""),
                 );
             }
-            ProxyError::BadRequest(_) => {
+            ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. } => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

@@ -89,14 +89,19 @@ async fn serve_tls(
         inbound.client,
         inbound.user.clone(),
         host.into(),
-        asked.clone(),
+        (asked.clone(), shared.limits.max_header_size),
     );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.timeouts.header_read);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(shared.timeouts.header_read)
+        .max_buf_size(super::head_backstop(shared.limits.max_header_size));
+    let backstop = u32::try_from(super::head_backstop(shared.limits.max_header_size));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(backstop.unwrap_or(u32::MAX));
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
@@ -129,13 +134,14 @@ async fn no_request_within(asked: &Notify, limit: Duration) {
 }
 
 /// The intercepted connection's requests, served by the gomod handler as
-/// `client` (and `user`) asking `host`; each one tells `asked`.
+/// `client` (and `user`) asking `host`; each one tells `asked`; a head
+/// over `max_header_size` gets 431.
 fn requests(
     gomod: Arc<Gomod>,
     client: SocketAddr,
     user: Option<User>,
     host: Arc<str>,
-    asked: Arc<Notify>,
+    (asked, max_header_size): (Arc<Notify>, usize),
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -144,12 +150,16 @@ fn requests(
 > + Clone {
     service_fn(move |mut req: Request<Incoming>| {
         asked.notify_one();
+        let refused = super::head_too_large(max_header_size, client, &req);
         let gomod = gomod.clone();
         let host = host.clone();
         if let Some(user) = &user {
             req.extensions_mut().insert(user.clone());
         }
         async move {
+            if let Some(refused) = refused {
+                return Ok(refused);
+            }
             let response = gomod.serve(client, &host, "intercept", req).await;
             Ok::<_, Infallible>(response)
         }

@@ -94,6 +94,30 @@ pub use crate::limits::{Slot, SlotGuards};
 #[derive(Clone, Copy, Debug)]
 pub struct ReachedAt(pub SocketAddr);
 
+/// hyper's own limit on a request head's buffer: above
+/// `proxy.max_header_size`, so that [`head_too_large`] decides (exactly,
+/// and the same on every path) and hyper's limit is only a backstop.
+pub fn head_backstop(max_header_size: usize) -> usize {
+    max_header_size * 2 + 8192
+}
+
+/// A 431 for a request whose head is larger than `proxy.max_header_size`
+/// (measured by [`headers::head_size`](crate::message::headers::head_size)),
+/// on every listener and protocol.
+pub fn head_too_large<B>(
+    max: usize,
+    client: SocketAddr,
+    req: &Request<B>,
+) -> Option<Response<Body>> {
+    let size = crate::message::headers::head_size(req);
+    if size <= max {
+        return None;
+    }
+    let err = ProxyError::HeadTooLarge { size, max };
+    tracing::info!(%client, status = 431, reason = %err, "refused");
+    Some(err.response())
+}
+
 /// Serves one request from `client` on the explicit listener.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -102,6 +126,9 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     shared.stats.requests.inc();
+    if let Some(refused) = head_too_large(shared.limits.max_header_size, client, &req) {
+        return Ok(refused);
+    }
     let started = Instant::now();
     if let Some(page) = pages::Page::of(&req) {
         // Browsers fetch the PAC file and the CA without proxy credentials.

@@ -169,6 +169,9 @@ pub async fn handle_http(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     shared.stats.requests.inc();
+    if let Some(refused) = super::head_too_large(shared.limits.max_header_size, client, &req) {
+        return Ok(refused);
+    }
     if let Err(err) = absolute_form(&mut req, original) {
         tracing::info!(%client, %original, status = err.status().as_u16(), reason = %err, "transparent: refused");
         return Ok(err.response());
