@@ -219,10 +219,35 @@ async fn doctor_passes_a_good_client_and_names_each_fix() {
     );
     assert!(
         said.contains(&format!(
-            "fix: curl -fsS --noproxy '*' http://{listen}/ca.pem"
+            "fix: mkdir -p ~/.config && curl -fsS --noproxy '*' http://{listen}/ca.pem"
         )),
         "{said}"
     );
+    // The fix works as printed, in a home without ~/.config.
+    let fix = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("fix: mkdir"))
+        .unwrap();
+    let fix = format!("mkdir{}", fix.split("   (").next().unwrap());
+    let home = work.path().join("fresh-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &format!("{fix} && test -s \"$SSL_CERT_FILE\"")])
+        .env("HOME", &home)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{fix}: {}", stderr(&out));
+    let mut fixed = no_ca.clone();
+    fixed.retain(|(k, _)| k != "SSL_CERT_FILE");
+    fixed.push((
+        "SSL_CERT_FILE".into(),
+        home.join(".config/modgate-bundle.pem")
+            .display()
+            .to_string(),
+    ));
+    let (ok, said) = doctor(&fixed).await;
+    assert!(ok, "after the fix: {said}");
 
     let wrong = format!("http://127.0.0.1:{}", free_port());
     let names = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"];
@@ -235,9 +260,19 @@ async fn doctor_passes_a_good_client_and_names_each_fix() {
     );
     assert!(said.contains("fix: check the proxy address"), "{said}");
 
-    let (ok, said) = doctor(&with(&good, &[("http_proxy", "")])).await;
+    // Upper case only: the go command reads it, so doctor passes, and
+    // names what other tools would miss.
+    let upper: Vec<(String, String)> = good
+        .iter()
+        .filter(|(k, _)| k != "https_proxy" && k != "http_proxy")
+        .cloned()
+        .collect();
+    let (ok, said) = doctor(&upper).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("not set: https_proxy, http_proxy"), "{said}");
+    let (ok, said) = doctor(&with(&good, &[("http_proxy", &wrong)])).await;
     assert!(
-        !ok && said.contains("FAIL  proxy variables: not set: http_proxy"),
+        !ok && said.contains("FAIL  proxy variables: http_proxy name(s) another proxy"),
         "{said}"
     );
 }

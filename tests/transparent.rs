@@ -256,6 +256,53 @@ async fn go_builds_through_the_gateway_with_no_proxy_settings() {
     );
 }
 
+/// `modgate doctor` on a redirected client (no proxy variables, by
+/// design) finds the transparent gateway instead of asking for
+/// HTTPS_PROXY, passes once the CA is trusted, and names the CA fix when
+/// it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_recognises_a_transparent_client() {
+    let g = gateway("7", false).await;
+    let bundle = cert_bundle(
+        &g.work.path().join("certs/modgate-ca.pem"),
+        &g.work.path().join("bundle.pem"),
+    );
+    let doctor = |roots: std::path::PathBuf| {
+        let mut cmd = common::command_in(Some(&g.client.name), env!("CARGO_BIN_EXE_modgate"));
+        cmd.arg("doctor")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("SSL_CERT_FILE", roots)
+            .kill_on_drop(true);
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+                .await
+                .expect("doctor in time")
+                .unwrap();
+            (out.status.success(), text(&out))
+        }
+    };
+    let (ok, said) = doctor(bundle).await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(
+            "ok    transparent gateway: none set: proxy.golang.org:443 reaches a modgate gateway"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("HTTPS_PROXY"), "{said}");
+    let (ok, said) = doctor("/etc/ssl/certs/ca-certificates.crt".into()).await;
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("FAIL  the go command trusts modgate's CA"),
+        "{said}"
+    );
+    assert!(
+        said.contains("fix: mkdir -p ~/.config && curl -fsS http://GATEWAY:3128/ca.pem"),
+        "{said}"
+    );
+}
+
 /// Acceptance 2: another name is tunnelled untouched (the client sees the
 /// origin's own certificate); plain HTTP is forwarded by Host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

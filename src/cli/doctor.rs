@@ -28,55 +28,142 @@ pub fn doctor(proxy: Option<String>) -> anyhow::Result<std::process::ExitCode> {
     Ok(runtime.block_on(run(proxy)))
 }
 
-async fn run(asked: Option<String>) -> std::process::ExitCode {
-    let mut failed = false;
-    let mut report = |name: &str, outcome: Outcome| match outcome {
-        Ok(seen) => println!("ok    {name}: {seen}"),
-        Err((why, fix)) => {
-            failed = true;
-            println!("FAIL  {name}: {why}\n      fix: {fix}");
+/// The checks' outcomes, printed as they come.
+#[derive(Default)]
+struct Report {
+    failed: bool,
+}
+
+impl Report {
+    /// Prints `outcome`; true when it passed.
+    fn check(&mut self, name: &str, outcome: Outcome) -> bool {
+        match outcome {
+            Ok(seen) => {
+                println!("ok    {name}: {seen}");
+                true
+            }
+            Err((why, fix)) => {
+                self.failed = true;
+                println!("FAIL  {name}: {why}\n      fix: {fix}");
+                false
+            }
         }
-    };
-    let variables = variables(asked.as_deref());
-    let proxy = asked.or_else(|| proxy_from_env().map(|(_, url)| url));
-    report("proxy variables", variables);
-    let Some(proxy) = proxy else {
-        return std::process::ExitCode::FAILURE;
-    };
-    let Some(addr) = host_port(&proxy) else {
-        report(
-            "proxy answers",
-            Err((
-                format!("{proxy:?} is not http://host:port"),
-                "export HTTPS_PROXY=http://HOST:3128 (the gateway's address)".into(),
-            )),
-        );
-        return std::process::ExitCode::FAILURE;
-    };
-    let ca = fetch_ca(&addr).await;
-    let ca_pem = ca.as_ref().ok().cloned();
-    report("proxy answers", ca.map(|_| format!("modgate at {addr}")));
-    let Some(ca_pem) = ca_pem else {
-        return std::process::ExitCode::FAILURE;
-    };
-    let roots = go_roots();
-    report(
-        "the go command trusts modgate's CA",
-        trusted(&roots, &ca_pem, &addr),
-    );
-    report(
-        "a module request through the proxy",
-        module_request(&addr, roots).await,
-    );
-    report("the gateway's mirrors", mirrors(&addr).await);
-    if failed {
+    }
+}
+
+async fn run(asked: Option<String>) -> std::process::ExitCode {
+    let mut report = Report::default();
+    match asked
+        .clone()
+        .or_else(|| proxy_from_env().map(|(_, url)| url))
+    {
+        Some(proxy) => explicit(&mut report, asked.as_deref(), &proxy).await,
+        None => transparent(&mut report).await,
+    }
+    if report.failed {
         std::process::ExitCode::FAILURE
     } else {
         std::process::ExitCode::SUCCESS
     }
 }
 
-/// The proxy the environment names, the way the go command reads it.
+/// A client pointed at the proxy by its variables (or `--proxy`).
+async fn explicit(report: &mut Report, asked: Option<&str>, proxy: &str) {
+    report.check("proxy variables", variables(asked));
+    let Some(addr) = host_port(proxy) else {
+        report.check(
+            "proxy answers",
+            Err((
+                format!("{proxy:?} is not http://host:port"),
+                "export HTTPS_PROXY=http://HOST:3128 (the gateway's address)".into(),
+            )),
+        );
+        return;
+    };
+    let ca = fetch_ca(&addr).await;
+    let ca_pem = ca.as_ref().ok().cloned();
+    report.check("proxy answers", ca.map(|_| format!("modgate at {addr}")));
+    let Some(ca_pem) = ca_pem else {
+        return;
+    };
+    let roots = go_roots();
+    let fix = bundle_fix(&format!("curl -fsS --noproxy '*' http://{addr}/ca.pem"));
+    let fix = format!("{fix}   (or trust it system-wide: http://{addr}/ca)");
+    report.check(
+        "the go command trusts modgate's CA",
+        trusted(&roots, &ca_pem, fix),
+    );
+    let stream = connect_through(&addr).await;
+    report.check(
+        "a module request through the proxy",
+        module_request(stream, roots).await,
+    );
+    report.check("the gateway's mirrors", mirrors(&addr).await);
+}
+
+/// A client with no proxy variables: fine when its connections to the
+/// module proxy are redirected to a modgate gateway (transparent mode).
+async fn transparent(report: &mut Report) {
+    let fix = variables_fix("http://HOST:3128");
+    let chain = tokio::time::timeout(WAIT, presented_chain(MODULE_HOST)).await;
+    let chain = match chain {
+        Ok(Ok(chain)) => chain,
+        Ok(Err(why)) => {
+            let why = format!("none set, and {MODULE_HOST}:443 cannot be reached directly: {why}");
+            report.check("proxy variables", Err((why, fix)));
+            return;
+        }
+        Err(_) => {
+            let why = format!("none set, and {MODULE_HOST}:443 did not answer within {WAIT:?}");
+            report.check("proxy variables", Err((why, fix)));
+            return;
+        }
+    };
+    let Some(ca) = chain
+        .iter()
+        .skip(1)
+        .find(|c| modgate::tls::inspect::is_modgate_ca(c))
+    else {
+        let why = format!(
+            "none set, and {MODULE_HOST}:443 is not redirected to a modgate gateway (its certificate is not from a modgate CA)"
+        );
+        report.check("proxy variables", Err((why, fix)));
+        return;
+    };
+    let seen = format!(
+        "none set: {MODULE_HOST}:443 reaches a modgate gateway (transparent mode), CA sha256 {}",
+        modgate::tls::inspect::fingerprint(ca)
+    );
+    report.check("transparent gateway", Ok(seen));
+    let roots = go_roots();
+    let fix = bundle_fix("curl -fsS http://GATEWAY:3128/ca.pem");
+    let fix = format!(
+        "{fix}   (GATEWAY: the gateway's address, from your admin; or trust it system-wide from its /ca page)"
+    );
+    report.check(
+        "the go command trusts modgate's CA",
+        trusted(&roots, ca, fix),
+    );
+    let stream = tokio::time::timeout(WAIT, TcpStream::connect((MODULE_HOST, 443)))
+        .await
+        .map_err(|_| format!("no answer within {WAIT:?}"))
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    report.check(
+        "a module request through the gateway",
+        module_request(stream, roots).await,
+    );
+}
+
+/// The fix for a CA the go command does not trust: a bundle of the
+/// system roots and the CA `fetch` prints, named by SSL_CERT_FILE.
+fn bundle_fix(fetch: &str) -> String {
+    format!(
+        "mkdir -p ~/.config && {fetch} | cat /etc/ssl/certs/ca-certificates.crt - > ~/.config/modgate-bundle.pem && export SSL_CERT_FILE=~/.config/modgate-bundle.pem"
+    )
+}
+
+/// The proxy the environment names, the way the go command reads it
+/// (upper case first).
 fn proxy_from_env() -> Option<(&'static str, String)> {
     ["HTTPS_PROXY", "https_proxy"].into_iter().find_map(|name| {
         std::env::var(name)
@@ -86,35 +173,50 @@ fn proxy_from_env() -> Option<(&'static str, String)> {
     })
 }
 
-/// Both cases of HTTP(S)_PROXY set, to the same proxy.
+fn variables_fix(want: &str) -> String {
+    format!(
+        "export HTTPS_PROXY={want} https_proxy={want} HTTP_PROXY={want} http_proxy={want}   (on the modgate host: eval \"$(modgate env)\")"
+    )
+}
+
+/// The go command reads HTTPS_PROXY, else https_proxy: one of them must
+/// name the proxy, and where both are set they must agree. Variables
+/// other tools read (curl reads only lower-case http_proxy) are noted
+/// when missing, not failed.
 fn variables(asked: Option<&str>) -> Outcome {
     let names = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"];
     let values: Vec<(&str, Option<String>)> = names
         .iter()
         .map(|n| (*n, std::env::var(n).ok().filter(|v| !v.is_empty())))
         .collect();
-    let want = asked
+    let Some(want) = asked
         .map(str::to_string)
         .or_else(|| proxy_from_env().map(|(_, url)| url))
-        .unwrap_or_else(|| "http://HOST:3128".into());
-    let fix = format!(
-        "export HTTPS_PROXY={want} https_proxy={want} HTTP_PROXY={want} http_proxy={want}   (on the modgate host: eval \"$(modgate env)\")"
-    );
+    else {
+        return Err(("not set".into(), variables_fix("http://HOST:3128")));
+    };
+    let differ: Vec<&str> = values
+        .iter()
+        .filter(|(_, v)| v.as_deref().is_some_and(|v| v != want))
+        .map(|(n, _)| *n)
+        .collect();
+    if !differ.is_empty() && asked.is_none() {
+        let why = format!("{} name(s) another proxy than {want}", differ.join(", "));
+        return Err((why, variables_fix(&want)));
+    }
     let missing: Vec<&str> = values
         .iter()
         .filter(|(_, v)| v.is_none())
         .map(|(n, _)| *n)
         .collect();
-    if !missing.is_empty() {
-        return Err((format!("not set: {}", missing.join(", ")), fix));
+    if missing.is_empty() {
+        return Ok(format!("all four name {want}"));
     }
-    let differ = values
-        .iter()
-        .any(|(_, v)| v.as_deref() != Some(want.as_str()));
-    if differ && asked.is_none() {
-        return Err(("they name different proxies".into(), fix));
-    }
-    Ok(format!("all four name {want}"))
+    Ok(format!(
+        "the go command uses {want}; not set: {} (tools that read only those go direct: {})",
+        missing.join(", "),
+        variables_fix(&want)
+    ))
 }
 
 /// `host:port` of an `http://host:port[/]` proxy URL.
@@ -223,75 +325,84 @@ fn pem_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
-fn trusted(roots: &[CertificateDer<'static>], ca: &CertificateDer<'static>, addr: &str) -> Outcome {
-    if roots.contains(ca) {
+fn trusted(roots: &[CertificateDer<'static>], ca: &CertificateDer<'_>, fix: String) -> Outcome {
+    if roots.iter().any(|root| root.as_ref() == ca.as_ref()) {
         return Ok(
             "among the roots it loads (SSL_CERT_FILE, SSL_CERT_DIR, the system store)".into(),
         );
     }
-    let fix = format!(
-        "curl -fsS --noproxy '*' http://{addr}/ca.pem | cat /etc/ssl/certs/ca-certificates.crt - > ~/.config/modgate-bundle.pem && export SSL_CERT_FILE=~/.config/modgate-bundle.pem   (or trust it system-wide: http://{addr}/ca)"
-    );
     Err((
         "modgate's CA is not among the roots the go command loads".into(),
         fix,
     ))
 }
 
-/// CONNECT proxy.golang.org:443 through the proxy, TLS with the go
-/// command's roots, and `/sumdb/sum.golang.org/supported`, which modgate
-/// answers itself.
-async fn module_request(addr: &str, roots: Vec<CertificateDer<'static>>) -> Outcome {
-    let fix =
-        "on the gateway: intercept.enabled = true, and proxy.golang.org not in intercept.bypass"
-            .to_string();
-    let exchange = tunnelled(addr, roots);
-    match tokio::time::timeout(WAIT, exchange).await {
+/// The module proxy's host, which modgate intercepts.
+const MODULE_HOST: &str = "proxy.golang.org";
+
+/// A TCP stream to the module host through the proxy at `addr` (CONNECT).
+async fn connect_through(addr: &str) -> Result<TcpStream, String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let host = MODULE_HOST;
+        let connect = format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n");
+        stream
+            .write_all(connect.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let mut byte = [0u8; 1];
+            if stream.read(&mut byte).await.map_err(|e| e.to_string())? == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
+            let head = String::from_utf8_lossy(&head);
+            let line = head.lines().next().unwrap_or("");
+            return Err(format!("CONNECT {host}:443 refused: {line}"));
+        }
+        Ok(stream)
+    };
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {WAIT:?}"))?
+}
+
+/// TLS to the module host over `stream` with the go command's roots, and
+/// `/sumdb/sum.golang.org/supported`, which modgate answers itself.
+async fn module_request(
+    stream: Result<TcpStream, String>,
+    roots: Vec<CertificateDer<'static>>,
+) -> Outcome {
+    let fix = format!(
+        "on the gateway: intercept.enabled = true, and {MODULE_HOST} not in intercept.bypass"
+    );
+    let stream = stream.map_err(|why| (why, fix.clone()))?;
+    match tokio::time::timeout(WAIT, supported(stream, roots)).await {
         Err(_) => Err((format!("no answer within {WAIT:?}"), fix)),
         Ok(Err(why)) if why.contains("certificate") => Err((why, "see the CA check above".into())),
         Ok(Err(why)) => Err((why, fix)),
-        Ok(Ok(200)) => Ok("https://proxy.golang.org answered through modgate".into()),
-        Ok(Ok(status)) => Err((format!("https://proxy.golang.org answered {status}"), fix)),
+        Ok(Ok(200)) => Ok(format!("https://{MODULE_HOST} answered through modgate")),
+        Ok(Ok(status)) => Err((format!("https://{MODULE_HOST} answered {status}"), fix)),
     }
 }
 
-async fn tunnelled(addr: &str, roots: Vec<CertificateDer<'static>>) -> Result<u16, String> {
-    let host = "proxy.golang.org";
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let connect = format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n");
-    stream
-        .write_all(connect.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
-        let mut byte = [0u8; 1];
-        if stream.read(&mut byte).await.map_err(|e| e.to_string())? == 0 {
-            break;
-        }
-        head.push(byte[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
-        let line = String::from_utf8_lossy(&head)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string();
-        return Err(format!("CONNECT {host}:443 refused: {line}"));
-    }
+async fn supported(stream: TcpStream, roots: Vec<CertificateDer<'static>>) -> Result<u16, String> {
     let mut store = rustls::RootCertStore::empty();
     store.add_parsable_certificates(roots);
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(store)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(MODULE_HOST).map_err(|e| e.to_string())?;
     let mut tls = connector
         .connect(name, stream)
         .await
         .map_err(|e| format!("TLS with modgate: {e}"))?;
     let request = format!(
-        "GET /sumdb/sum.golang.org/supported HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET /sumdb/sum.golang.org/supported HTTP/1.1\r\nHost: {MODULE_HOST}\r\nConnection: close\r\n\r\n"
     );
     tls.write_all(request.as_bytes())
         .await
@@ -304,6 +415,78 @@ async fn tunnelled(addr: &str, roots: Vec<CertificateDer<'static>>) -> Result<u1
     split(&answer)
         .map(|(status, _)| status)
         .ok_or_else(|| "not an HTTP answer".into())
+}
+
+/// The certificate chain `host`:443 presents to a direct connection
+/// (whatever signed it: it is only read, never trusted).
+async fn presented_chain(host: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let recorder = Arc::new(Recorder::default());
+    let tls = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let stream = TcpStream::connect((host, 443))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let chain = recorder.chain.lock().map(|c| c.clone()).unwrap_or_default();
+    Ok(chain)
+}
+
+/// Accepts any server certificate and keeps the chain presented, for
+/// [`presented_chain`]; signatures are still checked.
+#[derive(Debug, Default)]
+struct Recorder {
+    chain: std::sync::Mutex<Vec<CertificateDer<'static>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Ok(mut chain) = self.chain.lock() {
+            *chain = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| c.clone().into_owned())
+                .collect();
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
 }
 
 /// The gateway's own view of its module mirrors.

@@ -54,6 +54,18 @@ pub fn excludes_every_address(der: &CertificateDer<'_>) -> bool {
         .all(|all| excluded.contains(all))
 }
 
+/// True for a CA certificate modgate made (organization "modgate").
+pub fn is_modgate_ca(der: &CertificateDer<'_>) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    cert.is_ca()
+        && cert
+            .subject()
+            .iter_organization()
+            .any(|o| o.as_str() == Ok("modgate"))
+}
+
 /// The SHA-256 fingerprint, as browsers and `openssl x509 -fingerprint` show it.
 pub fn fingerprint(der: &CertificateDer<'_>) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
