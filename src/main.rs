@@ -146,6 +146,7 @@ enum CaCommand {
     Bundle {
         #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
+        /// The file to write (mode 0644, replaced whole).
         #[arg(long)]
         out: PathBuf,
     },

@@ -48,3 +48,43 @@ fn the_readme_defaults_are_the_embedded_defaults() {
         );
     }
 }
+
+/// Every option of every command says what it does in `--help` (a bare
+/// `--config <CONFIG>` told an admin nothing).
+#[test]
+fn every_option_has_help() {
+    let commands: &[&[&str]] = &[
+        &["run"],
+        &["reload"],
+        &["check"],
+        &["ca", "init"],
+        &["ca", "show"],
+        &["ca", "bundle"],
+        &["cache", "stats"],
+        &["cache", "verify"],
+        &["cache", "prune"],
+        &["cache", "warm"],
+        &["env"],
+        &["doctor"],
+        &["explain"],
+    ];
+    for command in commands {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
+            .args(*command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command:?}: {help}");
+        let options = help.split("Options:").nth(1).unwrap_or("");
+        for line in options.lines().filter(|l| l.trim_start().starts_with('-')) {
+            // "  -x, --name <VALUE>  Text": the text after two spaces or more.
+            let text = line
+                .trim()
+                .split("  ")
+                .skip(1)
+                .any(|part| !part.trim().is_empty());
+            assert!(text, "{command:?}: an option without help: {line:?}");
+        }
+    }
+}
