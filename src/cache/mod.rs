@@ -13,6 +13,7 @@ pub mod index;
 pub mod key;
 pub mod maintain;
 mod nofollow;
+pub mod storage;
 pub mod store;
 pub mod stream;
 pub mod warm;

@@ -72,6 +72,17 @@ impl Tree {
         Ok(rustix::fs::renameat(from_dir, from_name, to_dir, to_name)?)
     }
 
+    /// Moves `from` to `to` only when nothing is at `to` (`AlreadyExists`
+    /// otherwise), making `to`'s directories: a create-only publish.
+    pub fn rename_new(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from_dir, from_name) = self.parent(from, false)?;
+        let (to_dir, to_name) = self.parent(to, true)?;
+        let flags = rustix::fs::RenameFlags::NOREPLACE;
+        Ok(rustix::fs::renameat_with(
+            from_dir, from_name, to_dir, to_name, flags,
+        )?)
+    }
+
     /// Removes the file `relative` (a link there is removed, not followed).
     pub fn remove(&self, relative: &str) -> io::Result<()> {
         let (dir, name) = self.parent(relative, false)?;

@@ -7,6 +7,7 @@ pub mod gomod;
 pub mod handshake;
 pub mod metrics;
 pub mod netns;
+pub mod s3;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,0 +1,244 @@
+//! [`Storage`] in S3-compatible object storage, through `object_store`:
+//! objects named by their GOPROXY path under the bucket's prefix (so the
+//! bucket is a GOPROXY tree too). A create-only write is one PUT with
+//! `If-None-Match: *`; a compare-and-swap is one PUT with `If-Match` on the
+//! ETag read; either appears only complete. Credentials go to the client
+//! and nowhere else: [`S3Storage::describe`] names only the bucket.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::path::Path;
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
+};
+
+use super::{
+    BoxFuture, Listed, Object, Storage, StorageError, Swapped, Version, Written, checked,
+    checked_prefix,
+};
+
+/// Where the bucket is and how to reach it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Inside the bucket, without slashes at either end ("" for none).
+    pub prefix: String,
+    /// `None`: the provider's default for the region.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// `bucket` in the path rather than the host name.
+    pub path_style: bool,
+    /// Plain http:// endpoints (a test or lab server).
+    pub allow_http: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Settings(s3://{}/{})", self.bucket, self.prefix)
+    }
+}
+
+pub struct S3Storage {
+    store: AmazonS3,
+    place: String,
+    prefix: String,
+}
+
+impl S3Storage {
+    pub fn new(settings: &S3Settings) -> Result<S3Storage, StorageError> {
+        let place = format!("s3://{}/{}", settings.bucket, settings.prefix);
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_access_key_id(&settings.access_key_id)
+            .with_secret_access_key(&settings.secret_access_key)
+            .with_virtual_hosted_style_request(!settings.path_style)
+            .with_allow_http(settings.allow_http)
+            .with_conditional_put(S3ConditionalPut::ETagMatch);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let store = builder.build().map_err(|e| StorageError::Failed {
+            place: place.clone(),
+            what: "configure",
+            name: String::new(),
+            detail: e.to_string(),
+        })?;
+        Ok(S3Storage {
+            store,
+            place,
+            prefix: settings.prefix.trim_matches('/').to_string(),
+        })
+    }
+
+    /// The object path of `name` (checked) under the prefix.
+    fn path(&self, name: &str) -> Result<Path, StorageError> {
+        let name = checked(name)?;
+        let full = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.prefix)
+        };
+        Path::parse(&full).map_err(|_| StorageError::BadName(name.to_string()))
+    }
+
+    /// `name` back from an object path under the prefix.
+    fn name_of(&self, path: &Path) -> Option<String> {
+        let full = path.as_ref();
+        if self.prefix.is_empty() {
+            return Some(full.to_string());
+        }
+        full.strip_prefix(&self.prefix)?
+            .strip_prefix('/')
+            .map(str::to_string)
+    }
+
+    fn failed(&self, what: &'static str, name: &str, e: object_store::Error) -> StorageError {
+        StorageError::Failed {
+            place: self.place.clone(),
+            what,
+            name: name.to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> Result<Option<Version>, StorageError> {
+        let path = self.path(name)?;
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(data), options)
+            .await
+        {
+            Ok(put) => Ok(Some(Version(put.e_tag.unwrap_or_default()))),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(None),
+            Err(e) => Err(self.failed("write", name, e)),
+        }
+    }
+}
+
+impl Storage for S3Storage {
+    fn describe(&self) -> String {
+        self.place.clone()
+    }
+
+    fn get<'a>(
+        &'a self,
+        name: &'a str,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, Result<Option<Object>, StorageError>> {
+        Box::pin(async move {
+            let path = self.path(name)?;
+            let options = GetOptions {
+                range: range.filter(|r| !r.is_empty()).map(GetRange::Bounded),
+                ..GetOptions::default()
+            };
+            let got = match self.store.get_opts(&path, options).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.failed("read", name, e)),
+            };
+            let meta = got.meta.clone();
+            let (place, owned) = (self.place.clone(), name.to_string());
+            let body = got.into_stream().map_err(move |e| StorageError::Failed {
+                place: place.clone(),
+                what: "read",
+                name: owned.clone(),
+                detail: e.to_string(),
+            });
+            Ok(Some(Object {
+                size: meta.size,
+                version: Version(meta.e_tag.unwrap_or_default()),
+                modified: meta.last_modified.into(),
+                body: Box::pin(body),
+            }))
+        })
+    }
+
+    fn put_new<'a>(
+        &'a self,
+        name: &'a str,
+        data: Bytes,
+    ) -> BoxFuture<'a, Result<Written, StorageError>> {
+        Box::pin(async move {
+            Ok(match self.put(name, data, PutMode::Create).await? {
+                Some(_) => Written::Created,
+                None => Written::Existed,
+            })
+        })
+    }
+
+    fn swap<'a>(
+        &'a self,
+        name: &'a str,
+        expected: Option<&'a Version>,
+        data: Bytes,
+    ) -> BoxFuture<'a, Result<Swapped, StorageError>> {
+        Box::pin(async move {
+            let mode = match expected {
+                None => PutMode::Create,
+                Some(version) => PutMode::Update(UpdateVersion {
+                    e_tag: Some(version.0.clone()),
+                    version: None,
+                }),
+            };
+            Ok(match self.put(name, data, mode).await? {
+                Some(version) => Swapped::Done(version),
+                None => Swapped::Conflict,
+            })
+        })
+    }
+
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let path = self.path(name)?;
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.failed("delete", name, e)),
+            }
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Listed>, StorageError>> {
+        Box::pin(async move {
+            let prefix = checked_prefix(prefix)?.trim_end_matches('/');
+            let under = match (self.prefix.is_empty(), prefix.is_empty()) {
+                (true, true) => None,
+                (true, false) => Some(prefix.to_string()),
+                (false, true) => Some(self.prefix.clone()),
+                (false, false) => Some(format!("{}/{prefix}", self.prefix)),
+            };
+            let under = under.map(Path::from);
+            let mut listing = self.store.list(under.as_ref());
+            let mut listed = Vec::new();
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(|e| self.failed("list", prefix, e))?;
+                if let Some(name) = self.name_of(&meta.location) {
+                    listed.push(Listed {
+                        name,
+                        size: meta.size,
+                        modified: meta.last_modified.into(),
+                    });
+                }
+            }
+            Ok(listed)
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! A real S3-compatible server for a test: SeaweedFS (installed by
+//! scripts/test-deps.sh), single node on loopback ports picked free, its
+//! data in the test's own directory, the test's own access key and bucket.
+//! Killed (it is throw-away) and its sockets removed on drop.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const ACCESS_KEY: &str = "modgate-test";
+pub const SECRET_KEY: &str = "modgate-test-secret-key";
+
+pub struct S3Server {
+    pub endpoint: String,
+    pub bucket: String,
+    child: Child,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+/// A port free on loopback now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl S3Server {
+    /// Starts the server and creates `bucket`; panics with its log when it
+    /// is not up within 60 s.
+    pub async fn start(bucket: &str) -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let weed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/s3/bin/weed");
+        let identities = format!(
+            "{{\"identities\":[{{\"name\":\"test\",\"credentials\":[{{\"accessKey\":\"{ACCESS_KEY}\",\"secretKey\":\"{SECRET_KEY}\"}}],\"actions\":[\"Admin\",\"Read\",\"Write\",\"List\",\"Tagging\"]}}]}}"
+        );
+        let config = dir.path().join("s3.json");
+        std::fs::write(&config, identities).unwrap();
+        for sub in ["data", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+        let p = |i: usize| ports[i].to_string();
+        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
+        let args = [
+            "server".to_string(),
+            format!("-dir={}", dir.path().join("data").display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-master.port={}", p(0)),
+            format!("-master.port.grpc={}", p(1)),
+            "-master.volumeSizeLimitMB=64".into(),
+            "-master.telemetry=false".into(),
+            "-volume.max=0".into(),
+            "-volume.preStopSeconds=0".into(),
+            format!("-volume.port={}", p(2)),
+            format!("-volume.port.grpc={}", p(3)),
+            "-filer".into(),
+            format!(
+                "-filer.localSocket={}",
+                dir.path().join("tmp/filer.sock").display()
+            ),
+            format!("-filer.port={}", p(4)),
+            format!("-filer.port.grpc={}", p(5)),
+            "-s3".into(),
+            format!("-s3.port={}", p(6)),
+            format!("-s3.port.grpc={}", p(7)),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+            format!("-s3.config={}", config.display()),
+        ];
+        let child = Command::new(weed)
+            .args(&args)
+            .env("TMPDIR", dir.path().join("tmp"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("SeaweedFS (scripts/test-deps.sh installs it)");
+        let server = S3Server {
+            endpoint: format!("http://127.0.0.1:{}", ports[6]),
+            bucket: bucket.to_string(),
+            child,
+            ports,
+            _dir: dir,
+        };
+        server.make_bucket().await;
+        server
+    }
+
+    /// Creates the bucket, retrying until the server answers (200 or 409).
+    async fn make_bucket(&self) {
+        let url = format!("{}/{}", self.endpoint, self.bucket);
+        let user = format!("{ACCESS_KEY}:{SECRET_KEY}");
+        for _ in 0..600 {
+            let out = super::curl(&[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                &user,
+                "-H",
+                "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+                "-X",
+                "PUT",
+                &url,
+            ])
+            .await;
+            let status = super::stdout(&out);
+            if status == "200" || status == "409" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
+        panic!("SeaweedFS did not start in 60 s:\n{log}");
+    }
+
+    /// The settings modgate needs to reach the bucket (under `prefix`).
+    pub fn settings(&self, prefix: &str) -> modgate::cache::storage::s3::S3Settings {
+        modgate::cache::storage::s3::S3Settings {
+            bucket: self.bucket.clone(),
+            prefix: prefix.to_string(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            path_style: true,
+            allow_http: true,
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: SECRET_KEY.into(),
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // It leaves Unix sockets in /tmp named by its ports.
+        let Ok(entries) = std::fs::read_dir("/tmp") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = self.ports.iter().any(|p| name.contains(&p.to_string()));
+            if ours && entry.file_type().is_ok_and(|t| !t.is_dir()) && name.ends_with(".sock") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
