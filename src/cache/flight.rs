@@ -254,7 +254,7 @@ async fn fly(
     report: &Report,
     (temp, check): (Option<PathBuf>, Option<MakeCheck>),
 ) -> Flown {
-    let (response, mirror) = match inner.source().fetch(&key.upstream, &key.suffix).await {
+    let (response, mirror) = match inner.source().fetch(key).await {
         Fetched::Found { response, mirror } => (response, mirror),
         Fetched::Missed(miss) => {
             if let Miss::NotFound(reason) = &miss {

@@ -13,6 +13,7 @@ pub mod index;
 pub mod key;
 pub mod maintain;
 mod nofollow;
+pub mod shared;
 pub mod storage;
 pub mod store;
 pub mod stream;
@@ -52,6 +53,8 @@ pub struct Settings {
     pub offline: bool,
     /// The longest a mirror may pause mid-body.
     pub read_timeout: Duration,
+    /// The bucket a fleet of gateways shares (`cache.shared`), if any.
+    pub shared: Option<crate::config::SharedConfig>,
 }
 
 /// Why no mirror gave a file.
@@ -73,18 +76,19 @@ pub enum Fetched {
     Missed(Miss),
 }
 
-/// Where files come from: the mirrors (`gomod`), with their failover.
+/// Where files come from: the mirrors (`gomod`), with their failover,
+/// and the shared tier in front of them when there is one.
 pub trait Source: Send + Sync + 'static {
-    fn fetch<'a>(
-        &'a self,
-        upstream: &'a Upstream,
-        suffix: &'a str,
-    ) -> StdPin<Box<dyn Future<Output = Fetched> + Send + 'a>>;
+    fn fetch<'a>(&'a self, key: &'a Key) -> StdPin<Box<dyn Future<Output = Fetched> + Send + 'a>>;
 
     /// `mirror` failed for `file`: its bytes refused by their check (a
     /// security event) or, `Blame::Broke`, it broke off, dribbled or sent a
     /// wrong length. Either way it counts as failing.
     fn failed(&self, upstream: &Upstream, file: &str, mirror: &str, why: Blame<'_>);
+
+    /// `key`'s file, from `mirror`, is stored (complete, and checked when
+    /// it needed a check): `file` is open on it.
+    fn stored(&self, _key: &Key, _mirror: &str, _file: Arc<std::fs::File>, _size: u64) {}
 }
 
 /// Why a mirror is blamed for a download.
@@ -517,10 +521,10 @@ impl Inner {
             let handle = stored.map_err(|e| (Some(temp), e))?;
             inner.index.temp_gone(counted);
             inner.index.record(&key.file, key.kind, meta.size);
-            inner.hasher.submit(hasher::Job {
-                file: Arc::new(handle),
-                meta,
-            });
+            let handle = Arc::new(handle);
+            let source = inner.source();
+            source.stored(&key, &meta.mirror, handle.clone(), meta.size);
+            inner.hasher.submit(hasher::Job { file: handle, meta });
             inner.evict_blocking();
             Ok(())
         })

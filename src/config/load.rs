@@ -450,6 +450,7 @@ fn cache_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, verifying: bool) 
     let max_size = size(r, &mut t, "max_size", 20 << 30, 1..=(1 << 50));
     let mutable_ttl = duration(r, &mut t, "mutable_ttl", Duration::from_secs(60));
     let negative_ttl = duration(r, &mut t, "negative_ttl", Duration::from_secs(30));
+    let shared = super::shared::shared_section(r, &mut t);
     let offline_place = t.place_of("offline");
     let offline = r.boolean(&mut t, "offline").is_some_and(|b| *b.get_ref());
     if offline && !enabled {
@@ -466,6 +467,7 @@ fn cache_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>, verifying: bool) 
         mutable_ttl,
         negative_ttl,
         offline,
+        shared,
     }
 }
 
@@ -492,7 +494,11 @@ fn log_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> LogConfig {
 
 /// An absolute path at `name` (`section.key`); a relative one is an error
 /// (it would change with the working directory). Errors give an empty path.
-fn absolute_path<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, name: &str) -> Option<PathBuf> {
+pub(super) fn absolute_path<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    name: &str,
+) -> Option<PathBuf> {
     let key = name.rsplit('.').next().unwrap_or(name);
     let s = r.string(t, key)?;
     if PathBuf::from(s.get_ref()).is_absolute() {
@@ -572,7 +578,12 @@ fn bounded<'i>(
     }
 }
 
-fn duration<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str, default: Duration) -> Duration {
+pub(super) fn duration<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    key: &str,
+    default: Duration,
+) -> Duration {
     let Some(s) = r.string(t, key) else {
         return default;
     };

@@ -4,6 +4,7 @@
 
 mod load;
 mod reader;
+mod shared;
 pub mod units;
 
 use std::fmt;
@@ -56,6 +57,16 @@ pub struct CacheConfig {
     pub negative_ttl: Duration,
     /// Serve from the cache alone; never dial a mirror.
     pub offline: bool,
+    /// The bucket shared by a fleet of gateways (`cache.shared`), if any.
+    pub shared: Option<SharedConfig>,
+}
+
+/// `cache.shared` and `[cache.s3]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedConfig {
+    pub s3: crate::cache::storage::s3::S3Settings,
+    /// The longest a client waits on the bucket (`cache.shared_timeout`).
+    pub timeout: Duration,
 }
 
 impl CacheConfig {

@@ -20,7 +20,7 @@ pub struct Reader<'i> {
 /// One table's remaining entries.
 pub struct Table<'i> {
     path: String,
-    span: Range<usize>,
+    pub span: Range<usize>,
     entries: Vec<(Spanned<String>, Spanned<DeValue<'i>>)>,
     /// Every key asked for, written or not: what an unknown key may have meant.
     known: Vec<String>,

@@ -117,10 +117,9 @@ impl Mirrors {
 impl Source for Mirrors {
     fn fetch<'a>(
         &'a self,
-        upstream: &'a Upstream,
-        suffix: &'a str,
+        key: &'a crate::cache::key::Key,
     ) -> std::pin::Pin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
-        Box::pin(Mirrors::fetch(self, upstream, suffix))
+        Box::pin(Mirrors::fetch(self, &key.upstream, &key.suffix))
     }
 
     fn failed(&self, upstream: &Upstream, file: &str, mirror: &str, why: Blame<'_>) {

@@ -44,6 +44,8 @@ pub enum GomodError {
         dir: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cache.shared: {0}")]
+    Shared(#[from] crate::cache::storage::StorageError),
 }
 
 /// A mirror's first health probe: `module` or `sumdb`, the mirror, and
@@ -85,7 +87,7 @@ impl Gomod {
             (None, _) => None,
             (Some(settings), running) => {
                 let dir = settings.dir.clone();
-                let source: Arc<dyn crate::cache::Source> = mirrors.clone();
+                let source = source_for(&settings, mirrors.clone())?;
                 let cache = match running {
                     Some(cache) => {
                         if *cache.settings() != settings {
@@ -373,4 +375,21 @@ fn mirrors(
             .unwrap_or_else(|| "proxy.golang.org".into()),
         stats,
     })
+}
+
+/// Where the cache's files come from: the mirrors, behind the shared
+/// tier's bucket when `cache.shared` is set.
+fn source_for(
+    settings: &Settings,
+    mirrors: Arc<Mirrors>,
+) -> Result<Arc<dyn crate::cache::Source>, GomodError> {
+    let Some(shared) = &settings.shared else {
+        return Ok(mirrors);
+    };
+    let storage = crate::cache::storage::s3::S3Storage::new(&shared.s3)?;
+    Ok(Arc::new(crate::cache::shared::Shared::new(
+        Arc::new(storage),
+        mirrors,
+        shared.timeout,
+    )))
 }

@@ -319,6 +319,7 @@ pub fn cache_settings(config: &Config) -> Option<crate::cache::Settings> {
         negative_ttl: cache.negative_ttl,
         offline: cache.offline,
         read_timeout: config.gomod.mirror_timeout,
+        shared: cache.shared.clone(),
     })
 }
 

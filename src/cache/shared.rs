@@ -1,0 +1,233 @@
+//! The shared tier: a bucket (S3-compatible, through [`Storage`]) that a
+//! fleet of gateways keeps behind their own directories. As a [`Source`]
+//! it stands in front of the mirrors: an immutable file the bucket has is
+//! read from it, and checked as a mirror's bytes would be (the bucket is
+//! one more place bytes come from, and someone else may write it); a file
+//! it lacks comes from the mirrors and, once stored locally, is offered
+//! back to the bucket ([`Source::stored`]) by a create-only write, so
+//! racing gateways keep the first copy. A copy the check refused is not
+//! asked for again by this gateway and is removed from the bucket. The
+//! bucket failing (unreachable, slow, refusing) never holds a client
+//! longer than `cache.shared_timeout`: the mirrors answer, the tier shows
+//! as down, and the write is dropped (at most [`UPLOADS`] at once, at
+//! most [`PENDING`] waiting).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::Response;
+use http::header::{CONTENT_LENGTH, HeaderValue};
+
+use super::key::{Key, Upstream};
+use super::storage::{Storage, Written};
+use super::{Blame, Fetched, Source};
+use crate::message::BoxError;
+
+/// The mirror name of files read from the bucket, in logs and records.
+pub const SHARED: &str = "shared";
+/// Uploads to the bucket at once.
+pub const UPLOADS: usize = 4;
+/// Uploads waiting for a slot; a file stored while this many wait is not
+/// uploaded (another gateway, or a later download, will).
+pub const PENDING: usize = 1024;
+/// The largest file uploaded (read whole into memory to upload).
+const MAX_UPLOAD: u64 = 64 << 20;
+/// How long one upload may take.
+const UPLOAD_LIMIT: Duration = Duration::from_secs(300);
+/// Refused files remembered; beyond this the set starts over.
+const MAX_REFUSED: usize = 10_000;
+
+pub struct Shared {
+    storage: Arc<dyn Storage>,
+    mirrors: Arc<dyn Source>,
+    timeout: Duration,
+    up: Arc<AtomicBool>,
+    uploads: Arc<tokio::sync::Semaphore>,
+    pending: Arc<AtomicUsize>,
+    /// Files whose bucket copy failed its check here: fetched from mirrors.
+    refused: Mutex<HashSet<String>>,
+    /// Checksum databases whose `supported` marker is in the bucket.
+    marked: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Shared {
+    pub fn new(storage: Arc<dyn Storage>, mirrors: Arc<dyn Source>, timeout: Duration) -> Shared {
+        Shared {
+            storage,
+            mirrors,
+            timeout,
+            up: Arc::new(AtomicBool::new(true)),
+            uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS)),
+            pending: Arc::new(AtomicUsize::new(0)),
+            refused: Mutex::new(HashSet::new()),
+            marked: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// A checksum database's `supported` marker, which `GOPROXY=file://`
+    /// (or a static web site) serving the bucket's tree is asked for.
+    fn marker(&self, key: &Key) -> Option<String> {
+        let Upstream::Sumdb { db } = &key.upstream else {
+            return None;
+        };
+        let known = self.marked.lock().is_ok_and(|m| m.contains(db));
+        (!known).then(|| db.clone())
+    }
+
+    /// Whether the bucket answered the last time it was asked.
+    pub fn up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn was_refused(&self, file: &str) -> bool {
+        self.refused.lock().is_ok_and(|r| r.contains(file))
+    }
+
+    /// The bucket's copy of `key`, as a mirror's 2xx answer, if it has one
+    /// and answers within the timeout.
+    async fn read_bucket(&self, key: &Key) -> Option<Fetched> {
+        let read = tokio::time::timeout(self.timeout, self.storage.get(&key.file, None)).await;
+        let object = match read {
+            Ok(Ok(Some(object))) => object,
+            Ok(Ok(None)) => {
+                self.up.store(true, Ordering::Relaxed);
+                return None;
+            }
+            Ok(Err(e)) => return self.down(&key.file, &e.to_string()),
+            Err(_) => return self.down(&key.file, "no answer within cache.shared_timeout"),
+        };
+        self.up.store(true, Ordering::Relaxed);
+        let (tx, body) = crate::message::channel(4);
+        let mut chunks = object.body;
+        tokio::spawn(async move {
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|e| Box::new(e) as BoxError);
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut response = Response::new(body);
+        if let Ok(length) = HeaderValue::from_str(&object.size.to_string()) {
+            response.headers_mut().insert(CONTENT_LENGTH, length);
+        }
+        Some(Fetched::Found {
+            response,
+            mirror: SHARED.to_string(),
+        })
+    }
+
+    fn down(&self, file: &str, why: &str) -> Option<Fetched> {
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(bucket = %self.storage.describe(), %file, why, "shared tier down: serving from this gateway and the mirrors");
+        }
+        None
+    }
+}
+
+impl Source for Shared {
+    fn fetch<'a>(&'a self, key: &'a Key) -> Pin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
+        Box::pin(async move {
+            if key.kind.immutable()
+                && !self.was_refused(&key.file)
+                && let Some(found) = self.read_bucket(key).await
+            {
+                return found;
+            }
+            self.mirrors.fetch(key).await
+        })
+    }
+
+    fn failed(&self, upstream: &Upstream, file: &str, mirror: &str, why: Blame<'_>) {
+        if mirror != SHARED {
+            return self.mirrors.failed(upstream, file, mirror, why);
+        }
+        if let Blame::Refused(reason) = why {
+            tracing::warn!(bucket = %self.storage.describe(), %file, reason, "the shared tier's copy failed its check: removed from the bucket, fetched from the mirrors");
+            if let Ok(mut refused) = self.refused.lock() {
+                if refused.len() >= MAX_REFUSED {
+                    refused.clear();
+                }
+                refused.insert(file.to_string());
+            }
+            let (storage, file) = (self.storage.clone(), file.to_string());
+            tokio::spawn(async move { storage.delete(&file).await });
+        }
+    }
+
+    fn stored(&self, key: &Key, mirror: &str, file: Arc<File>, size: u64) {
+        if mirror == SHARED || !key.kind.immutable() || size > MAX_UPLOAD {
+            return;
+        }
+        let Some(waiting) = Waiting::join(&self.pending) else {
+            tracing::debug!(file = %key.file, "shared tier: {PENDING} uploads waiting; not uploaded");
+            return;
+        };
+        let slots = self.uploads.clone();
+        let (storage, name, up) = (self.storage.clone(), key.file.clone(), self.up.clone());
+        let (marker, marked) = (self.marker(key), self.marked.clone());
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            drop(waiting);
+            if let Some(db) = marker {
+                let supported = format!("sumdb/{db}/supported");
+                if storage.put_new(&supported, Bytes::new()).await.is_ok()
+                    && let Ok(mut marked) = marked.lock()
+                {
+                    marked.insert(db);
+                }
+            }
+            let Ok(Ok(data)) = tokio::task::spawn_blocking(move || read_whole(&file, size)).await
+            else {
+                return;
+            };
+            let put = tokio::time::timeout(UPLOAD_LIMIT, storage.put_new(&name, data)).await;
+            match put {
+                Ok(Ok(Written::Created)) => tracing::debug!(%name, "shared tier: uploaded"),
+                Ok(Ok(Written::Existed)) => {}
+                Ok(Err(e)) => {
+                    up.store(false, Ordering::Relaxed);
+                    tracing::warn!(%name, error = %e, "shared tier: upload failed; dropped");
+                }
+                Err(_) => tracing::warn!(%name, "shared tier: upload took too long; dropped"),
+            }
+        });
+    }
+}
+
+/// One upload counted among those waiting for a slot, until dropped.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    /// Counts one more, unless [`PENDING`] already wait.
+    fn join(pending: &Arc<AtomicUsize>) -> Option<Waiting> {
+        if pending.fetch_add(1, Ordering::Relaxed) >= PENDING {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Waiting(pending.clone()))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The first `size` bytes of `file` (never moving its shared position).
+fn read_whole(file: &File, size: u64) -> std::io::Result<Bytes> {
+    let length = usize::try_from(size).map_err(std::io::Error::other)?;
+    let mut data = vec![0u8; length];
+    file.read_exact_at(&mut data, 0)?;
+    Ok(Bytes::from(data))
+}
