@@ -148,6 +148,9 @@ pub struct Stats {
     pub cache_downloads: Gauge,
     /// 1 while the cache stores files, 0 while storing fails (disk full).
     pub cache_storing: Gauge,
+    /// 1 while the shared tier's bucket answers, 0 while it does not (and
+    /// when there is none).
+    pub cache_shared_up: Gauge,
     /// Leaf certificates minted for intercepted hosts.
     pub leaves_minted: Counter,
     /// Config reloads by result.
@@ -231,6 +234,11 @@ impl Stats {
                 "cache_storing",
                 "1 while the cache stores files; 0 while storing fails (a full disk) and files are served without being kept",
                 &self.cache_storing,
+            ),
+            (
+                "cache_shared_up",
+                "1 while the shared tier's bucket (cache.shared) answers; 0 while it fails and files come from this gateway and the mirrors, or when there is none",
+                &self.cache_shared_up,
             ),
             (
                 "cache_downloads_in_flight",

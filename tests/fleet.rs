@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::gateway::{Work, download_all, tree};
+use common::gateway::{Work, download_all, get, tree};
 use common::gomod::{Behaviour, Mirror, SumDb};
-use common::metrics::downloads_landed;
+use common::metrics::{downloads_landed, scrape};
 use common::s3::S3Server;
 use modgate::cache::storage::Storage;
 use modgate::cache::storage::s3::S3Storage;
@@ -143,4 +143,113 @@ async fn what_one_gateway_fetched_every_gateway_serves() {
     }
     let file = format!("file://{}", copy.path().display());
     download_all(&a.go("file", None, &file, &key)).await;
+}
+
+/// A zip replaced in the bucket by other bytes is refused by the gateway
+/// that reads it (a security event), removed from the bucket, fetched
+/// from a mirror instead, and the bucket gets the right copy back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_bucket_copy_is_refused_and_replaced() {
+    let server = S3Server::start("tampered").await;
+    let bucket = S3Storage::new(&server.settings("go")).unwrap();
+    let tree = tree();
+    let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let key = sumdb.key.clone();
+    let (a, b) = (Work::new(), Work::new());
+    let shared_a = shared_lines(&server, &a, "go");
+    let config_a = a.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&key), &shared_a);
+    let gateway_a = a.gateway(&config_a).await;
+    let zip = "/example.com/util/@v/v1.2.0.zip";
+    let (status, good, _) = get(gateway_a.addr("explicit proxy"), zip).await;
+    assert_eq!(status, 200);
+    uploaded(&bucket, &a.cache()).await;
+
+    let name = zip.trim_start_matches('/');
+    bucket.delete(name).await.unwrap();
+    let mut forged = good.clone();
+    forged[good.len() / 2] ^= 0xff;
+    bucket.put_new(name, forged.into()).await.unwrap();
+    let from_mirror = mirror.count(zip);
+
+    let shared_b = shared_lines(&server, &b, "go");
+    let config_b = b.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&key), &shared_b);
+    let gateway_b = b.gateway(&config_b).await;
+    let (status, body, _) = get(gateway_b.addr("explicit proxy"), zip).await;
+    assert_eq!(status, 200);
+    assert!(body == good, "the right bytes, from the mirror");
+    assert_eq!(mirror.count(zip), from_mirror + 1);
+    let log = gateway_b.log_when(|l| l.contains("failed its check")).await;
+    assert!(log.contains("failed its check"), "{log}");
+    for _ in 0..60 {
+        let copy = bucket.get(name, None).await.unwrap();
+        if let Some(object) = copy {
+            let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
+                .await
+                .unwrap();
+            if chunks.concat() == good {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the bucket never got the right copy back");
+}
+
+/// The bucket stopped mid-run: clients keep getting modules from the
+/// gateway's own directory and the mirrors, none held long (each waits on
+/// the bucket at most shared_timeout), /metrics shows the tier down;
+/// once it is back, new files reach the bucket again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_outage_never_holds_clients() {
+    let mut server = S3Server::start("outage").await;
+    let bucket = S3Storage::new(&server.settings("go")).unwrap();
+    let tree = tree();
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    let shared = shared_lines(&server, &work, "go").replace("\"3s\"", "\"1s\"");
+    let config = work.config(&[mirror.url()], &[], &shared);
+    let gateway = work.gateway(&config).await;
+    let (addr, admin) = (gateway.addr("explicit proxy"), gateway.admin_addr().await);
+    let first = "/example.com/util/@v/v1.2.0.mod";
+    assert_eq!(get(addr, first).await.0, 200);
+    uploaded(&bucket, &work.cache()).await;
+
+    server.stop();
+    for file in [
+        "/example.com/util/@v/v1.2.0.zip",
+        "/example.com/big/@v/v1.0.0.mod",
+        first,
+    ] {
+        let asked = std::time::Instant::now();
+        assert_eq!(get(addr, file).await.0, 200, "{file}");
+        // Generous: the bound is the shared_timeout (1 s) plus a mirror
+        // answer on loopback; an unbounded wait would be the store's own
+        // retries, minutes.
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "{file}: {:?}",
+            asked.elapsed()
+        );
+    }
+    let metrics = scrape(admin, None).await;
+    assert_eq!(
+        metrics.get("modgate_cache_shared_up{}"),
+        Some(&0.0),
+        "{metrics:?}"
+    );
+
+    server.resume().await;
+    let later = "/example.com/shapes/v2/@v/v2.1.0.zip";
+    assert_eq!(get(addr, later).await.0, 200);
+    for _ in 0..60 {
+        let listed = bucket.list("").await.unwrap();
+        if listed.iter().any(|l| format!("/{}", l.name) == later) {
+            let metrics = scrape(admin, None).await;
+            assert_eq!(metrics.get("modgate_cache_shared_up{}"), Some(&1.0));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{later} never reached the bucket after it came back");
 }

@@ -174,6 +174,7 @@ mod tests {
                 mirrors: Vec::new(),
                 cache: None,
                 storing: true,
+                shared: None,
                 module_hits: (0, 0),
                 requests: 0,
                 tunnels: 0,

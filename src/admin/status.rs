@@ -19,6 +19,8 @@ pub struct Status {
     pub cache: Option<(u64, u64)>,
     /// False while storing fails (a full disk): files are served, not kept.
     pub storing: bool,
+    /// The shared tier's bucket and whether it answers, when there is one.
+    pub shared: Option<(String, bool)>,
     /// Module requests answered 200, and how many of them from the cache.
     pub module_hits: (u64, u64),
     pub requests: u64,
@@ -147,6 +149,17 @@ fn traffic(page: &mut String, status: &Status) {
             }),
         ),
         (
+            "shared tier",
+            status.shared.as_ref().map_or("off".into(), |(bucket, up)| {
+                let state = if *up {
+                    "up"
+                } else {
+                    "DOWN: files come from this gateway and the mirrors"
+                };
+                format!("{bucket}: {state}")
+            }),
+        ),
+        (
             "last reload",
             status
                 .last_reload
@@ -199,6 +212,7 @@ mod tests {
             ],
             cache: Some((3, 1024)),
             storing: true,
+            shared: None,
             module_hits: (4, 1),
             requests: 9,
             tunnels: 2,

@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::key::{Key, Upstream};
 use super::storage::{Storage, Written};
@@ -48,7 +49,8 @@ pub struct Shared {
     storage: Arc<dyn Storage>,
     mirrors: Arc<dyn Source>,
     timeout: Duration,
-    up: Arc<AtomicBool>,
+    /// `modgate_cache_shared_up`: whether the bucket answered last time.
+    up: Gauge,
     uploads: Arc<tokio::sync::Semaphore>,
     pending: Arc<AtomicUsize>,
     /// Files whose bucket copy failed its check here: fetched from mirrors.
@@ -58,12 +60,18 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(storage: Arc<dyn Storage>, mirrors: Arc<dyn Source>, timeout: Duration) -> Shared {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        mirrors: Arc<dyn Source>,
+        timeout: Duration,
+        up: Gauge,
+    ) -> Shared {
+        up.set(1);
         Shared {
             storage,
             mirrors,
             timeout,
-            up: Arc::new(AtomicBool::new(true)),
+            up,
             uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS)),
             pending: Arc::new(AtomicUsize::new(0)),
             refused: Mutex::new(HashSet::new()),
@@ -81,9 +89,9 @@ impl Shared {
         (!known).then(|| db.clone())
     }
 
-    /// Whether the bucket answered the last time it was asked.
-    pub fn up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+    /// The bucket, and whether it answered the last time it was asked.
+    pub fn state(&self) -> (String, bool) {
+        (self.storage.describe(), self.up.get() != 0)
     }
 
     fn was_refused(&self, file: &str) -> bool {
@@ -97,13 +105,13 @@ impl Shared {
         let object = match read {
             Ok(Ok(Some(object))) => object,
             Ok(Ok(None)) => {
-                self.up.store(true, Ordering::Relaxed);
+                self.up.set(1);
                 return None;
             }
             Ok(Err(e)) => return self.down(&key.file, &e.to_string()),
             Err(_) => return self.down(&key.file, "no answer within cache.shared_timeout"),
         };
-        self.up.store(true, Ordering::Relaxed);
+        self.up.set(1);
         let (tx, body) = crate::message::channel(4);
         let mut chunks = object.body;
         tokio::spawn(async move {
@@ -125,7 +133,7 @@ impl Shared {
     }
 
     fn down(&self, file: &str, why: &str) -> Option<Fetched> {
-        if self.up.swap(false, Ordering::Relaxed) {
+        if self.up.set(0) != 0 {
             tracing::warn!(bucket = %self.storage.describe(), %file, why, "shared tier down: serving from this gateway and the mirrors");
         }
         None
@@ -195,7 +203,7 @@ impl Source for Shared {
                 Ok(Ok(Written::Created)) => tracing::debug!(%name, "shared tier: uploaded"),
                 Ok(Ok(Written::Existed)) => {}
                 Ok(Err(e)) => {
-                    up.store(false, Ordering::Relaxed);
+                    up.set(0);
                     tracing::warn!(%name, error = %e, "shared tier: upload failed; dropped");
                 }
                 Err(_) => tracing::warn!(%name, "shared tier: upload took too long; dropped"),

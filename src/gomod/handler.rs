@@ -30,6 +30,8 @@ pub struct Gomod {
     config: GomodConfig,
     stats: Arc<Stats>,
     mirrors: Arc<Mirrors>,
+    /// The shared tier in front of the mirrors, when `cache.shared` is set.
+    shared: Option<Arc<crate::cache::shared::Shared>>,
     cache: Option<Cache>,
 }
 
@@ -83,11 +85,13 @@ impl Gomod {
         running: Option<&Cache>,
     ) -> Result<Gomod, GomodError> {
         let mirrors = Arc::new(mirrors(config, dialer, via, stats.clone())?);
+        let mut shared_tier = None;
         let cache = match (cache, running) {
             (None, _) => None,
             (Some(settings), running) => {
                 let dir = settings.dir.clone();
-                let source = source_for(&settings, mirrors.clone())?;
+                let (source, shared) = source_for(&settings, mirrors.clone(), &stats)?;
+                shared_tier = shared;
                 let cache = match running {
                     Some(cache) => {
                         if *cache.settings() != settings {
@@ -118,10 +122,16 @@ impl Gomod {
         };
         Ok(Gomod {
             mirrors,
+            shared: shared_tier,
             cache,
             stats,
             config: config.clone(),
         })
+    }
+
+    /// The shared tier's bucket and whether it answers, when there is one.
+    pub fn shared_state(&self) -> Option<(String, bool)> {
+        self.shared.as_ref().map(|s| s.state())
     }
 
     /// Module mirrors up for readiness (not failing repeatedly within
@@ -379,17 +389,26 @@ fn mirrors(
 
 /// Where the cache's files come from: the mirrors, behind the shared
 /// tier's bucket when `cache.shared` is set.
+type Sourced = (
+    Arc<dyn crate::cache::Source>,
+    Option<Arc<crate::cache::shared::Shared>>,
+);
+
 fn source_for(
     settings: &Settings,
     mirrors: Arc<Mirrors>,
-) -> Result<Arc<dyn crate::cache::Source>, GomodError> {
+    stats: &Stats,
+) -> Result<Sourced, GomodError> {
     let Some(shared) = &settings.shared else {
-        return Ok(mirrors);
+        stats.cache_shared_up.set(0);
+        return Ok((mirrors, None));
     };
     let storage = crate::cache::storage::s3::S3Storage::new(&shared.s3)?;
-    Ok(Arc::new(crate::cache::shared::Shared::new(
+    let tier = Arc::new(crate::cache::shared::Shared::new(
         Arc::new(storage),
         mirrors,
         shared.timeout,
-    )))
+        stats.cache_shared_up.clone(),
+    ));
+    Ok((tier.clone(), Some(tier)))
 }

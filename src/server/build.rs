@@ -194,6 +194,7 @@ fn status_of(
                 .and_then(|g| g.cache())
                 .map(|c| (c.totals().entries, c.totals().bytes)),
             storing: stats.cache_storing.get() != 0,
+            shared: gomod.and_then(|g| g.shared_state()),
             module_hits: stats.module_hits(),
             requests: stats.requests.get(),
             tunnels: stats.tunnels.get(),

@@ -14,8 +14,10 @@ pub const SECRET_KEY: &str = "modgate-test-secret-key";
 pub struct S3Server {
     pub endpoint: String,
     pub bucket: String,
-    child: Child,
+    child: Option<Child>,
     ports: Vec<u16>,
+    /// How it was started, to start it again.
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -33,7 +35,6 @@ impl S3Server {
     /// is not up within 60 s.
     pub async fn start(bucket: &str) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
-        let weed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/s3/bin/weed");
         let identities = format!(
             "{{\"identities\":[{{\"name\":\"test\",\"credentials\":[{{\"accessKey\":\"{ACCESS_KEY}\",\"secretKey\":\"{SECRET_KEY}\"}}],\"actions\":[\"Admin\",\"Read\",\"Write\",\"List\",\"Tagging\"]}}]}}"
         );
@@ -44,8 +45,7 @@ impl S3Server {
         }
         let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
         let p = |i: usize| ports[i].to_string();
-        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
-        let args = [
+        let args = vec![
             "server".to_string(),
             format!("-dir={}", dir.path().join("data").display()),
             "-ip=127.0.0.1".into(),
@@ -72,23 +72,45 @@ impl S3Server {
             "-s3.port.lance=0".into(),
             format!("-s3.config={}", config.display()),
         ];
+        let mut server = S3Server {
+            endpoint: format!("http://127.0.0.1:{}", ports[6]),
+            bucket: bucket.to_string(),
+            child: None,
+            ports,
+            args,
+            _dir: dir,
+        };
+        server.resume().await;
+        server
+    }
+
+    /// Starts the server (again, on the same ports and data) and waits
+    /// until it answers.
+    pub async fn resume(&mut self) {
+        let weed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/s3/bin/weed");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.path().join("weed.log"))
+            .unwrap();
         let child = Command::new(weed)
-            .args(&args)
-            .env("TMPDIR", dir.path().join("tmp"))
+            .args(&self.args)
+            .env("TMPDIR", self._dir.path().join("tmp"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("SeaweedFS (scripts/test-deps.sh installs it)");
-        let server = S3Server {
-            endpoint: format!("http://127.0.0.1:{}", ports[6]),
-            bucket: bucket.to_string(),
-            child,
-            ports,
-            _dir: dir,
-        };
-        server.make_bucket().await;
-        server
+        self.child = Some(child);
+        self.make_bucket().await;
+    }
+
+    /// Kills the server (its data stays for [`S3Server::resume`]).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Creates the bucket, retrying until the server answers (200 or 409).
@@ -140,8 +162,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         // It leaves Unix sockets in /tmp named by its ports.
         let Ok(entries) = std::fs::read_dir("/tmp") else {
             return;
