@@ -386,14 +386,16 @@ fn summarise(
     running: &modgate::server::Running,
 ) -> impl Future<Output = ()> + Send + 'static {
     let probing = running.probe_mirrors();
+    let shared = running.probe_shared();
     let (bound, admin, ca) = (running.bound.clone(), running.admin, running.ca());
     async move {
-        let probes = probing.await;
+        let (probes, shared) = tokio::join!(probing, shared);
         let started = modgate::server::Started {
             bound: &bound,
             admin,
             ca: ca.as_deref(),
             probes: &probes,
+            shared: shared.as_deref(),
         };
         if config.log.format == modgate::config::LogFormat::Json {
             // One event a row, each a field: no text full of newlines.

@@ -107,6 +107,10 @@ async fn what_one_gateway_fetched_every_gateway_serves() {
         &shared_lines(&server, &b, "go"),
     );
     let gateway_a = a.gateway(&config_a).await;
+    // The start-up summary names the bucket and what its probe found.
+    let log = gateway_a.log_when(|l| l.contains("s3://fleet/go: ")).await;
+    assert!(log.contains("s3://fleet/go: reachable, 0 objects"), "{log}");
+    assert!(!log.contains("WARNING"), "{log}");
     let endpoint_a = format!("http://{}", gateway_a.addr("explicit proxy"));
     download_all(&a.go("cold", None, &endpoint_a, &key)).await;
     downloads_landed(gateway_a.admin_addr().await, None).await;

@@ -94,6 +94,51 @@ impl Shared {
         (self.storage.describe(), self.up.get() != 0)
     }
 
+    /// A line for the start-up summary: the bucket, whether it answers,
+    /// how many objects it holds, and whether it honours create-only
+    /// writes (a second `If-None-Match: *` PUT of a probe object must fail).
+    pub async fn probe(&self) -> String {
+        let place = self.storage.describe();
+        let limit = self.timeout * 4;
+        let count = match tokio::time::timeout(limit, self.storage.list("")).await {
+            Ok(Ok(listed)) => listed.len().to_string(),
+            Ok(Err(e)) => {
+                self.up.set(0);
+                return format!(
+                    "{place}: UNREACHABLE ({e}); serving from this gateway and the mirrors"
+                );
+            }
+            Err(_) => format!("more than can be listed in {limit:?}: some"),
+        };
+        let honoured = match self.create_only().await {
+            Ok(true) => "",
+            Ok(false) => {
+                "; WARNING: it does not honour create-only writes (If-None-Match), so gateways may overwrite each other's files"
+            }
+            Err(_) => "; WARNING: cannot write to it (see the log when files are uploaded)",
+        };
+        format!("{place}: reachable, {count} objects{honoured}")
+    }
+
+    /// Whether a second create-only write of one probe object fails.
+    async fn create_only(&self) -> Result<bool, super::storage::StorageError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let name = format!("modgate-probe/{}-{nanos}", std::process::id());
+        let first = self
+            .storage
+            .put_new(&name, Bytes::from_static(b"probe"))
+            .await?;
+        let second = self
+            .storage
+            .put_new(&name, Bytes::from_static(b"again"))
+            .await;
+        let _ = self.storage.delete(&name).await;
+        Ok(first == Written::Created && matches!(second, Ok(Written::Existed)))
+    }
+
     fn was_refused(&self, file: &str) -> bool {
         self.refused.lock().is_ok_and(|r| r.contains(file))
     }

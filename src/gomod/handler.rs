@@ -129,6 +129,11 @@ impl Gomod {
         })
     }
 
+    /// The shared tier's start-up probe, when there is one.
+    pub async fn probe_shared(&self) -> Option<String> {
+        Some(self.shared.as_ref()?.probe().await)
+    }
+
     /// The shared tier's bucket and whether it answers, when there is one.
     pub fn shared_state(&self) -> Option<(String, bool)> {
         self.shared.as_ref().map(|s| s.state())

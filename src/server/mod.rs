@@ -307,6 +307,17 @@ impl Running {
         }
     }
 
+    /// The shared tier's first probe, when there is one.
+    pub fn probe_shared(&self) -> impl Future<Output = Option<String>> + Send + 'static {
+        let shared = self.current.load_full();
+        async move {
+            match &shared.policy.intercept {
+                Some(intercept) => intercept.with.gomod.probe_shared().await,
+                None => None,
+            }
+        }
+    }
+
     /// The CA in use (path, fingerprint, expiry), when intercepting.
     pub fn ca(&self) -> Option<String> {
         let shared = self.current.load();

@@ -17,6 +17,8 @@ pub struct Started<'a> {
     pub admin: Option<SocketAddr>,
     pub ca: Option<&'a str>,
     pub probes: &'a [Probe],
+    /// The shared tier's first probe, when there is one.
+    pub shared: Option<&'a str>,
 }
 
 /// The summary for `config` as `started`.
@@ -95,6 +97,9 @@ pub fn rows(config: &Config, started: &Started<'_>) -> Vec<(&'static str, String
         "off".into()
     };
     line("cache", cache);
+    if let Some(shared) = started.shared {
+        line("shared", shared.to_string());
+    }
     rows
 }
 
@@ -126,6 +131,7 @@ mod tests {
             admin: None,
             ca: Some("/ca.pem (sha256 AB, expires 2036-01-01)"),
             probes: &probes,
+            shared: None,
         };
         let text = super::summary(&config, &started);
         assert!(
