@@ -193,8 +193,54 @@ async fn increment(storage: &dyn Storage, name: &str) {
     panic!("200 conflicts in a row");
 }
 
+/// Files written from local files a piece at a time (a bucket: multipart
+/// for the large one): whole, create-only, and never visible when the
+/// writer fails part way.
+async fn large_files(storage: &dyn Storage) {
+    let data = common::payload(20 << 20);
+    let mut local = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut local, &data).unwrap();
+    let local = Arc::new(local);
+    let zip = "example.com/large/@v/v1.0.0.zip";
+    let size = data.len() as u64;
+    assert_eq!(
+        storage.put_file(zip, local.clone(), size).await.unwrap(),
+        Written::Created
+    );
+    assert_eq!(
+        storage.put_file(zip, local.clone(), size).await.unwrap(),
+        Written::Existed
+    );
+    assert!(read(storage, zip, None).await.unwrap() == data);
+    let small = "example.com/large/@v/v1.0.0.mod";
+    assert_eq!(
+        storage.put_file(small, local.clone(), 100).await.unwrap(),
+        Written::Created
+    );
+    assert_eq!(read(storage, small, None).await.unwrap(), &data[..100]);
+    // A writer whose source fails after the first piece (asked for more
+    // than the file holds): nothing appears.
+    let broken = "example.com/broken/@v/v1.0.0.zip";
+    assert!(
+        storage
+            .put_file(broken, local, size + (9 << 20))
+            .await
+            .is_err()
+    );
+    assert!(storage.get(broken, None).await.unwrap().is_none());
+    assert!(
+        !storage
+            .list("")
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.name == broken)
+    );
+}
+
 async fn suite(storage: Arc<dyn Storage>) {
     objects(storage.as_ref()).await;
+    large_files(storage.as_ref()).await;
     create_race(storage.clone()).await;
     swaps(storage).await;
 }

@@ -14,7 +14,6 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,8 +37,6 @@ pub const UPLOADS: usize = 4;
 /// Uploads waiting for a slot; a file stored while this many wait is not
 /// uploaded (another gateway, or a later download, will).
 pub const PENDING: usize = 1024;
-/// The largest file uploaded (read whole into memory to upload).
-const MAX_UPLOAD: u64 = 64 << 20;
 /// How long one upload may take.
 const UPLOAD_LIMIT: Duration = Duration::from_secs(300);
 /// Refused files remembered; beyond this the set starts over.
@@ -216,7 +213,7 @@ impl Source for Shared {
     }
 
     fn stored(&self, key: &Key, mirror: &str, file: Arc<File>, size: u64) {
-        if mirror == SHARED || !key.kind.immutable() || size > MAX_UPLOAD {
+        if mirror == SHARED || !key.kind.immutable() {
             return;
         }
         let Some(waiting) = Waiting::join(&self.pending) else {
@@ -239,11 +236,7 @@ impl Source for Shared {
                     marked.insert(db);
                 }
             }
-            let Ok(Ok(data)) = tokio::task::spawn_blocking(move || read_whole(&file, size)).await
-            else {
-                return;
-            };
-            let put = tokio::time::timeout(UPLOAD_LIMIT, storage.put_new(&name, data)).await;
+            let put = tokio::time::timeout(UPLOAD_LIMIT, storage.put_file(&name, file, size)).await;
             match put {
                 Ok(Ok(Written::Created)) => tracing::debug!(%name, "shared tier: uploaded"),
                 Ok(Ok(Written::Existed)) => {}
@@ -275,12 +268,4 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// The first `size` bytes of `file` (never moving its shared position).
-fn read_whole(file: &File, size: u64) -> std::io::Result<Bytes> {
-    let length = usize::try_from(size).map_err(std::io::Error::other)?;
-    let mut data = vec![0u8; length];
-    file.read_exact_at(&mut data, 0)?;
-    Ok(Bytes::from(data))
 }

@@ -117,8 +117,35 @@ fn write_temp(tree: &Tree, data: &[u8]) -> io::Result<String> {
 
 fn put_new(tree: &Tree, name: &str, data: &[u8]) -> io::Result<Written> {
     let temp = write_temp(tree, data)?;
-    let published = tree.rename_new(&temp, name);
-    let _ = tree.remove(&temp);
+    publish(tree, &temp, name)
+}
+
+/// Copies the first `size` bytes of `file`, a piece at a time, then
+/// publishes them as `name`.
+fn put_file(tree: &Tree, name: &str, file: &File, size: u64) -> io::Result<Written> {
+    let temp = write_temp(tree, &[])?;
+    let copied = tree.open_file(&temp, Access::Write).and_then(|mut out| {
+        let mut offset = 0;
+        while offset < size {
+            let length = usize::try_from((size - offset).min(super::PIECE as u64))
+                .map_err(io::Error::other)?;
+            out.write_all(&super::read_piece(file, offset, length)?)?;
+            offset += length as u64;
+        }
+        out.sync_all()
+    });
+    if let Err(e) = copied {
+        let _ = tree.remove(&temp);
+        return Err(e);
+    }
+    publish(tree, &temp, name)
+}
+
+/// Renames the complete temporary file `temp` to `name` unless `name`
+/// exists; `temp` is gone either way.
+fn publish(tree: &Tree, temp: &str, name: &str) -> io::Result<Written> {
+    let published = tree.rename_new(temp, name);
+    let _ = tree.remove(temp);
     match published {
         Ok(()) => Ok(Written::Created),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Written::Existed),
@@ -196,6 +223,21 @@ impl Storage for DirStorage {
             let owned = checked(name)?.to_string();
             self.blocking("write", name, move |tree| put_new(tree, &owned, &data))
                 .await
+        })
+    }
+
+    fn put_file<'a>(
+        &'a self,
+        name: &'a str,
+        file: Arc<File>,
+        size: u64,
+    ) -> BoxFuture<'a, Result<Written, StorageError>> {
+        Box::pin(async move {
+            let owned = checked(name)?.to_string();
+            self.blocking("write", name, move |tree| {
+                put_file(tree, &owned, &file, size)
+            })
+            .await
         })
     }
 

@@ -94,6 +94,19 @@ pub trait Storage: Send + Sync {
         data: Bytes,
     ) -> BoxFuture<'a, Result<Written, StorageError>>;
 
+    /// Writes `name` from the first `size` bytes of the local `file`, read
+    /// a piece at a time (a zip may be 500 MiB), only if it does not
+    /// exist; it appears only complete. Two writers racing may both
+    /// write when the place cannot make a large write conditional (a
+    /// bucket's multipart upload): callers write only verified,
+    /// content-addressed files, whose copies are the same bytes.
+    fn put_file<'a>(
+        &'a self,
+        name: &'a str,
+        file: std::sync::Arc<std::fs::File>,
+        size: u64,
+    ) -> BoxFuture<'a, Result<Written, StorageError>>;
+
     /// Replaces `name` with `data` only if it is at `expected` (`None`:
     /// only if it does not exist). For small objects.
     fn swap<'a>(
@@ -109,6 +122,16 @@ pub trait Storage: Send + Sync {
     /// Every object whose name starts with `prefix` (a `/`-ended
     /// directory, or empty for all), in no particular order.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Listed>, StorageError>>;
+}
+
+/// Bytes read from a local file per piece of a large write.
+pub const PIECE: usize = 8 << 20;
+
+/// `length` bytes of `file` from `offset` (its shared position untouched).
+pub fn read_piece(file: &std::fs::File, offset: u64, length: usize) -> std::io::Result<Bytes> {
+    let mut piece = vec![0u8; length];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut piece, offset)?;
+    Ok(Bytes::from(piece))
 }
 
 /// `name` when it is a relative `/`-separated path with no empty, `.` or

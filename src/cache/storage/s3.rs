@@ -5,7 +5,9 @@
 //! ETag read; either appears only complete. Credentials go to the client
 //! and nowhere else: [`S3Storage::describe`] names only the bucket.
 
+use std::fs::File;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -13,7 +15,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig, UpdateVersion,
+    RetryConfig, UpdateVersion, WriteMultipart,
 };
 
 use super::{
@@ -142,6 +144,55 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// A multipart upload of `file`'s first `size` bytes, a piece at a
+    /// time; aborted (never visible) if a piece fails.
+    async fn upload(&self, name: &str, file: Arc<File>, size: u64) -> Result<(), StorageError> {
+        let path = self.path(name)?;
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.failed("write", name, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, super::PIECE);
+        let mut offset = 0;
+        while offset < size {
+            let length = (size - offset).min(super::PIECE as u64) as usize;
+            let reading = file.clone();
+            let piece =
+                tokio::task::spawn_blocking(move || super::read_piece(&reading, offset, length))
+                    .await;
+            let piece = match piece {
+                Ok(Ok(piece)) => piece,
+                failed => {
+                    let _ = writer.abort().await;
+                    let detail = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    return Err(StorageError::Failed {
+                        place: self.place.clone(),
+                        what: "read for upload",
+                        name: name.to_string(),
+                        detail,
+                    });
+                }
+            };
+            if let Err(e) = writer.wait_for_capacity(2).await {
+                return Err(self.failed("write", name, e));
+            }
+            writer.put(piece);
+            offset += length as u64;
+        }
+        writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.failed("write", name, e))
+    }
+}
+
 impl Storage for S3Storage {
     fn describe(&self) -> String {
         self.place.clone()
@@ -190,6 +241,41 @@ impl Storage for S3Storage {
                 Some(_) => Written::Created,
                 None => Written::Existed,
             })
+        })
+    }
+
+    fn put_file<'a>(
+        &'a self,
+        name: &'a str,
+        file: Arc<File>,
+        size: u64,
+    ) -> BoxFuture<'a, Result<Written, StorageError>> {
+        Box::pin(async move {
+            if size <= super::PIECE as u64 {
+                let length = size as usize;
+                let piece =
+                    tokio::task::spawn_blocking(move || super::read_piece(&file, 0, length))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
+                let data = piece.map_err(|detail| StorageError::Failed {
+                    place: self.place.clone(),
+                    what: "read for upload",
+                    name: name.to_string(),
+                    detail,
+                })?;
+                return self.put_new(name, data).await;
+            }
+            // A multipart upload cannot be made conditional: look first.
+            let path = self.path(name)?;
+            match self.store.head(&path).await {
+                Ok(_) => return Ok(Written::Existed),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.failed("read", name, e)),
+            }
+            self.upload(name, file, size)
+                .await
+                .map(|()| Written::Created)
         })
     }
 
