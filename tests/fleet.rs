@@ -257,3 +257,57 @@ async fn a_bucket_outage_never_holds_clients() {
     }
     panic!("{later} never reached the bucket after it came back");
 }
+
+/// A gateway killed (SIGKILL) while it may be writing a 20 MiB zip to the
+/// bucket: at every moment tried, the bucket has the whole file or none
+/// of it, never part; the next gateway serves it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_upload_leaves_no_partial_object() {
+    let server = S3Server::start("killed").await;
+    let root = tempfile::tempdir().unwrap();
+    let huge = "/example.com/huge/@v/v1.0.0.zip";
+    let data: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let file = root.path().join(huge.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, &data).unwrap();
+    let mirror = Mirror::start(root.path().to_path_buf(), Behaviour::Serve).await;
+    for (round, delay) in [0u64, 50, 150, 400].into_iter().enumerate() {
+        let prefix = format!("round{round}");
+        let bucket = S3Storage::new(&server.settings(&prefix)).unwrap();
+        let work = Work::new();
+        let shared = shared_lines(&server, &work, &prefix);
+        let gateway = work
+            .gateway(&work.config(&[mirror.url()], &[], &shared))
+            .await;
+        let (status, body, _) = get(gateway.addr("explicit proxy"), huge).await;
+        assert!(status == 200 && body == data);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        gateway.kill().await;
+        let name = huge.trim_start_matches('/');
+        if let Some(object) = bucket.get(name, None).await.unwrap() {
+            let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
+                .await
+                .unwrap();
+            assert!(chunks.concat() == data, "round {round}: a partial object");
+        }
+        let listed = bucket.list("").await.unwrap();
+        assert!(
+            listed
+                .iter()
+                .all(|l| l.name != name || l.size == data.len() as u64)
+        );
+
+        let next = Work::new();
+        let shared = shared_lines(&server, &next, &prefix);
+        let gateway = next
+            .gateway(&next.config(&[mirror.url()], &[], &shared))
+            .await;
+        let (status, body, _) = get(gateway.addr("explicit proxy"), huge).await;
+        assert!(
+            status == 200 && body == data,
+            "round {round}: the next gateway"
+        );
+    }
+}
