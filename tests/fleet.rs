@@ -311,3 +311,89 @@ async fn a_gateway_killed_mid_upload_leaves_no_partial_object() {
         );
     }
 }
+
+/// One tree head for the fleet: gateway A verifies against the honest
+/// database and its head reaches the bucket; gateway B, with a fresh
+/// directory and a database that signs another history with the same
+/// key, refuses it (a security event), again after a restart, and the
+/// bucket's head is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_seen_by_one_gateway_is_refused_against_the_fleet_head() {
+    let server = S3Server::start("forked").await;
+    let bucket = S3Storage::new(&server.settings("go")).unwrap();
+    let head = "sumdb/sum.golang.org/modgate-head";
+    let tree = tree();
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let seed = ("SUMDB_SEED", "fleet fork");
+    let honest = SumDb::start_with(None, tree.path(), "sum.golang.org", &[seed]).await;
+    let a = Work::new();
+    let shared_a = shared_lines(&server, &a, "go");
+    let config_a = a.config_keyed(
+        &[mirror.url()],
+        &[honest.url()],
+        Some(&honest.key),
+        &shared_a,
+    );
+    let gateway_a = a.gateway(&config_a).await;
+    let (status, _, _) = get(
+        gateway_a.addr("explicit proxy"),
+        "/example.com/big/@v/v1.0.0.mod",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut fleet_head = None;
+    for _ in 0..60 {
+        if let Some(object) = bucket.get(head, None).await.unwrap() {
+            let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
+                .await
+                .unwrap();
+            fleet_head = Some(chunks.concat());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let fleet_head = fleet_head.expect("A's head reached the bucket");
+    drop(gateway_a);
+    let key = honest.key.clone();
+    drop(honest);
+
+    let forked = SumDb::start_with(
+        None,
+        tree.path(),
+        "sum.golang.org",
+        &[seed, ("SUMDB_PREFILL", "3")],
+    )
+    .await;
+    assert_eq!(forked.key, key, "the same key signs both histories");
+    let b = Work::new();
+    let shared_b = shared_lines(&server, &b, "go");
+    let config_b = b.config_keyed(
+        &[mirror.url()],
+        &[forked.url()],
+        Some(&forked.key),
+        &shared_b,
+    );
+    for run in ["first", "after a restart"] {
+        let gateway_b = b.gateway(&config_b).await;
+        let util = "/example.com/util/@v/v1.2.0.mod";
+        let (status, _, _) = get(gateway_b.addr("explicit proxy"), util).await;
+        assert_ne!(
+            status, 200,
+            "{run}: a module verified against a forked history"
+        );
+        let log = gateway_b.log_when(|l| l.contains("security=true")).await;
+        assert!(
+            log.contains("security=true"),
+            "{run}: no security event:\n{log}"
+        );
+        let object = bucket.get(head, None).await.unwrap().unwrap();
+        let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
+            .await
+            .unwrap();
+        assert!(
+            chunks.concat() == fleet_head,
+            "{run}: the fleet's head moved"
+        );
+        gateway_b.kill().await;
+    }
+}

@@ -86,6 +86,11 @@ impl Shared {
         (!known).then(|| db.clone())
     }
 
+    /// The bucket and how long a client may wait on it.
+    pub fn storage(&self) -> (Arc<dyn Storage>, Duration) {
+        (self.storage.clone(), self.timeout)
+    }
+
     /// The bucket, and whether it answered the last time it was asked.
     pub fn state(&self) -> (String, bool) {
         (self.storage.describe(), self.up.get() != 0)

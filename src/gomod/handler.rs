@@ -115,7 +115,8 @@ impl Gomod {
                         })?
                     }
                 };
-                let checker = verifier(config, cache.settings())?;
+                let fleet = shared_tier.as_ref().map(|t| t.storage());
+                let checker = verifier(config, cache.settings(), fleet)?;
                 cache.rewire(source, checker);
                 Some(cache)
             }
@@ -306,16 +307,19 @@ impl Gomod {
 }
 
 /// The checksum verification `config` asks for, over `cache`'s directory.
+/// The checksum verifier, keeping the fleet's head in `fleet` (the shared
+/// tier's bucket and timeout) when there is one.
 fn verifier(
     config: &GomodConfig,
     cache: &Settings,
+    fleet: Option<(Arc<dyn crate::cache::storage::Storage>, std::time::Duration)>,
 ) -> Result<Option<Arc<dyn crate::cache::Checker>>, GomodError> {
     let checks = &config.verification;
     if !checks.verify {
         return Ok(None);
     }
     let skip = vec![config.private.clone(), checks.nosumdb.clone()];
-    let verifier = Verifier::new(&checks.sumdb_key, skip, &cache.dir)?;
+    let verifier = Verifier::new(&checks.sumdb_key, skip, &cache.dir, fleet)?;
     Ok(Some(Arc::new(verifier)))
 }
 

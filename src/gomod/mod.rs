@@ -8,6 +8,7 @@ mod fetch;
 mod handler;
 mod mirrors;
 pub mod path;
+mod shared_head;
 pub mod verify;
 pub mod zipstream;
 

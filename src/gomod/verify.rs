@@ -8,11 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::check::module_file;
 use super::path::{case_decode, case_encode};
+use super::shared_head::SharedHead;
 use crate::cache::flight::{Check, MakeCheck, Refusal};
 use crate::cache::key::{Key, Kind, Upstream, sumdb_key};
+use crate::cache::storage::Storage;
 use crate::cache::{Cache, Checker, lock};
 use crate::rules::Private;
 use crate::sumdb::head::{Head, Key as DbKey};
@@ -41,6 +44,8 @@ struct State {
     head_file: PathBuf,
     /// Held while the head is written to disk.
     writing: tokio::sync::Mutex<()>,
+    /// The fleet's head in the shared tier's bucket, when there is one.
+    shared: Option<SharedHead>,
 }
 
 /// Why a proof did not hold.
@@ -63,7 +68,12 @@ pub enum VerifyError {
 impl Verifier {
     /// Reads the stored head from `cache_dir` (a head that no longer
     /// verifies is ignored, with a warning).
-    pub fn new(key: &str, skip: Vec<Private>, cache_dir: &Path) -> Result<Verifier, VerifyError> {
+    pub fn new(
+        key: &str,
+        skip: Vec<Private>,
+        cache_dir: &Path,
+        shared: Option<(Arc<dyn Storage>, Duration)>,
+    ) -> Result<Verifier, VerifyError> {
         let key = DbKey::parse(key).map_err(VerifyError::Key)?;
         let db = key.name().to_string();
         let head_file = cache_dir.join(".modgate").join(format!("{db}.head"));
@@ -80,12 +90,14 @@ impl Verifier {
         if let Some(head) = &head {
             tracing::info!(db, head = %head.name(), "sumdb: stored signed head");
         }
+        let shared = shared.map(|(storage, timeout)| SharedHead::new(storage, &db, timeout));
         Ok(Verifier {
             inner: Arc::new(State {
                 key,
                 db,
                 skip,
                 head: Mutex::new(head),
+                shared,
                 head_file,
                 writing: tokio::sync::Mutex::new(()),
             }),
@@ -136,7 +148,7 @@ impl Verifier {
             )));
         }
         let head = self.inner.key.verify(parsed.head).map_err(bad)?;
-        let stored = lock(&self.inner.head).clone();
+        let stored = self.stored(cache).await;
         let (id, record) = (parsed.id, parsed.record);
         let proved = self
             .prove(cache, |tiles| {
@@ -154,7 +166,7 @@ impl Verifier {
     /// Accepts `head` when it is consistent with the stored head; keeps it
     /// when it is newer.
     async fn accept(&self, cache: &Cache, head: &Head) -> Result<(), Refusal> {
-        let stored = lock(&self.inner.head).clone();
+        let stored = self.stored(cache).await;
         let proved = match &stored {
             Some(stored) => {
                 self.prove(cache, |tiles| proof::consistent(stored, head, tiles))
@@ -163,6 +175,41 @@ impl Verifier {
             None => Ok(()),
         };
         self.settle_head(stored.as_ref(), head, proved).await
+    }
+
+    /// The head every new one must be consistent with: this gateway's,
+    /// or the fleet's (the shared tier's) when that is newer and proved
+    /// consistent with this gateway's (then kept here too). A fleet head
+    /// that is not consistent with this gateway's is a security event;
+    /// this gateway's is kept.
+    async fn stored(&self, cache: &Cache) -> Option<Head> {
+        let local = lock(&self.inner.head).clone();
+        let Some(shared) = &self.inner.shared else {
+            return local;
+        };
+        let Some((fleet, _)) = shared.read(&self.inner.key).await else {
+            return local;
+        };
+        let proved = match &local {
+            Some(own) if own.size >= fleet.size => return local,
+            Some(own) => {
+                self.prove(cache, |tiles| proof::consistent(own, &fleet, tiles))
+                    .await
+            }
+            None => Ok(()),
+        };
+        match proved {
+            Ok(()) => {
+                self.keep(&fleet).await;
+                Some(fleet)
+            }
+            Err(e) => {
+                let own = local.as_ref().map(Head::name).unwrap_or_default();
+                tracing::error!(security = true, db = %self.inner.db, stored = %own, fleet = %fleet.name(), reason = %e,
+                    "sumdb: the fleet's signed head is not consistent with this gateway's, which is kept");
+                local
+            }
+        }
     }
 
     /// Keeps `head` when its proofs held and it is newer than `stored`; a
@@ -206,10 +253,13 @@ impl Verifier {
             return;
         };
         let file = self.inner.head_file.clone();
-        let written =
-            tokio::task::spawn_blocking(move || write_atomically(&file, &newest.signed)).await;
+        let signed = newest.signed.clone();
+        let written = tokio::task::spawn_blocking(move || write_atomically(&file, &signed)).await;
         if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
             tracing::warn!(error = %e, "sumdb: cannot store the signed head");
+        }
+        if let Some(shared) = &self.inner.shared {
+            shared.advance(&self.inner.key, &newest).await;
         }
     }
 
