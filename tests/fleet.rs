@@ -81,9 +81,9 @@ async fn uploaded(bucket: &S3Storage, dir: &std::path::Path) -> usize {
 }
 
 /// A cold `go mod download all` through gateway A fills A's directory and
-/// the bucket; with the mirror and the checksum database stopped, gateway
-/// B, which never had the graph, serves all of it (verified) from the
-/// bucket; and the bucket, copied out with an S3 client, is a GOPROXY
+/// the bucket; with the mirror and the checksum database stopped, gateways
+/// B (its GOPROXY endpoint) and C (intercepted), which never had the
+/// graph, serve all of it (verified) from the bucket; and the bucket, copied out with an S3 client, is a GOPROXY
 /// tree the go command reads with every gateway stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_one_gateway_fetched_every_gateway_serves() {
