@@ -1,7 +1,8 @@
 //! The shared tier: a bucket (S3-compatible, through [`Storage`]) that a
 //! fleet of gateways keeps behind their own directories. As a [`Source`]
 //! it stands in front of the mirrors: an immutable file the bucket has is
-//! read from it, and checked as a mirror's bytes would be (the bucket is
+//! read from it (a zip asked of the bucket first; a small file asked of
+//! the bucket and the mirrors at once, the first answer taken), and checked as a mirror's bytes would be (the bucket is
 //! one more place bytes come from, and someone else may write it); a file
 //! it lacks comes from the mirrors and, once stored locally, is offered
 //! back to the bucket ([`Source::stored`]) by a create-only write, so
@@ -25,7 +26,7 @@ use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::key::{Key, Upstream};
+use super::key::{Key, Kind, Upstream};
 use super::storage::{Storage, Written};
 use super::{Blame, Fetched, Source};
 use crate::message::BoxError;
@@ -179,6 +180,22 @@ impl Shared {
         })
     }
 
+    /// A small file (anything but a zip): the bucket and the mirrors asked
+    /// at once, the first 2xx taken and the other request dropped. A cold
+    /// miss then costs no bucket round trip first; the mirrors' extra
+    /// requests are for a few kilobytes.
+    async fn race(&self, key: &Key) -> Fetched {
+        use futures_util::future::{Either, select};
+        let bucket = std::pin::pin!(self.read_bucket(key));
+        let mirrors = std::pin::pin!(self.mirrors.fetch(key));
+        match select(bucket, mirrors).await {
+            Either::Left((Some(found), _)) => found,
+            Either::Left((None, mirrors)) => mirrors.await,
+            Either::Right((found @ Fetched::Found { .. }, _)) => found,
+            Either::Right((missed, bucket)) => bucket.await.unwrap_or(missed),
+        }
+    }
+
     fn down(&self, file: &str, why: &str) -> Option<Fetched> {
         if self.up.set(0) != 0 {
             tracing::warn!(bucket = %self.storage.describe(), %file, why, "shared tier down: serving from this gateway and the mirrors");
@@ -190,13 +207,16 @@ impl Shared {
 impl Source for Shared {
     fn fetch<'a>(&'a self, key: &'a Key) -> Pin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
         Box::pin(async move {
-            if key.kind.immutable()
-                && !self.was_refused(&key.file)
-                && let Some(found) = self.read_bucket(key).await
-            {
-                return found;
+            if !key.kind.immutable() || self.was_refused(&key.file) {
+                return self.mirrors.fetch(key).await;
             }
-            self.mirrors.fetch(key).await
+            if key.kind != Kind::Zip {
+                return self.race(key).await;
+            }
+            match self.read_bucket(key).await {
+                Some(found) => found,
+                None => self.mirrors.fetch(key).await,
+            }
         })
     }
 
