@@ -397,3 +397,87 @@ async fn a_fork_seen_by_one_gateway_is_refused_against_the_fleet_head() {
         gateway_b.kill().await;
     }
 }
+
+/// A free loopback port now (for a gateway that must name its own
+/// address in its config: `proxy.public_name`).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// 16 clients over two gateways, all asking for one 20 MiB zip from a
+/// slow mirror at once: one gateway takes the lease and downloads it, the
+/// other streams it from that one; the mirror serves it once, every client
+/// gets the same bytes, each its first bytes before the mirror finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_download_one_zip_once() {
+    let server = S3Server::start("leases").await;
+    let root = tempfile::tempdir().unwrap();
+    let huge = "/example.com/huge/@v/v1.0.0.zip";
+    let data: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let file = root.path().join(huge.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, &data).unwrap();
+    let mirror = Mirror::start(root.path().to_path_buf(), Behaviour::Throttled(8 << 20)).await;
+    let ports = [free_port(), free_port()];
+    let peers: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let mut gateways = Vec::new();
+    let mut works = Vec::new();
+    for port in ports {
+        let work = Work::new();
+        // cache.peers, in [cache] (before [cache.s3]).
+        let peers_line = format!("peers = [{}]\n[cache.s3]", peers.join(", "));
+        let extra = shared_lines(&server, &work, "go").replacen("[cache.s3]", &peers_line, 1);
+        let config = work.config(&[mirror.url()], &[], &extra);
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "listen = [\"127.0.0.1:0\"]",
+            &format!("listen = [\"127.0.0.1:{port}\"]\npublic_name = \"127.0.0.1:{port}\""),
+        );
+        std::fs::write(&config, text).unwrap();
+        gateways.push(work.gateway(&config).await);
+        works.push(work);
+    }
+    let addrs: Vec<std::net::SocketAddr> =
+        gateways.iter().map(|g| g.addr("explicit proxy")).collect();
+    let clients: Vec<_> = (0..16)
+        .map(|n| {
+            let addr = addrs[n % 2];
+            tokio::spawn(async move { get(addr, huge).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for client in clients {
+        answers.push(client.await.unwrap());
+    }
+    let mut done = None;
+    for _ in 0..3000 {
+        done = mirror.finished(huge);
+        if done.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = done.expect("the mirror finished sending");
+    assert_eq!(mirror.count(huge), 1, "{:?}", mirror.requests());
+    for (status, body, first) in answers {
+        assert_eq!(status, 200);
+        assert!(
+            body == data,
+            "a client got {} bytes that differ",
+            body.len()
+        );
+        assert!(
+            first.unwrap() < done,
+            "first bytes only after the mirror was done"
+        );
+    }
+    let follower = gateways
+        .iter()
+        .any(|g| g.log().contains("mirror=\"peer http://127.0.0.1:"));
+    assert!(follower, "no gateway streamed from the other");
+}

@@ -55,6 +55,8 @@ pub struct Settings {
     pub read_timeout: Duration,
     /// The bucket a fleet of gateways shares (`cache.shared`), if any.
     pub shared: Option<crate::config::SharedConfig>,
+    /// How the fleet's other gateways reach this one (`proxy.public_name`).
+    pub public_name: Option<String>,
 }
 
 /// Why no mirror gave a file.
@@ -85,6 +87,16 @@ pub trait Source: Send + Sync + 'static {
     /// security event) or, `Blame::Broke`, it broke off, dribbled or sent a
     /// wrong length. Either way it counts as failing.
     fn failed(&self, upstream: &Upstream, file: &str, mirror: &str, why: Blame<'_>);
+
+    /// `key`'s file from `base` (another gateway of the fleet, which an
+    /// admin named in `cache.peers`), as from a mirror.
+    fn fetch_from<'a>(
+        &'a self,
+        _base: &'a str,
+        _key: &'a Key,
+    ) -> StdPin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
+        Box::pin(async { Fetched::Missed(Miss::Failed("no fleet".into())) })
+    }
 
     /// `key`'s file, from `mirror`, is stored (complete, and checked when
     /// it needed a check): `file` is open on it.

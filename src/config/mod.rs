@@ -67,6 +67,8 @@ pub struct SharedConfig {
     pub s3: crate::cache::storage::s3::S3Settings,
     /// The longest a client waits on the bucket (`cache.shared_timeout`).
     pub timeout: Duration,
+    /// The fleet's gateways (`cache.peers`, `host:port`).
+    pub peers: Vec<String>,
 }
 
 impl CacheConfig {

@@ -22,6 +22,7 @@ pub(super) fn shared_section<'i>(
     let mut s3 = r.section(cache, "s3");
     let url = r.string(cache, "shared");
     let timeout = duration(r, cache, "shared_timeout", Duration::from_secs(5));
+    let peers = peers(r, cache);
     let Some(url) = url else {
         if written {
             r.error(s3.span.clone(), "[cache.s3] is set but cache.shared is not: set cache.shared = \"s3://BUCKET/PREFIX\"");
@@ -81,7 +82,25 @@ pub(super) fn shared_section<'i>(
             secret_access_key,
         },
         timeout,
+        peers,
     })
+}
+
+/// `cache.peers`: the fleet's gateways as `host:port` (their GOPROXY
+/// endpoints), the only ones whose download a lease may send this one to.
+fn peers<'i>(r: &mut Reader<'i>, cache: &mut Table<'i>) -> Vec<String> {
+    let mut peers = Vec::new();
+    for peer in r.strings(cache, "peers").unwrap_or_default() {
+        let valid = peer.get_ref().rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if valid {
+            peers.push(peer.into_inner());
+        } else {
+            r.error(peer.span(), format!("cache.peers: {:?} must be host:port (a gateway's proxy.listen, as the others reach it)", peer.get_ref()));
+        }
+    }
+    peers
 }
 
 /// `s3://bucket[/prefix]`, the prefix without slashes at either end.

@@ -122,6 +122,34 @@ impl Source for Mirrors {
         Box::pin(Mirrors::fetch(self, &key.upstream, &key.suffix))
     }
 
+    fn fetch_from<'a>(
+        &'a self,
+        base: &'a str,
+        key: &'a crate::cache::key::Key,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
+        Box::pin(async move {
+            let url = format!("{base}{}", key.suffix);
+            match self.client.get(&url).await {
+                Ok(response) if response.status().is_success() => {
+                    let (mut parts, body) = response.into_parts();
+                    strip_hop_by_hop(&mut parts.headers, None);
+                    parts.version = http::Version::HTTP_11;
+                    Fetched::Found {
+                        response: http::Response::from_parts(
+                            parts,
+                            body.map_err(Into::into).boxed(),
+                        ),
+                        mirror: format!("peer {base}"),
+                    }
+                }
+                Ok(response) => {
+                    Fetched::Missed(Miss::Failed(format!("{url}: {}", response.status()).into()))
+                }
+                Err(e) => Fetched::Missed(Miss::Failed(format!("{url}: {e}").into())),
+            }
+        })
+    }
+
     fn failed(&self, upstream: &Upstream, file: &str, mirror: &str, why: Blame<'_>) {
         let set = match upstream {
             Upstream::Proxy => &self.proxy,

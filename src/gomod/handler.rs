@@ -84,7 +84,12 @@ impl Gomod {
         stats: Arc<Stats>,
         running: Option<&Cache>,
     ) -> Result<Gomod, GomodError> {
-        let mirrors = Arc::new(mirrors(config, dialer, via, stats.clone())?);
+        let peers = cache
+            .as_ref()
+            .and_then(|c| c.shared.as_ref())
+            .map(|s| s.peers.clone())
+            .unwrap_or_default();
+        let mirrors = Arc::new(mirrors(config, &peers, (dialer, via), stats.clone())?);
         let mut shared_tier = None;
         let cache = match (cache, running) {
             (None, _) => None,
@@ -363,10 +368,11 @@ impl Line {
 
 /// The mirror sets and their client. "origin" names the real hosts, which
 /// the admin named too (allowed past `deny_destinations` like any mirror).
+/// The mirrors; `peers` (the fleet's gateways) are admin-named too.
 fn mirrors(
     config: &GomodConfig,
-    dialer: Arc<Dialer>,
-    via: Via,
+    peers: &[String],
+    (dialer, via): (Arc<Dialer>, Via),
     stats: Arc<Stats>,
 ) -> Result<Mirrors, GomodError> {
     let tls = client_config(config.mirror_ca_file.as_deref())?;
@@ -382,6 +388,7 @@ fn mirrors(
         .chain(&config.sumdb_mirrors)
         .cloned()
         .chain(real_hosts.map(|h| format!("https://{h}")))
+        .chain(peers.iter().map(|p| format!("http://{p}")))
         .collect();
     Ok(Mirrors {
         proxy: MirrorSet::new(&config.mirrors, config.demote_for),
@@ -413,11 +420,16 @@ fn source_for(
         return Ok((mirrors, None));
     };
     let storage = crate::cache::storage::s3::S3Storage::new(&shared.s3)?;
-    let tier = Arc::new(crate::cache::shared::Shared::new(
+    let tier = crate::cache::shared::Shared::new(
         Arc::new(storage),
         mirrors,
         shared.timeout,
         stats.cache_shared_up.clone(),
-    ));
+    );
+    let fleet = crate::cache::shared::Fleet {
+        me: settings.public_name.clone(),
+        peers: shared.peers.clone(),
+    };
+    let tier = Arc::new(tier.with_fleet(fleet));
     Ok((tier.clone(), Some(tier)))
 }

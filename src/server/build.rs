@@ -321,6 +321,7 @@ pub fn cache_settings(config: &Config) -> Option<crate::cache::Settings> {
         offline: cache.offline,
         read_timeout: config.gomod.mirror_timeout,
         shared: cache.shared.clone(),
+        public_name: config.proxy.public_name.clone(),
     })
 }
 
