@@ -99,11 +99,18 @@ enum CacheCommand {
     Stats {
         #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
+        /// The shared tier's bucket (cache.shared) instead of the directory.
+        #[arg(long)]
+        shared: bool,
     },
     /// Re-hash every immutable entry against its recorded SHA-256; exit 1 on damage.
     Verify {
         #[arg(long, help = CONFIG_HELP)]
         config: Option<PathBuf>,
+        /// Re-check every .mod and .zip in the shared tier's bucket against
+        /// the checksum database lookups it holds instead.
+        #[arg(long)]
+        shared: bool,
     },
     /// Remove least recently used entries down to --to (default: cache.max_size).
     Prune {
@@ -112,6 +119,12 @@ enum CacheCommand {
         /// A size such as "5GiB".
         #[arg(long)]
         to: Option<String>,
+        /// Prune the shared tier's bucket instead (with --older-than).
+        #[arg(long)]
+        shared: bool,
+        /// With --shared: remove files written longer ago than this ("180d").
+        #[arg(long)]
+        older_than: Option<String>,
     },
     /// Fetch every .mod and .zip a go.sum (hashes checked) or vendor/modules.txt names.
     Warm {
@@ -212,8 +225,8 @@ fn config_read(command: &Command) -> Option<Option<&Path>> {
             | CaCommand::Bundle { config, .. } => config,
         },
         Command::Cache { command } => match command {
-            CacheCommand::Stats { config }
-            | CacheCommand::Verify { config }
+            CacheCommand::Stats { config, .. }
+            | CacheCommand::Verify { config, .. }
             | CacheCommand::Prune { config, .. }
             | CacheCommand::Warm { config, .. } => config,
         },
@@ -273,9 +286,14 @@ fn ca(command: CaCommand) -> anyhow::Result<()> {
 
 fn cache_command(command: CacheCommand) -> ExitCode {
     let result = match command {
-        CacheCommand::Stats { config } => cli::cache::stats_command(config),
-        CacheCommand::Verify { config } => cli::cache::verify_command(config),
-        CacheCommand::Prune { config, to } => cli::cache::prune_command(config, to),
+        CacheCommand::Stats { config, shared } => cli::cache::stats_command(config, shared),
+        CacheCommand::Verify { config, shared } => cli::cache::verify_command(config, shared),
+        CacheCommand::Prune {
+            config,
+            to,
+            shared,
+            older_than,
+        } => cli::cache::prune_command(config, to, (shared, older_than)),
         CacheCommand::Warm { config, file } => cli::cache::warm_command(config, &file),
     };
     result.unwrap_or_else(|err| {

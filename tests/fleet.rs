@@ -481,3 +481,110 @@ async fn two_gateways_download_one_zip_once() {
         .any(|g| g.log().contains("mirror=\"peer http://127.0.0.1:"));
     assert!(follower, "no gateway streamed from the other");
 }
+
+/// `modgate <args>` run to its end (bounded: 5 minutes).
+async fn modgate_cli(args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_modgate"))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .expect("in time")
+        .unwrap()
+}
+
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `cache warm` on one gateway's config fills the bucket for the fleet
+/// (it exits once its uploads are done); `cache stats --shared` counts the
+/// bucket; `cache verify --shared` passes, then finds a forged zip; and
+/// `cache prune --shared --older-than` empties it of old files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_commands_look_after_the_bucket() {
+    let server = S3Server::start("commands").await;
+    let bucket = S3Storage::new(&server.settings("go")).unwrap();
+    let tree = tree();
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
+    let work = Work::new();
+    let straight = work.go("straight", None, &mirror.url(), "off");
+    download_all(&straight).await;
+    let go_sum = straight.work.join("app/go.sum");
+    let shared = shared_lines(&server, &work, "go");
+    let config = work.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&sumdb.key), &shared);
+    let config = config.to_str().unwrap();
+    let warm = modgate_cli(&[
+        "cache",
+        "warm",
+        "--config",
+        config,
+        go_sum.to_str().unwrap(),
+    ])
+    .await;
+    assert!(warm.status.success(), "{}", said(&warm));
+    // Every .mod and .zip warm fetched is in the bucket when it exits.
+    let listed: Vec<String> = bucket
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    for m in common::gomod::MODULES {
+        for ext in ["mod", "zip"] {
+            let file = format!("{}/@v/{}.{ext}", common::gomod::escape(m.path), m.version);
+            assert!(listed.contains(&file), "{file} not in {listed:?}");
+        }
+    }
+    let stats = modgate_cli(&["cache", "stats", "--shared", "--config", config]).await;
+    assert!(stats.status.success(), "{}", said(&stats));
+    let zips = said(&stats)
+        .lines()
+        .find(|l| l.starts_with("zip"))
+        .map(str::to_string);
+    assert!(
+        zips.as_deref()
+            .is_some_and(|l| l.split_whitespace().nth(1) == Some("4")),
+        "{}",
+        said(&stats)
+    );
+    assert!(
+        said(&stats).contains("s3://commands/go"),
+        "{}",
+        said(&stats)
+    );
+
+    let prune = modgate_cli(&["cache", "prune", "--shared", "--config", config]).await;
+    assert!(
+        !prune.status.success() && said(&prune).contains("--older-than"),
+        "{}",
+        said(&prune)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let prune = modgate_cli(&[
+        "cache",
+        "prune",
+        "--shared",
+        "--older-than",
+        "1s",
+        "--config",
+        config,
+    ])
+    .await;
+    assert!(prune.status.success(), "{}", said(&prune));
+    let left: Vec<String> = bucket
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert!(left.iter().all(|n| !n.contains("/@v/")), "{left:?}");
+}

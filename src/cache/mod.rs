@@ -5,6 +5,7 @@
 //! [`store`] owns the disk, [`index`] the accounting, [`flight`] the
 //! coalesced downloads and [`stream`] the bytes to each client.
 
+pub mod bucket;
 mod copy;
 pub mod flight;
 pub mod fresh;
@@ -96,6 +97,12 @@ pub trait Source: Send + Sync + 'static {
         _key: &'a Key,
     ) -> StdPin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
         Box::pin(async { Fetched::Missed(Miss::Failed("no fleet".into())) })
+    }
+
+    /// Completes once what this source still does in the background
+    /// (uploads) is done, or has been given up.
+    fn settled(&self) -> StdPin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
     }
 
     /// `key`'s file, from `mirror`, is stored (complete, and checked when
@@ -253,6 +260,19 @@ impl Cache {
         self.inner
             .wiring
             .store(Arc::new(Wiring { source, checker }));
+    }
+
+    /// Completes once no download is in flight (bounded: 10 minutes) and
+    /// the source's background work is done: for a command that exits
+    /// after fetching (`cache warm`).
+    pub async fn settled(&self) {
+        for _ in 0..6000 {
+            if lock(&self.inner.flights).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.inner.source().settled().await;
     }
 
     /// The check `key`'s download must pass, by the checker.

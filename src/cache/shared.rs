@@ -318,6 +318,20 @@ impl Source for Shared {
         }
     }
 
+    fn settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + UPLOAD_LIMIT;
+            while tokio::time::Instant::now() < deadline {
+                let idle = self.pending.load(Ordering::Relaxed) == 0
+                    && self.uploads.available_permits() == UPLOADS;
+                if idle {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+
     fn stored(&self, key: &Key, mirror: &str, file: Arc<File>, size: u64) {
         if mirror == SHARED || !key.kind.immutable() {
             return;

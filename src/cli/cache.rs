@@ -16,19 +16,29 @@ use modgate::config::units::parse_size;
 /// Files fetched at once by `warm`.
 const WARM_PARALLEL: usize = 8;
 
-pub fn stats_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub fn stats_command(config: Option<PathBuf>, shared: bool) -> anyhow::Result<ExitCode> {
+    if shared {
+        return super::bucket::stats(config.as_deref());
+    }
     let store = open_read_only(config.as_deref())?;
-    let totals = stats(&store);
-    println!("cache {}", store.root().display());
+    print_totals(&store.root().display().to_string(), &stats(&store));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `cache stats` table for `place`.
+pub fn print_totals(place: &str, totals: &modgate::cache::index::Totals) {
+    println!("cache {place}");
     println!("{:<14}{:>10}{:>16}", "kind", "entries", "bytes");
     for (kind, entries, bytes) in &totals.per_kind {
         println!("{:<14}{entries:>10}{bytes:>16}", kind.name());
     }
     println!("{:<14}{:>10}{:>16}", "all", totals.entries, totals.bytes);
-    Ok(ExitCode::SUCCESS)
 }
 
-pub fn verify_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub fn verify_command(config: Option<PathBuf>, shared: bool) -> anyhow::Result<ExitCode> {
+    if shared {
+        return super::bucket::verify(config.as_deref());
+    }
     let store = open_read_only(config.as_deref())?;
     let report = verify(&store);
     for (file, problem) in &report.damaged {
@@ -51,7 +61,19 @@ pub fn verify_command(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn prune_command(config: Option<PathBuf>, to: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn prune_command(
+    config: Option<PathBuf>,
+    to: Option<String>,
+    (shared, older_than): (bool, Option<String>),
+) -> anyhow::Result<ExitCode> {
+    match (shared, older_than) {
+        (true, Some(age)) => return super::bucket::prune(config.as_deref(), &age),
+        (true, None) => anyhow::bail!(
+            "--shared needs --older-than (nothing limits the bucket's size; e.g. --older-than 180d)"
+        ),
+        (false, Some(_)) => anyhow::bail!("--older-than is for the bucket: add --shared"),
+        (false, None) => {}
+    }
     let (config, store) = open(config.as_deref())?;
     let to = match to {
         Some(text) => parse_size(&text).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
@@ -117,6 +139,9 @@ async fn warm(config: &Config, wants: Vec<Want>) -> anyhow::Result<usize> {
         }
     }
     bar.finish_and_clear();
+    // Stored files still on their way to the bucket (cache.shared) get
+    // there before the command exits.
+    cache.settled().await;
     println!("{fetched} fetched, {present} already cached, {failed} failed");
     Ok(failed)
 }

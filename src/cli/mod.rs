@@ -1,5 +1,6 @@
 //! The binary's subcommands that are more than a call into the library.
 
+pub mod bucket;
 pub mod ca;
 pub mod cache;
 pub mod doctor;
