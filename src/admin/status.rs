@@ -19,8 +19,9 @@ pub struct Status {
     pub cache: Option<(u64, u64)>,
     /// False while storing fails (a full disk): files are served, not kept.
     pub storing: bool,
-    /// The shared tier's bucket and whether it answers, when there is one.
-    pub shared: Option<(String, bool)>,
+    /// The shared tier's bucket, whether it answers, and its object count
+    /// at start, when there is one.
+    pub shared: Option<(String, bool, Option<usize>)>,
     /// Module requests answered 200, and how many of them from the cache.
     pub module_hits: (u64, u64),
     pub requests: u64,
@@ -150,14 +151,19 @@ fn traffic(page: &mut String, status: &Status) {
         ),
         (
             "shared tier",
-            status.shared.as_ref().map_or("off".into(), |(bucket, up)| {
-                let state = if *up {
-                    "up"
-                } else {
-                    "DOWN: files come from this gateway and the mirrors"
-                };
-                format!("{bucket}: {state}")
-            }),
+            status
+                .shared
+                .as_ref()
+                .map_or("off".into(), |(bucket, up, counted)| {
+                    let state = if *up {
+                        "up"
+                    } else {
+                        "DOWN: files come from this gateway and the mirrors"
+                    };
+                    let count =
+                        counted.map_or(String::new(), |n| format!(" ({n} objects at start)"));
+                    format!("{bucket}: {state}{count}")
+                }),
         ),
         (
             "last reload",

@@ -77,6 +77,8 @@ pub struct Shared {
     refused: Mutex<HashSet<String>>,
     /// Checksum databases whose `supported` marker is in the bucket.
     marked: Arc<Mutex<HashSet<String>>>,
+    /// Objects the bucket held at the start-up probe (`None`: not counted).
+    counted: Mutex<Option<usize>>,
     fleet: Fleet,
 }
 
@@ -97,6 +99,7 @@ impl Shared {
             pending: Arc::new(AtomicUsize::new(0)),
             refused: Mutex::new(HashSet::new()),
             marked: Arc::new(Mutex::new(HashSet::new())),
+            counted: Mutex::new(None),
             fleet: Fleet::default(),
         }
     }
@@ -173,9 +176,11 @@ impl Shared {
         (self.storage.clone(), self.timeout)
     }
 
-    /// The bucket, and whether it answered the last time it was asked.
-    pub fn state(&self) -> (String, bool) {
-        (self.storage.describe(), self.up.get() != 0)
+    /// The bucket, whether it answered the last time it was asked, and
+    /// how many objects it held at the start-up probe.
+    pub fn state(&self) -> (String, bool, Option<usize>) {
+        let counted = self.counted.lock().ok().and_then(|c| *c);
+        (self.storage.describe(), self.up.get() != 0, counted)
     }
 
     /// A line for the start-up summary: the bucket, whether it answers,
@@ -185,7 +190,12 @@ impl Shared {
         let place = self.storage.describe();
         let limit = self.timeout * 4;
         let count = match tokio::time::timeout(limit, self.storage.list("")).await {
-            Ok(Ok(listed)) => listed.len().to_string(),
+            Ok(Ok(listed)) => {
+                if let Ok(mut counted) = self.counted.lock() {
+                    *counted = Some(listed.len());
+                }
+                listed.len().to_string()
+            }
             Ok(Err(e)) => {
                 self.up.set(0);
                 return format!(

@@ -140,8 +140,9 @@ impl Gomod {
         Some(self.shared.as_ref()?.probe().await)
     }
 
-    /// The shared tier's bucket and whether it answers, when there is one.
-    pub fn shared_state(&self) -> Option<(String, bool)> {
+    /// The shared tier's bucket, whether it answers, and its object count
+    /// at start, when there is one.
+    pub fn shared_state(&self) -> Option<(String, bool, Option<usize>)> {
         self.shared.as_ref().map(|s| s.state())
     }
 
