@@ -456,35 +456,9 @@ async fn module_client(setup: Arc<Setup>, deadline: Instant, kind: Kind, seed: u
         .wrapping_add(1442695040888963407);
     let mut absent = 0u64;
     while running(&setup, deadline) {
-        let paths = match kind {
-            Kind::Cold => {
-                let i = setup.cold.fetch_add(1, Ordering::Relaxed);
-                if i >= setup.versions {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                let at = format!("/soak.example/m{i}/@v/v1.0.0");
-                vec![
-                    format!("{at}.info"),
-                    format!("{at}.mod"),
-                    format!("{at}.zip"),
-                ]
-            }
-            Kind::Warm => {
-                let taken = setup.cold.load(Ordering::Relaxed).min(setup.versions);
-                if taken < 4 {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-                random = random.wrapping_mul(6364136223846793005).wrapping_add(1);
-                let i = (random >> 33) as usize % (taken - 2);
-                let file = if random & 1 == 0 { "mod" } else { "zip" };
-                vec![format!("/soak.example/m{i}/@v/v1.0.0.{file}")]
-            }
-            Kind::Injected => {
-                absent += 1;
-                vec![format!("/soak.example/absent{absent}/@v/v1.0.0.info")]
-            }
+        let Some(paths) = next_paths(&setup, kind, &mut random, &mut absent) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
         };
         for path in paths {
             let started = Instant::now();
@@ -518,6 +492,44 @@ async fn module_client(setup: Arc<Setup>, deadline: Instant, kind: Kind, seed: u
             Kind::Injected => 200,
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// The paths one round of a `kind` client asks for; `None` when there is
+/// nothing to ask yet (no cold version left, or too few fetched to warm).
+fn next_paths(
+    setup: &Setup,
+    kind: Kind,
+    random: &mut u64,
+    absent: &mut u64,
+) -> Option<Vec<String>> {
+    match kind {
+        Kind::Cold => {
+            let i = setup.cold.fetch_add(1, Ordering::Relaxed);
+            if i >= setup.versions {
+                return None;
+            }
+            let at = format!("/soak.example/m{i}/@v/v1.0.0");
+            Some(vec![
+                format!("{at}.info"),
+                format!("{at}.mod"),
+                format!("{at}.zip"),
+            ])
+        }
+        Kind::Warm => {
+            let taken = setup.cold.load(Ordering::Relaxed).min(setup.versions);
+            if taken < 4 {
+                return None;
+            }
+            *random = random.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let i = (*random >> 33) as usize % (taken - 2);
+            let file = if *random & 1 == 0 { "mod" } else { "zip" };
+            Some(vec![format!("/soak.example/m{i}/@v/v1.0.0.{file}")])
+        }
+        Kind::Injected => {
+            *absent += 1;
+            Some(vec![format!("/soak.example/absent{absent}/@v/v1.0.0.info")])
+        }
     }
 }
 

@@ -45,17 +45,7 @@ pub(super) fn shared_section<'i>(
     let allow_http = r
         .boolean(&mut s3, "allow_http")
         .is_some_and(|b| *b.get_ref());
-    if let Some(endpoint) = &endpoint {
-        let plain = endpoint.get_ref().starts_with("http://");
-        if !plain && !endpoint.get_ref().starts_with("https://") {
-            r.error(
-                endpoint.span(),
-                "cache.s3.endpoint must be an http:// or https:// URL",
-            );
-        } else if plain && !allow_http {
-            r.error(endpoint.span(), "cache.s3.endpoint is plain http://: set cache.s3.allow_http = true if that is meant (credentials and modules would cross the network unencrypted)");
-        }
-    }
+    check_endpoint(r, endpoint.as_ref(), allow_http);
     let file = absolute_path(r, &mut s3, "cache.s3.credentials_file");
     let place = s3.span.clone();
     r.finish(s3);
@@ -101,6 +91,26 @@ fn peers<'i>(r: &mut Reader<'i>, cache: &mut Table<'i>) -> Vec<String> {
         }
     }
     peers
+}
+
+/// An endpoint is an http(s) URL; plain http only when allowed.
+fn check_endpoint(
+    r: &mut Reader<'_>,
+    endpoint: Option<&super::reader::Located<String>>,
+    allow_http: bool,
+) {
+    let Some(endpoint) = endpoint else {
+        return;
+    };
+    let plain = endpoint.get_ref().starts_with("http://");
+    if !plain && !endpoint.get_ref().starts_with("https://") {
+        r.error(
+            endpoint.span(),
+            "cache.s3.endpoint must be an http:// or https:// URL",
+        );
+    } else if plain && !allow_http {
+        r.error(endpoint.span(), "cache.s3.endpoint is plain http://: set cache.s3.allow_http = true if that is meant (credentials and modules would cross the network unencrypted)");
+    }
 }
 
 /// `s3://bucket[/prefix]`, the prefix without slashes at either end.
