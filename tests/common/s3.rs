@@ -21,19 +21,33 @@ pub struct S3Server {
     _dir: tempfile::TempDir,
 }
 
-/// A port free on loopback now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` distinct ports free on loopback now (all held while they are picked).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 impl S3Server {
     /// Starts the server and creates `bucket`; panics with its log when it
-    /// is not up within 60 s.
+    /// is not up within 60 s. A port taken between being picked and being
+    /// bound (the server exits) is met with new ports: three tries.
     pub async fn start(bucket: &str) -> S3Server {
+        for _ in 0..3 {
+            let mut server = Self::prepare(bucket);
+            if server.try_resume().await {
+                return server;
+            }
+            server.stop();
+        }
+        panic!("SeaweedFS did not start in three tries");
+    }
+
+    /// The server's directory, ports and arguments; not started.
+    fn prepare(bucket: &str) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
         let identities = format!(
             "{{\"identities\":[{{\"name\":\"test\",\"credentials\":[{{\"accessKey\":\"{ACCESS_KEY}\",\"secretKey\":\"{SECRET_KEY}\"}}],\"actions\":[\"Admin\",\"Read\",\"Write\",\"List\",\"Tagging\"]}}]}}"
@@ -43,7 +57,7 @@ impl S3Server {
         for sub in ["data", "tmp"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+        let ports = free_ports(8);
         let p = |i: usize| ports[i].to_string();
         let args = vec![
             "server".to_string(),
@@ -72,21 +86,29 @@ impl S3Server {
             "-s3.port.lance=0".into(),
             format!("-s3.config={}", config.display()),
         ];
-        let mut server = S3Server {
+        S3Server {
             endpoint: format!("http://127.0.0.1:{}", ports[6]),
             bucket: bucket.to_string(),
             child: None,
             ports,
             args,
             _dir: dir,
-        };
-        server.resume().await;
-        server
+        }
     }
 
-    /// Starts the server (again, on the same ports and data) and waits
-    /// until it answers.
+    /// Starts the server again (the same ports and data) and waits until
+    /// it answers; panics with its log when it does not.
     pub async fn resume(&mut self) {
+        if !self.try_resume().await {
+            let log =
+                std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
+            panic!("SeaweedFS did not start in 60 s:\n{log}");
+        }
+    }
+
+    /// Starts the server and creates the bucket: false when it exits
+    /// first or does not answer within 60 s.
+    async fn try_resume(&mut self) -> bool {
         let weed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/s3/bin/weed");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -102,7 +124,7 @@ impl S3Server {
             .spawn()
             .expect("SeaweedFS (scripts/test-deps.sh installs it)");
         self.child = Some(child);
-        self.make_bucket().await;
+        self.make_bucket().await
     }
 
     /// Kills the server (its data stays for [`S3Server::resume`]).
@@ -113,11 +135,19 @@ impl S3Server {
         }
     }
 
-    /// Creates the bucket, retrying until the server answers (200 or 409).
-    async fn make_bucket(&self) {
+    /// Creates the bucket, retrying until the server answers (200 or 409);
+    /// false when it exits first or 60 s pass.
+    async fn make_bucket(&mut self) -> bool {
         let url = format!("{}/{}", self.endpoint, self.bucket);
         let user = format!("{ACCESS_KEY}:{SECRET_KEY}");
         for _ in 0..600 {
+            if self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+            {
+                return false;
+            }
             let out = super::curl(&[
                 "-s",
                 "-o",
@@ -137,12 +167,11 @@ impl S3Server {
             .await;
             let status = super::stdout(&out);
             if status == "200" || status == "409" {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let log = std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
-        panic!("SeaweedFS did not start in 60 s:\n{log}");
+        false
     }
 
     /// The settings modgate needs to reach the bucket (under `prefix`).
