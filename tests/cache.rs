@@ -20,18 +20,6 @@ use common::gomod::*;
 use common::metrics::downloads_landed;
 
 const DEFAULT_GOPROXY: &str = "https://proxy.golang.org,direct";
-const HUGE: &str = "/example.com/huge/@v/v1.0.0.zip";
-
-/// A 20 MiB file at `HUGE` in the mirror tree.
-fn huge(root: &Path) -> Vec<u8> {
-    let data: Vec<u8> = (0..20u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
-    let file = root.join(HUGE.trim_start_matches('/'));
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, &data).unwrap();
-    data
-}
 
 /// Point 1: a cold `go mod download all` fills the cache; with the mirror
 /// and the checksum database stopped, fresh clients download the whole

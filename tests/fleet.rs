@@ -6,12 +6,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::gateway::{Work, download_all, get, tree};
+use common::gateway::{HUGE, Work, download_all, get, tree};
 use common::gomod::{Behaviour, Mirror, SumDb};
 use common::metrics::{downloads_landed, scrape};
 use common::s3::S3Server;
 use modgate::cache::storage::Storage;
 use modgate::cache::storage::s3::S3Storage;
+
+/// The bytes of `name` in `bucket`, if it is there.
+async fn object(bucket: &S3Storage, name: &str) -> Option<Vec<u8>> {
+    let object = bucket.get(name, None).await.unwrap()?;
+    let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
+        .await
+        .unwrap();
+    Some(chunks.concat())
+}
 
 /// `[cache]` lines putting a gateway on `server`'s bucket under `prefix`
 /// (credentials in a 0600 file in `work`).
@@ -137,13 +146,10 @@ async fn what_one_gateway_fetched_every_gateway_serves() {
     drop((gateway_a, gateway_b));
     let copy = tempfile::tempdir().unwrap();
     for listed in bucket.list("").await.unwrap() {
-        let object = bucket.get(&listed.name, None).await.unwrap().unwrap();
-        let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
-            .await
-            .unwrap();
+        let bytes = object(&bucket, &listed.name).await.unwrap();
         let path = copy.path().join(&listed.name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, chunks.concat()).unwrap();
+        std::fs::write(path, bytes).unwrap();
     }
     let file = format!("file://{}", copy.path().display());
     download_all(&a.go("file", None, &file, &key)).await;
@@ -186,14 +192,11 @@ async fn a_tampered_bucket_copy_is_refused_and_replaced() {
     let log = gateway_b.log_when(|l| l.contains("failed its check")).await;
     assert!(log.contains("failed its check"), "{log}");
     for _ in 0..60 {
-        let copy = bucket.get(name, None).await.unwrap();
-        if let Some(object) = copy {
-            let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
-                .await
-                .unwrap();
-            if chunks.concat() == good {
-                return;
-            }
+        if object(&bucket, name)
+            .await
+            .is_some_and(|bytes| bytes == good)
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -265,13 +268,7 @@ async fn a_bucket_outage_never_holds_clients() {
 async fn a_gateway_killed_mid_upload_leaves_no_partial_object() {
     let server = S3Server::start("killed").await;
     let root = tempfile::tempdir().unwrap();
-    let huge = "/example.com/huge/@v/v1.0.0.zip";
-    let data: Vec<u8> = (0..20u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
-    let file = root.path().join(huge.trim_start_matches('/'));
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, &data).unwrap();
+    let (huge, data) = (HUGE, common::gateway::huge(root.path()));
     let mirror = Mirror::start(root.path().to_path_buf(), Behaviour::Serve).await;
     for (round, delay) in [0u64, 50, 150, 400].into_iter().enumerate() {
         let prefix = format!("round{round}");
@@ -286,11 +283,8 @@ async fn a_gateway_killed_mid_upload_leaves_no_partial_object() {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         gateway.kill().await;
         let name = huge.trim_start_matches('/');
-        if let Some(object) = bucket.get(name, None).await.unwrap() {
-            let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
-                .await
-                .unwrap();
-            assert!(chunks.concat() == data, "round {round}: a partial object");
+        if let Some(bytes) = object(&bucket, name).await {
+            assert!(bytes == data, "round {round}: a partial object");
         }
         let listed = bucket.list("").await.unwrap();
         assert!(
@@ -343,11 +337,8 @@ async fn a_fork_seen_by_one_gateway_is_refused_against_the_fleet_head() {
     assert_eq!(status, 200);
     let mut fleet_head = None;
     for _ in 0..60 {
-        if let Some(object) = bucket.get(head, None).await.unwrap() {
-            let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
-                .await
-                .unwrap();
-            fleet_head = Some(chunks.concat());
+        if let Some(bytes) = object(&bucket, head).await {
+            fleet_head = Some(bytes);
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -386,12 +377,8 @@ async fn a_fork_seen_by_one_gateway_is_refused_against_the_fleet_head() {
             log.contains("security=true"),
             "{run}: no security event:\n{log}"
         );
-        let object = bucket.get(head, None).await.unwrap().unwrap();
-        let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(object.body)
-            .await
-            .unwrap();
         assert!(
-            chunks.concat() == fleet_head,
+            object(&bucket, head).await.unwrap() == fleet_head,
             "{run}: the fleet's head moved"
         );
         gateway_b.kill().await;
@@ -416,13 +403,7 @@ fn free_port() -> u16 {
 async fn two_gateways_download_one_zip_once() {
     let server = S3Server::start("leases").await;
     let root = tempfile::tempdir().unwrap();
-    let huge = "/example.com/huge/@v/v1.0.0.zip";
-    let data: Vec<u8> = (0..20u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
-    let file = root.path().join(huge.trim_start_matches('/'));
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, &data).unwrap();
+    let (huge, data) = (HUGE, common::gateway::huge(root.path()));
     let mirror = Mirror::start(root.path().to_path_buf(), Behaviour::Throttled(8 << 20)).await;
     let ports = [free_port(), free_port()];
     let peers: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();

@@ -183,3 +183,16 @@ impl Drop for Mounted {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+pub const HUGE: &str = "/example.com/huge/@v/v1.0.0.zip";
+
+/// A 20 MiB file at `HUGE` in the mirror tree.
+pub fn huge(root: &Path) -> Vec<u8> {
+    let data: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let file = root.join(HUGE.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, &data).unwrap();
+    data
+}
