@@ -22,6 +22,12 @@ async fn object(bucket: &S3Storage, name: &str) -> Option<Vec<u8>> {
     Some(chunks.concat())
 }
 
+/// The names of every object in `bucket`.
+async fn names(bucket: &S3Storage) -> Vec<String> {
+    let listed = bucket.list("").await.unwrap();
+    listed.into_iter().map(|l| l.name).collect()
+}
+
 /// `[cache]` lines putting a gateway on `server`'s bucket under `prefix`
 /// (credentials in a 0600 file in `work`).
 fn shared_lines(server: &S3Server, work: &Work, prefix: &str) -> String {
@@ -67,25 +73,13 @@ fn immutable_files(dir: &std::path::Path) -> Vec<String> {
 async fn uploaded(bucket: &S3Storage, dir: &std::path::Path) -> usize {
     let local = immutable_files(dir);
     for _ in 0..120 {
-        let listed: Vec<String> = bucket
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let listed = names(bucket).await;
         if local.iter().all(|n| listed.contains(n)) {
             return local.len();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let listed: Vec<String> = bucket
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.name)
-        .collect();
+    let listed = names(bucket).await;
     panic!("not all of {local:?} reached the bucket: {listed:?}");
 }
 
@@ -511,13 +505,7 @@ async fn cache_commands_look_after_the_bucket() {
     .await;
     assert!(warm.status.success(), "{}", said(&warm));
     // Every .mod and .zip warm fetched is in the bucket when it exits.
-    let listed: Vec<String> = bucket
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.name)
-        .collect();
+    let listed: Vec<String> = names(&bucket).await;
     for m in common::gomod::MODULES {
         for ext in ["mod", "zip"] {
             let file = format!("{}/@v/{}.{ext}", common::gomod::escape(m.path), m.version);
@@ -560,12 +548,6 @@ async fn cache_commands_look_after_the_bucket() {
     ])
     .await;
     assert!(prune.status.success(), "{}", said(&prune));
-    let left: Vec<String> = bucket
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.name)
-        .collect();
+    let left: Vec<String> = names(&bucket).await;
     assert!(left.iter().all(|n| !n.contains("/@v/")), "{left:?}");
 }
