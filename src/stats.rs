@@ -155,6 +155,8 @@ pub struct Stats {
     pub leaves_minted: Counter,
     /// Config reloads by result.
     pub reloads: Family<ResultLabel, Counter>,
+    /// Files offered to the shared tier's bucket, by what became of them.
+    pub cache_shared_uploads: Family<ResultLabel, Counter>,
     /// Unix time of the CA certificate's expiry (0: no CA loaded).
     pub ca_expiry: Gauge,
     /// The last reload: when, and its result.
@@ -298,6 +300,16 @@ impl Stats {
             let _ = self.reloads.get_or_create(&ResultLabel { result });
         }
         registry.register("reloads", "Config reloads by result", self.reloads.clone());
+        for result in crate::cache::shared::UPLOAD_RESULTS {
+            let _ = self
+                .cache_shared_uploads
+                .get_or_create(&ResultLabel { result });
+        }
+        registry.register(
+            "cache_shared_uploads",
+            "Files stored from the mirrors and offered to the shared tier's bucket: created, existed (another gateway's copy was there), failed, or dropped (too many waiting)",
+            self.cache_shared_uploads.clone(),
+        );
     }
 
     /// Counts what an access log line records.

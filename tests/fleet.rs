@@ -119,6 +119,13 @@ async fn what_one_gateway_fetched_every_gateway_serves() {
     downloads_landed(gateway_a.admin_addr().await, None).await;
     let objects = uploaded(&bucket, &a.cache()).await;
     assert!(objects >= 12, "{objects} files uploaded");
+    let metrics = scrape(gateway_a.admin_addr().await, None).await;
+    let created = metrics["modgate_cache_shared_uploads_total{result=created}"];
+    assert!(created >= objects as f64, "{metrics:?}");
+    assert_eq!(
+        metrics["modgate_cache_shared_uploads_total{result=failed}"],
+        0.0
+    );
 
     mirror.stop();
     drop(sumdb);

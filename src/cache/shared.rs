@@ -24,7 +24,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::Response;
 use http::header::{CONTENT_LENGTH, HeaderValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+
+use crate::stats::ResultLabel;
 
 use super::key::{Key, Kind, Upstream};
 use super::storage::{Storage, Written};
@@ -33,6 +37,18 @@ use crate::message::BoxError;
 
 /// The mirror name of files read from the bucket, in logs and records.
 pub const SHARED: &str = "shared";
+/// What becomes of a file offered to the bucket, as `/metrics` counts it.
+pub const UPLOAD_RESULTS: [&str; 4] = ["created", "existed", "failed", "dropped"];
+
+/// What the shared tier counts for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Meters {
+    /// `modgate_cache_shared_up`.
+    pub up: Gauge,
+    /// `modgate_cache_shared_uploads_total` by [`UPLOAD_RESULTS`].
+    pub uploads: Family<ResultLabel, Counter>,
+}
+
 /// Uploads to the bucket at once.
 pub const UPLOADS: usize = 4;
 /// Uploads waiting for a slot; a file stored while this many wait is not
@@ -71,6 +87,8 @@ pub struct Shared {
     timeout: Duration,
     /// `modgate_cache_shared_up`: whether the bucket answered last time.
     up: Gauge,
+    /// `modgate_cache_shared_uploads_total`.
+    uploaded: Family<ResultLabel, Counter>,
     uploads: Arc<tokio::sync::Semaphore>,
     pending: Arc<AtomicUsize>,
     /// Files whose bucket copy failed its check here: fetched from mirrors.
@@ -87,14 +105,19 @@ impl Shared {
         storage: Arc<dyn Storage>,
         mirrors: Arc<dyn Source>,
         timeout: Duration,
-        up: Gauge,
+        meters: Meters,
     ) -> Shared {
+        let Meters {
+            up,
+            uploads: uploaded,
+        } = meters;
         up.set(1);
         Shared {
             storage,
             mirrors,
             timeout,
             up,
+            uploaded,
             uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS)),
             pending: Arc::new(AtomicUsize::new(0)),
             refused: Mutex::new(HashSet::new()),
@@ -346,8 +369,13 @@ impl Source for Shared {
         if mirror == SHARED || !key.kind.immutable() {
             return;
         }
+        let count = self.uploaded.clone();
+        let counted = move |result: &'static str| {
+            count.get_or_create(&ResultLabel { result }).inc();
+        };
         let Some(waiting) = Waiting::join(&self.pending) else {
             tracing::debug!(file = %key.file, "shared tier: {PENDING} uploads waiting; not uploaded");
+            counted("dropped");
             return;
         };
         let slots = self.uploads.clone();
@@ -373,13 +401,17 @@ impl Source for Shared {
                 let _ = storage.delete(&lease).await;
             }
             match put {
-                Ok(Ok(Written::Created)) => tracing::debug!(%name, "shared tier: uploaded"),
-                Ok(Ok(Written::Existed)) => {}
+                Ok(Ok(Written::Created)) => counted("created"),
+                Ok(Ok(Written::Existed)) => counted("existed"),
                 Ok(Err(e)) => {
                     up.set(0);
+                    counted("failed");
                     tracing::warn!(%name, error = %e, "shared tier: upload failed; dropped");
                 }
-                Err(_) => tracing::warn!(%name, "shared tier: upload took too long; dropped"),
+                Err(_) => {
+                    counted("failed");
+                    tracing::warn!(%name, "shared tier: upload took too long; dropped");
+                }
             }
         });
     }

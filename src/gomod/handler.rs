@@ -425,7 +425,10 @@ fn source_for(
         Arc::new(storage),
         mirrors,
         shared.timeout,
-        stats.cache_shared_up.clone(),
+        crate::cache::shared::Meters {
+            up: stats.cache_shared_up.clone(),
+            uploads: stats.cache_shared_uploads.clone(),
+        },
     );
     let fleet = crate::cache::shared::Fleet {
         me: settings.public_name.clone(),
