@@ -12,6 +12,7 @@ pub mod fresh;
 mod hasher;
 pub mod index;
 pub mod key;
+pub mod lease;
 pub mod maintain;
 mod nofollow;
 pub mod shared;

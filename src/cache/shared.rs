@@ -31,6 +31,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::stats::ResultLabel;
 
 use super::key::{Key, Kind, Upstream};
+use super::lease::{Fleet, Lease};
 use super::storage::{Storage, Written};
 use super::{Blame, Fetched, Source};
 use crate::message::BoxError;
@@ -56,28 +57,6 @@ pub const UPLOADS: usize = 4;
 pub const PENDING: usize = 1024;
 /// How long one upload may take.
 const UPLOAD_LIMIT: Duration = Duration::from_secs(300);
-/// How long a lease on a download lasts (a holder that died frees it then).
-pub const LEASE_TTL: Duration = Duration::from_secs(300);
-/// Where leases live in the bucket (outside any module path).
-const LEASES: &str = "modgate-leases";
-
-/// This gateway in its fleet: how the others reach it (`proxy.public_name`)
-/// and the gateways it may be sent to (`cache.peers`). Leases are taken
-/// only with `me`, and followed only to a peer named here.
-#[derive(Clone, Debug, Default)]
-pub struct Fleet {
-    pub me: Option<String>,
-    pub peers: Vec<String>,
-}
-
-/// Who downloads a zip for the fleet.
-enum Lease {
-    /// This gateway: it fetches from the mirrors.
-    Mine,
-    /// Another gateway, `host:port`, downloading it now.
-    Theirs(String),
-}
-
 /// Refused files remembered; beyond this the set starts over.
 const MAX_REFUSED: usize = 10_000;
 
@@ -146,42 +125,9 @@ impl Shared {
         self.mirrors.fetch(key).await
     }
 
-    /// Takes the lease on `key`'s download (a create-only write naming
-    /// this gateway, with its expiry), or finds who holds it. `None`: no
-    /// fleet, the bucket not answering, or a holder not among the peers.
+    /// The lease on `key`'s download: this gateway's, another's, or none.
     async fn lease(&self, key: &Key) -> Option<Lease> {
-        let me = self
-            .fleet
-            .me
-            .as_ref()
-            .filter(|_| !self.fleet.peers.is_empty())?;
-        let name = format!("{LEASES}/{}", key.file);
-        let now = super::store::unix_secs(Some(std::time::SystemTime::now()));
-        let text = format!("{me}\n{}\n", now + LEASE_TTL.as_secs());
-        let put = self.storage.put_new(&name, Bytes::from(text));
-        match tokio::time::timeout(self.timeout, put).await.ok()?.ok()? {
-            Written::Created => return Some(Lease::Mine),
-            Written::Existed => {}
-        }
-        let read = async {
-            let object = self.storage.get(&name, None).await.ok()??;
-            let chunks: Vec<Bytes> = futures_util::TryStreamExt::try_collect(object.body)
-                .await
-                .ok()?;
-            String::from_utf8(chunks.concat()).ok()
-        };
-        let text = tokio::time::timeout(self.timeout, read).await.ok()??;
-        let mut lines = text.lines();
-        let (holder, until) = (lines.next()?, lines.next()?.parse::<u64>().ok()?);
-        if until < now {
-            let _ = self.storage.delete(&name).await;
-            return None;
-        }
-        if holder == me.as_str() {
-            return Some(Lease::Mine);
-        }
-        let known = self.fleet.peers.iter().any(|p| p == holder);
-        known.then(|| Lease::Theirs(holder.to_string()))
+        super::lease::take(self.storage.as_ref(), &self.fleet, self.timeout, &key.file).await
     }
 
     /// A checksum database's `supported` marker, which `GOPROXY=file://`
@@ -381,7 +327,7 @@ impl Source for Shared {
         let slots = self.uploads.clone();
         let (storage, name, up) = (self.storage.clone(), key.file.clone(), self.up.clone());
         let (marker, marked) = (self.marker(key), self.marked.clone());
-        let lease = (!self.fleet.peers.is_empty()).then(|| format!("{LEASES}/{}", key.file));
+        let lease = (!self.fleet.peers.is_empty()).then(|| super::lease::name(&key.file));
         tokio::spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;

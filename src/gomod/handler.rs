@@ -430,7 +430,7 @@ fn source_for(
             uploads: stats.cache_shared_uploads.clone(),
         },
     );
-    let fleet = crate::cache::shared::Fleet {
+    let fleet = crate::cache::lease::Fleet {
         me: settings.public_name.clone(),
         peers: shared.peers.clone(),
     };
