@@ -12,7 +12,9 @@
 //! Rounds are interleaved, each with fresh gateways and fresh go caches;
 //! each figure is the median wall time. `scripts/bench-shared.sh` runs it
 //! (`cargo bench --bench shared_tier`); MODGATE_BENCH_ROUNDS sets the
-//! rounds (default 5). Under `cargo test` it does nothing.
+//! rounds (default 5); MODGATE_BENCH_VERIFY=off runs the gateways without
+//! checksum verification (to see what the checks cost). Under `cargo test`
+//! it does nothing.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -74,12 +76,9 @@ impl Upstreams {
     /// A gateway in `work`, on the bucket under `prefix` when given.
     async fn gateway(&self, work: &Work, prefix: Option<&str>) -> common::netns::Modgate {
         let shared = prefix.map_or(String::new(), |p| shared_lines(&self.server, work, p));
-        let config = work.config_keyed(
-            &[self.mirror.url()],
-            &[self.sumdb.url()],
-            Some(&self.sumdb.key),
-            &shared,
-        );
+        let verify = std::env::var("MODGATE_BENCH_VERIFY").map_or(true, |v| v != "off");
+        let key = verify.then_some(self.sumdb.key.as_str());
+        let config = work.config_keyed(&[self.mirror.url()], &[self.sumdb.url()], key, &shared);
         work.gateway(&config).await
     }
 }

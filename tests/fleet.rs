@@ -177,10 +177,9 @@ async fn a_tampered_bucket_copy_is_refused_and_replaced() {
     uploaded(&bucket, &a.cache()).await;
 
     let name = zip.trim_start_matches('/');
-    bucket.delete(name).await.unwrap();
     let mut forged = good.clone();
     forged[good.len() / 2] ^= 0xff;
-    bucket.put_new(name, forged.into()).await.unwrap();
+    replace(&bucket, name, forged).await;
     let from_mirror = mirror.count(zip);
 
     let shared_b = shared_lines(&server, &b, "go");
@@ -386,6 +385,21 @@ async fn a_fork_seen_by_one_gateway_is_refused_against_the_fleet_head() {
     }
 }
 
+/// Replaces `name` in the bucket with `bytes`: removed, then written
+/// create-only until the write creates it (a server may answer a write
+/// just after a delete as if the object were still there); bounded: 10 s.
+async fn replace(bucket: &S3Storage, name: &str, bytes: Vec<u8>) {
+    use modgate::cache::storage::Written;
+    for _ in 0..100 {
+        bucket.delete(name).await.unwrap();
+        if bucket.put_new(name, bytes.clone().into()).await.unwrap() == Written::Created {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} could not be replaced in the bucket");
+}
+
 /// A free loopback port now (for a gateway that must name its own
 /// address in its config: `proxy.public_name`).
 fn free_port() -> u16 {
@@ -414,7 +428,10 @@ async fn two_gateways_download_one_zip_once() {
         let work = Work::new();
         // cache.peers, in [cache] (before [cache.s3]).
         let peers_line = format!("peers = [{}]\n[cache.s3]", peers.join(", "));
-        let extra = shared_lines(&server, &work, "go").replacen("[cache.s3]", &peers_line, 1);
+        // A lease is taken within shared_timeout: generous, on a loaded machine.
+        let extra = shared_lines(&server, &work, "go")
+            .replacen("[cache.s3]", &peers_line, 1)
+            .replace("shared_timeout = \"3s\"", "shared_timeout = \"15s\"");
         let config = work.config(&[mirror.url()], &[], &extra);
         let text = std::fs::read_to_string(&config).unwrap().replace(
             "listen = [\"127.0.0.1:0\"]",
@@ -445,7 +462,14 @@ async fn two_gateways_download_one_zip_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let done = done.expect("the mirror finished sending");
-    assert_eq!(mirror.count(huge), 1, "{:?}", mirror.requests());
+    let logs: Vec<String> = gateways.iter().map(|g| g.log()).collect();
+    assert_eq!(
+        mirror.count(huge),
+        1,
+        "{:?}\n{}",
+        mirror.requests(),
+        logs.join("\n----\n")
+    );
     for (status, body, first) in answers {
         assert_eq!(status, 200);
         assert!(
@@ -536,6 +560,29 @@ async fn cache_commands_look_after_the_bucket() {
         "{}",
         said(&stats)
     );
+
+    // The checksum database's lookups reach the bucket through a gateway
+    // the go command asks (warm checks against go.sum alone).
+    let gateway = work.gateway(std::path::Path::new(config)).await;
+    let endpoint = format!("http://{}", gateway.addr("explicit proxy"));
+    download_all(&work.go("lookups", None, &endpoint, &sumdb.key)).await;
+    downloads_landed(gateway.admin_addr().await, None).await;
+    uploaded(&bucket, &work.cache()).await;
+    drop(gateway);
+    let verify = modgate_cli(&["cache", "verify", "--shared", "--config", config]).await;
+    let report = said(&verify);
+    assert!(verify.status.success(), "{report}");
+    let clean = "8 checked against the checksum database, 0 damaged";
+    assert!(report.contains(clean), "{report}");
+    let zip = "example.com/util/@v/v1.2.0.zip";
+    let mut forged = object(&bucket, zip).await.unwrap();
+    let middle = forged.len() / 2;
+    forged[middle] ^= 0xff;
+    replace(&bucket, zip, forged).await;
+    let verify = modgate_cli(&["cache", "verify", "--shared", "--config", config]).await;
+    let report = said(&verify);
+    assert!(!verify.status.success(), "{report}");
+    assert!(report.contains(&format!("DAMAGED {zip}")), "{report}");
 
     let prune = modgate_cli(&["cache", "prune", "--shared", "--config", config]).await;
     assert!(

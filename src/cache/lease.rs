@@ -53,9 +53,17 @@ pub async fn take(
     let now = super::store::unix_secs(Some(std::time::SystemTime::now()));
     let text = format!("{me}\n{}\n", now + LEASE_TTL.as_secs());
     let put = storage.put_new(&name, Bytes::from(text));
-    match tokio::time::timeout(timeout, put).await.ok()?.ok()? {
-        Written::Created => return Some(Lease::Mine),
-        Written::Existed => {}
+    match tokio::time::timeout(timeout, put).await {
+        Ok(Ok(Written::Created)) => return Some(Lease::Mine),
+        Ok(Ok(Written::Existed)) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(%file, error = %e, "lease not taken: fetching from the mirrors");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%file, "lease not taken within cache.shared_timeout: fetching from the mirrors");
+            return None;
+        }
     }
     let read = async {
         let object = storage.get(&name, None).await.ok()??;

@@ -39,6 +39,7 @@ impl S3Server {
         for _ in 0..3 {
             let mut server = Self::prepare(bucket);
             if server.try_resume().await {
+                server.warm_up().await;
                 return server;
             }
             server.stop();
@@ -172,6 +173,18 @@ impl S3Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
+    }
+
+    /// Writes and removes one object: the server makes its storage at the
+    /// first write, which can take seconds on a loaded machine, longer
+    /// than a test's shared_timeout. Bounded: 60 s.
+    async fn warm_up(&self) {
+        use modgate::cache::storage::Storage;
+        let storage = modgate::cache::storage::s3::S3Storage::new(&self.settings("")).unwrap();
+        let name = "modgate-warmup/first-write";
+        let first = storage.put_new(name, bytes::Bytes::from_static(b"x"));
+        let _ = tokio::time::timeout(Duration::from_secs(60), first).await;
+        let _ = storage.delete(name).await;
     }
 
     /// The settings modgate needs to reach the bucket (under `prefix`).
