@@ -84,15 +84,7 @@ async fn concurrent_clients_share_one_download_and_stream_it() {
         answers.push(client.await.unwrap());
     }
     assert_eq!(mirror.count(HUGE), 1, "{:?}", mirror.requests());
-    let mut done = None;
-    for _ in 0..3000 {
-        done = mirror.finished(HUGE);
-        if done.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let done = done.expect("the mirror finished sending");
+    let done = mirror.finished_sending(HUGE).await;
     for (status, body, first) in answers {
         assert_eq!(status, 200);
         assert!(

@@ -453,15 +453,7 @@ async fn two_gateways_download_one_zip_once() {
     for client in clients {
         answers.push(client.await.unwrap());
     }
-    let mut done = None;
-    for _ in 0..3000 {
-        done = mirror.finished(huge);
-        if done.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let done = done.expect("the mirror finished sending");
+    let done = mirror.finished_sending(huge).await;
     let logs: Vec<String> = gateways.iter().map(|g| g.log()).collect();
     assert_eq!(
         mirror.count(huge),

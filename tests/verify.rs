@@ -313,7 +313,7 @@ async fn a_verified_zip_still_streams() {
     assert_eq!(status, 200);
     let zip = file(&tree, HUGE_ZIP);
     assert!(body == zip, "{} bytes, not the zip", body.len());
-    let done = finished(&mirror, HUGE_ZIP).await;
+    let done = mirror.finished_sending(HUGE_ZIP).await;
     assert!(
         first.unwrap() < done,
         "first bytes only after the mirror was done"
@@ -322,17 +322,6 @@ async fn a_verified_zip_still_streams() {
         stored(&work, HUGE_ZIP).await == Some(zip),
         "the verified zip is stored"
     );
-}
-
-/// When the mirror finished sending `path` (it records it just after).
-async fn finished(mirror: &Mirror, path: &str) -> std::time::Instant {
-    for _ in 0..3000 {
-        if let Some(done) = mirror.finished(path) {
-            return done;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the mirror did not finish {path}")
 }
 
 /// `modgate cache verify` re-checks every cached `.mod` and `.zip` against

@@ -16,7 +16,6 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,8 +67,10 @@ pub struct Shared {
     up: Gauge,
     /// `modgate_cache_shared_uploads_total`.
     uploaded: Family<ResultLabel, Counter>,
+    /// Uploads running or waiting: at most [`UPLOADS`] + [`PENDING`].
+    admitted: Arc<tokio::sync::Semaphore>,
+    /// Uploads running: at most [`UPLOADS`].
     uploads: Arc<tokio::sync::Semaphore>,
-    pending: Arc<AtomicUsize>,
     /// Files whose bucket copy failed its check here: fetched from mirrors.
     refused: Mutex<HashSet<String>>,
     /// Checksum databases whose `supported` marker is in the bucket.
@@ -97,8 +98,8 @@ impl Shared {
             timeout,
             up,
             uploaded,
+            admitted: Arc::new(tokio::sync::Semaphore::new(UPLOADS + PENDING)),
             uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS)),
-            pending: Arc::new(AtomicUsize::new(0)),
             refused: Mutex::new(HashSet::new()),
             marked: Arc::new(Mutex::new(HashSet::new())),
             counted: Mutex::new(None),
@@ -301,9 +302,7 @@ impl Source for Shared {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + UPLOAD_LIMIT;
             while tokio::time::Instant::now() < deadline {
-                let idle = self.pending.load(Ordering::Relaxed) == 0
-                    && self.uploads.available_permits() == UPLOADS;
-                if idle {
+                if self.admitted.available_permits() == UPLOADS + PENDING {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -319,7 +318,7 @@ impl Source for Shared {
         let counted = move |result: &'static str| {
             count.get_or_create(&ResultLabel { result }).inc();
         };
-        let Some(waiting) = Waiting::join(&self.pending) else {
+        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
             tracing::debug!(file = %key.file, "shared tier: {PENDING} uploads waiting; not uploaded");
             counted("dropped");
             return;
@@ -329,10 +328,10 @@ impl Source for Shared {
         let (marker, marked) = (self.marker(key), self.marked.clone());
         let lease = (!self.fleet.peers.is_empty()).then(|| super::lease::name(&key.file));
         tokio::spawn(async move {
+            let _admitted = admitted;
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
-            drop(waiting);
             if let Some(db) = marker {
                 let supported = format!("sumdb/{db}/supported");
                 if storage.put_new(&supported, Bytes::new()).await.is_ok()
@@ -360,25 +359,5 @@ impl Source for Shared {
                 }
             }
         });
-    }
-}
-
-/// One upload counted among those waiting for a slot, until dropped.
-struct Waiting(Arc<AtomicUsize>);
-
-impl Waiting {
-    /// Counts one more, unless [`PENDING`] already wait.
-    fn join(pending: &Arc<AtomicUsize>) -> Option<Waiting> {
-        if pending.fetch_add(1, Ordering::Relaxed) >= PENDING {
-            pending.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Waiting(pending.clone()))
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -62,14 +62,7 @@ impl Mirrors {
             if status.is_success() {
                 self.stats.mirror_result(base, "ok");
                 set.restore(index);
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers, None);
-                parts.version = http::Version::HTTP_11;
-                let body = body.map_err(Into::into).boxed();
-                return Fetched::Found {
-                    response: http::Response::from_parts(parts, body),
-                    mirror: base.to_string(),
-                };
+                return found(response, base.to_string());
             }
             let (miss, failed) = self.unanswered(set, index, &response);
             any_failed |= failed;
@@ -114,6 +107,19 @@ impl Mirrors {
     }
 }
 
+/// A 2xx answer from `mirror` as the cache takes it: hop-by-hop headers
+/// gone, spoken as HTTP/1.1, its body still to come.
+fn found(response: http::Response<hyper::body::Incoming>, mirror: String) -> Fetched {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, None);
+    parts.version = http::Version::HTTP_11;
+    let body = body.map_err(Into::into).boxed();
+    Fetched::Found {
+        response: http::Response::from_parts(parts, body),
+        mirror,
+    }
+}
+
 impl Source for Mirrors {
     fn fetch<'a>(
         &'a self,
@@ -131,16 +137,7 @@ impl Source for Mirrors {
             let url = format!("{base}{}", key.suffix);
             match self.client.get(&url).await {
                 Ok(response) if response.status().is_success() => {
-                    let (mut parts, body) = response.into_parts();
-                    strip_hop_by_hop(&mut parts.headers, None);
-                    parts.version = http::Version::HTTP_11;
-                    Fetched::Found {
-                        response: http::Response::from_parts(
-                            parts,
-                            body.map_err(Into::into).boxed(),
-                        ),
-                        mirror: format!("peer {base}"),
-                    }
+                    found(response, format!("peer {base}"))
                 }
                 Ok(response) => {
                     Fetched::Missed(Miss::Failed(format!("{url}: {}", response.status()).into()))

@@ -301,6 +301,18 @@ impl Mirror {
         self.stop.cancel();
     }
 
+    /// When the mirror finished sending `path`, waiting for it (it is
+    /// recorded just after the last byte); bounded: 30 s.
+    pub async fn finished_sending(&self, path: &str) -> Instant {
+        for _ in 0..3000 {
+            if let Some(done) = self.finished(path) {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the mirror did not finish {path}")
+    }
+
     /// When the last byte of the latest answer for `path` was sent.
     pub fn finished(&self, path: &str) -> Option<Instant> {
         let finished = self.finished.lock().unwrap();

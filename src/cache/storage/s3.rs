@@ -109,7 +109,7 @@ impl S3Storage {
             .map(str::to_string)
     }
 
-    fn failed(&self, what: &'static str, name: &str, e: object_store::Error) -> StorageError {
+    fn failed(&self, what: &'static str, name: &str, e: impl std::fmt::Display) -> StorageError {
         StorageError::Failed {
             place: self.place.clone(),
             what,
@@ -145,6 +145,23 @@ impl S3Storage {
 }
 
 impl S3Storage {
+    /// `length` bytes of the local `file` from `offset`, read on the
+    /// blocking pool, for the upload of `name`.
+    async fn piece(
+        &self,
+        name: &str,
+        file: &Arc<File>,
+        offset: u64,
+        length: usize,
+    ) -> Result<Bytes, StorageError> {
+        let file = file.clone();
+        match tokio::task::spawn_blocking(move || super::read_piece(&file, offset, length)).await {
+            Ok(Ok(piece)) => Ok(piece),
+            Ok(Err(e)) => Err(self.failed("read for upload", name, e)),
+            Err(e) => Err(self.failed("read for upload", name, e)),
+        }
+    }
+
     /// A multipart upload of `file`'s first `size` bytes, a piece at a
     /// time; aborted (never visible) if a piece fails.
     async fn upload(&self, name: &str, file: Arc<File>, size: u64) -> Result<(), StorageError> {
@@ -158,25 +175,11 @@ impl S3Storage {
         let mut offset = 0;
         while offset < size {
             let length = (size - offset).min(super::PIECE as u64) as usize;
-            let reading = file.clone();
-            let piece =
-                tokio::task::spawn_blocking(move || super::read_piece(&reading, offset, length))
-                    .await;
-            let piece = match piece {
-                Ok(Ok(piece)) => piece,
-                failed => {
+            let piece = match self.piece(name, &file, offset, length).await {
+                Ok(piece) => piece,
+                Err(e) => {
                     let _ = writer.abort().await;
-                    let detail = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
-                    return Err(StorageError::Failed {
-                        place: self.place.clone(),
-                        what: "read for upload",
-                        name: name.to_string(),
-                        detail,
-                    });
+                    return Err(e);
                 }
             };
             if let Err(e) = writer.wait_for_capacity(2).await {
@@ -252,18 +255,7 @@ impl Storage for S3Storage {
     ) -> BoxFuture<'a, Result<Written, StorageError>> {
         Box::pin(async move {
             if size <= super::PIECE as u64 {
-                let length = size as usize;
-                let piece =
-                    tokio::task::spawn_blocking(move || super::read_piece(&file, 0, length))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string()));
-                let data = piece.map_err(|detail| StorageError::Failed {
-                    place: self.place.clone(),
-                    what: "read for upload",
-                    name: name.to_string(),
-                    detail,
-                })?;
+                let data = self.piece(name, &file, 0, size as usize).await?;
                 return self.put_new(name, data).await;
             }
             // A multipart upload cannot be made conditional: look first.
