@@ -133,7 +133,8 @@ impl Tree {
     }
 
     /// Opens each directory element in turn, refusing links (ELOOP) and
-    /// `..`; makes missing ones when `create`.
+    /// `..`; makes missing ones when `create` (one that exists costs an
+    /// open, no mkdir).
     fn walk<'e>(
         &self,
         elements: impl Iterator<Item = &'e str>,
@@ -148,13 +149,15 @@ impl Tree {
                     "not a tree path",
                 ));
             }
-            if create {
+            let mut opened = rustix::fs::openat(dir.as_fd(), element, flags, Mode::empty());
+            if create && matches!(opened, Err(rustix::io::Errno::NOENT)) {
                 match rustix::fs::mkdirat(dir.as_fd(), element, Mode::from(0o755)) {
                     Err(rustix::io::Errno::EXIST) | Ok(()) => {}
                     Err(e) => return Err(e.into()),
                 }
+                opened = rustix::fs::openat(dir.as_fd(), element, flags, Mode::empty());
             }
-            dir = match rustix::fs::openat(dir.as_fd(), element, flags, Mode::empty()) {
+            dir = match opened {
                 // A link to a directory fails as "not a directory": say what it is.
                 Err(rustix::io::Errno::NOTDIR) if is_symlink(&dir, element) => {
                     return Err(rustix::io::Errno::LOOP.into());

@@ -129,6 +129,11 @@ impl S3Server {
     }
 
     /// Kills the server (its data stays for [`S3Server::resume`]).
+    /// The server's process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
