@@ -295,7 +295,8 @@ fn ca_init_without_hosts_fails_and_writes_nothing() {
 
 /// Acceptance 5 of the first-hour issue: `check` refuses what `run` would
 /// meet, each at its key's line: a listener in use, an auth file it cannot
-/// read, a ca_dir where no CA can be created, a missing mirror CA file.
+/// read, a ca_dir where no CA can be created, a missing mirror CA file, an
+/// upstream CA file with no certificate in it.
 #[test]
 fn check_refuses_what_run_would_meet_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -308,12 +309,14 @@ fn check_refuses_what_run_would_meet_at_its_line() {
         "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\nauth_file = {:?}\n\
          [intercept]\nca_dir = {:?}\n\
          [gomod]\nmirror_ca_file = {:?}\n\
-         [cache]\ndir = {:?}\n[admin]\nlisten = \"\"\n[log]\naccess_log = {:?}\n",
+         [cache]\ndir = {:?}\n[admin]\nlisten = \"\"\n[log]\naccess_log = {:?}\n\
+         [upstream]\nca_file = {:?}\n",
         at("no-users"),
         blocker.join("ca").display().to_string(),
         at("no-mirror-ca.pem"),
         at("cache"),
         blocker.join("access.log").display().to_string(),
+        blocker.display().to_string(),
     );
     refused_at(
         &text,
@@ -323,6 +326,7 @@ fn check_refuses_what_run_would_meet_at_its_line() {
             (5, "intercept.ca_dir: no CA in"),
             (7, "gomod.mirror_ca_file"),
             (13, "log.access_log"),
+            (15, "upstream.ca_file"),
         ],
     );
     drop(busy);

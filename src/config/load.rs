@@ -48,8 +48,13 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     }
     let upstream = upstream_section(&mut r, &mut root);
     let intercept = intercept_section(&mut r, &mut root);
-    let gomod = gomod_section(&mut r, &mut root, intercept.enabled, &upstream.no_proxy);
-    let cache = cache_section(&mut r, &mut root, gomod.verification.verify);
+    let mut gomod = gomod_section(&mut r, &mut root, intercept.enabled, &upstream.no_proxy);
+    let mut cache = cache_section(&mut r, &mut root, gomod.verification.verify);
+    // upstream.ca_file is trusted by every TLS connection modgate opens.
+    gomod.upstream_ca_file = upstream.ca_file.clone();
+    if let Some(shared) = &mut cache.shared {
+        shared.s3.ca_file = upstream.ca_file.clone();
+    }
     let admin = admin_section(&mut r, &mut root);
     let log = log_section(&mut r, &mut root);
     r.finish(root);
@@ -270,6 +275,7 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
     let resolve_for_parent = r
         .boolean(&mut t, "resolve_for_parent")
         .is_none_or(|b| *b.get_ref());
+    let ca_file = absolute_path(r, &mut t, "upstream.ca_file");
     r.finish(t);
     UpstreamConfig {
         proxy,
@@ -277,6 +283,7 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
         connect_timeout,
         response_timeout,
         resolve_for_parent,
+        ca_file,
     }
 }
 
@@ -369,6 +376,7 @@ fn gomod_section<'i>(
         verification,
         on_mirror_failure,
         mirror_ca_file,
+        upstream_ca_file: None,
         mirror_timeout,
         demote_for,
     }

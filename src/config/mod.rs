@@ -108,6 +108,8 @@ pub struct GomodConfig {
     pub verification: Verification,
     pub on_mirror_failure: OnMirrorFailure,
     pub mirror_ca_file: Option<PathBuf>,
+    /// `upstream.ca_file`, which mirrors are verified against too.
+    pub upstream_ca_file: Option<PathBuf>,
     /// Time allowed for a mirror's response head before trying the next.
     pub mirror_timeout: Duration,
     /// How long a failing mirror is tried last.
@@ -115,6 +117,15 @@ pub struct GomodConfig {
 }
 
 impl GomodConfig {
+    /// The PEM files mirrors are trusted by, beside the system's roots.
+    pub fn ca_files(&self) -> Vec<&std::path::Path> {
+        self.upstream_ca_file
+            .iter()
+            .chain(&self.mirror_ca_file)
+            .map(PathBuf::as_path)
+            .collect()
+    }
+
     /// Every intercepted host name.
     pub fn hosts(&self) -> Vec<String> {
         self.proxy_hosts
@@ -201,6 +212,9 @@ pub struct UpstreamConfig {
     /// an address is in `deny_destinations` (a name this host cannot
     /// resolve still goes to the parent).
     pub resolve_for_parent: bool,
+    /// `upstream.ca_file`: PEM roots trusted for every TLS connection
+    /// modgate opens (a TLS-inspecting firewall's CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `upstream.proxy`: an http:// parent proxy.
@@ -237,7 +251,7 @@ pub struct Origin {
 
 /// The keys whose places a config keeps: files, directories, listeners
 /// and capabilities that `run` needs and `check` verifies.
-pub const PLACED_KEYS: [&str; 11] = [
+pub const PLACED_KEYS: [&str; 12] = [
     "proxy.listen",
     "proxy.auth_file",
     "proxy.pid_file",
@@ -247,6 +261,7 @@ pub const PLACED_KEYS: [&str; 11] = [
     "transparent.outbound_mark",
     "intercept.ca_dir",
     "gomod.mirror_ca_file",
+    "upstream.ca_file",
     "cache.dir",
     "admin.listen",
 ];

@@ -70,6 +70,7 @@ pub(super) fn shared_section<'i>(
             allow_http,
             access_key_id,
             secret_access_key,
+            ca_file: None,
         },
         timeout,
         peers,

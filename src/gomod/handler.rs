@@ -37,7 +37,7 @@ pub struct Gomod {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GomodError {
-    #[error("gomod.mirror_ca_file: {0}")]
+    #[error("a trusted CA file (upstream.ca_file or gomod.mirror_ca_file) {0}")]
     Roots(#[from] RootsError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
@@ -376,7 +376,7 @@ fn mirrors(
     (dialer, via): (Arc<Dialer>, Via),
     stats: Arc<Stats>,
 ) -> Result<Mirrors, GomodError> {
-    let tls = client_config(config.mirror_ca_file.as_deref())?;
+    let tls = client_config(&config.ca_files())?;
     let origin = config
         .mirrors
         .iter()

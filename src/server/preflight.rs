@@ -23,10 +23,15 @@ pub fn preflight(config: &Config) -> Vec<ConfigError> {
     {
         fail("proxy.auth_file", format!("proxy.auth_file: {e}"));
     }
-    if let Some(path) = &config.gomod.mirror_ca_file
-        && let Err(e) = crate::tls::roots::client_config(Some(path))
-    {
-        fail("gomod.mirror_ca_file", format!("gomod.mirror_ca_file: {e}"));
+    for (key, file) in [
+        ("gomod.mirror_ca_file", &config.gomod.mirror_ca_file),
+        ("upstream.ca_file", &config.upstream.ca_file),
+    ] {
+        if let Some(path) = file
+            && let Err(e) = crate::tls::roots::pem_certificates(path)
+        {
+            fail(key, format!("{key}: {e}"));
+        }
     }
     if config.intercept.enabled
         && let Err(why) = ca_usable(&config.intercept.ca_dir)

@@ -29,6 +29,9 @@ pub struct Module {
     pub blob: usize,
 }
 
+/// The common name of the CA that signs [`Mirror::start_tls`]'s certificate.
+pub const CORP_CA: &str = "Example Corp Inspection CA";
+
 pub const MODULES: &[Module] = &[
     Module {
         path: "example.com/Acme/Lib",
@@ -178,10 +181,14 @@ impl Mirror {
 
     /// Over HTTPS with HTTP/2 (and HTTP/1.1), as public mirrors serve;
     /// `ca_pem` is written with the CA that signed its certificate (for
-    /// 127.0.0.1). `https_url()` is its address.
+    /// 127.0.0.1), named [`CORP_CA`] as a firewall's re-signing CA would
+    /// be. `https_url()` is its address.
     pub async fn start_tls(root: PathBuf, behaviour: Behaviour, ca_pem: &Path) -> Mirror {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, CORP_CA);
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca = ca_params.self_signed(&ca_key).unwrap();
         std::fs::write(ca_pem, ca.pem()).unwrap();

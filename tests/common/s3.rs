@@ -195,6 +195,7 @@ impl S3Server {
     /// The settings modgate needs to reach the bucket (under `prefix`).
     pub fn settings(&self, prefix: &str) -> modgate::cache::storage::s3::S3Settings {
         modgate::cache::storage::s3::S3Settings {
+            ca_file: None,
             bucket: self.bucket.clone(),
             prefix: prefix.to_string(),
             endpoint: Some(self.endpoint.clone()),

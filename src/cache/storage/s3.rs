@@ -14,8 +14,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig, UpdateVersion, WriteMultipart,
+    Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, RetryConfig, UpdateVersion, WriteMultipart,
 };
 
 use super::{
@@ -38,6 +38,8 @@ pub struct S3Settings {
     pub allow_http: bool,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// `upstream.ca_file`: roots trusted beside the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -74,12 +76,22 @@ impl S3Storage {
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
-        let store = builder.build().map_err(|e| StorageError::Failed {
+        let failed = |detail: String| StorageError::Failed {
             place: place.clone(),
             what: "configure",
             name: String::new(),
-            detail: e.to_string(),
-        })?;
+            detail,
+        };
+        if let Some(file) = &settings.ca_file {
+            let pem = std::fs::read(file)
+                .map_err(|e| failed(format!("upstream.ca_file {}: {e}", file.display())))?;
+            let mut options = ClientOptions::new();
+            for root in Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))? {
+                options = options.with_root_certificate(root);
+            }
+            builder = builder.with_client_options(options);
+        }
+        let store = builder.build().map_err(|e| failed(e.to_string()))?;
         Ok(S3Storage {
             store,
             place,
