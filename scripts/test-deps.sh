@@ -8,6 +8,8 @@ missing=()
 for pair in curl:curl iptables:iptables nft:nftables ip:iproute2 openssl:openssl node:nodejs npm:npm chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# Squid (with TLS) as the corporate parent proxy, and its login helpers.
+[ -x /usr/sbin/squid ] && [ -x /usr/lib/squid/ntlm_fake_auth ] || missing+=(squid-openssl)
 # golang.org/x/mod (zip, sumdb) for the checksum database helper in tests/tools/sumdb.
 xmod=/usr/share/gocode/src/golang.org/x/mod
 [ -d "$xmod/sumdb" ] || missing+=(golang-golang-x-mod-dev)

@@ -115,6 +115,10 @@ mod tests {
         let out = explain(&config, "http://example.org/", client).unwrap();
         assert!(out.contains("decision: parent"), "{out}");
         assert!(!out.contains("u:p"), "credentials must not be shown: {out}");
+        assert!(
+            out.contains("http://parent:8080 (login as u, by what it offers)"),
+            "the parent and the login are named: {out}"
+        );
         let out = explain(&config, "example.org:22", client).unwrap();
         assert!(out.contains("decision: deny"), "{out}");
     }

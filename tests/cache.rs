@@ -19,8 +19,6 @@ use common::gateway::*;
 use common::gomod::*;
 use common::metrics::downloads_landed;
 
-const DEFAULT_GOPROXY: &str = "https://proxy.golang.org,direct";
-
 /// Point 1: a cold `go mod download all` fills the cache; with the mirror
 /// and the checksum database stopped, fresh clients download the whole
 /// graph (and verify it) from the cache alone: intercepted, through the

@@ -1,11 +1,14 @@
-//! modgate behind a corporate network's way out: a TLS-inspecting firewall
-//! that re-signs every TLS connection with the company's own CA (here a
-//! mirror whose certificate a "corporate" test CA signed).
+//! modgate behind a corporate network's way out: a parent proxy (Debian's
+//! Squid) that wants a login, and a TLS-inspecting firewall that re-signs
+//! every TLS connection with the company's own CA (here a mirror whose
+//! certificate a "corporate" test CA signed).
 
 mod common;
 
 use common::gateway::{Work, download_all, get, tree};
-use common::gomod::{Behaviour, CORP_CA, Mirror};
+use common::gomod::{Behaviour, CORP_CA, DEFAULT_GOPROXY, Mirror, SumDb};
+use common::squid::{HELPERS, Squid};
+use common::{Origin, TlsOrigin, curl, stderr, stdout};
 
 /// A mirror signed by the corporate CA is refused, naming that CA and the
 /// key to set, until `upstream.ca_file` names the CA; then the go command
@@ -54,4 +57,205 @@ async fn a_mirror_resigned_by_the_firewall_is_trusted_through_upstream_ca_file()
         "off",
     );
     download_all(&go).await;
+}
+
+/// A gateway config whose way out is `upstream` (the parent and its
+/// login): module files from `mirror`, verified against `sumdb`; loopback
+/// origins allowed (they stand for the internet here), and CONNECT to
+/// `tls`'s port.
+fn behind_parent(
+    work: &Work,
+    (mirror, sumdb, tls): (&Mirror, &SumDb, &TlsOrigin),
+    upstream: &str,
+) -> std::path::PathBuf {
+    let toml = format!(
+        "[proxy]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\ndeny_destinations = []\n\
+         connect_ports = [443, {}]\n\
+         [upstream]\nno_proxy = \"\"\n{upstream}\n\
+         [intercept]\nca_dir = {:?}\n\
+         [gomod]\nmirrors = [{:?}]\nsumdb_mirrors = [{:?}]\nsumdb_key = {:?}\n\
+         [cache]\ndir = {:?}\n",
+        tls.addr.port(),
+        work.path("certs"),
+        mirror.url(),
+        sumdb.url(),
+        sumdb.key,
+        work.cache(),
+    );
+    let file = work.path("modgate.toml");
+    std::fs::write(&file, toml).unwrap();
+    file
+}
+
+/// A credentials file only its owner may read.
+fn credentials_file(work: &Work, user: &str, password: &str) -> std::path::PathBuf {
+    let file = work.path("parent-credentials.toml");
+    std::fs::write(&file, format!("user = {user:?}\npassword = {password:?}\n")).unwrap();
+    let mut permissions = std::fs::metadata(&file).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+    std::fs::set_permissions(&file, permissions).unwrap();
+    file
+}
+
+/// Everything a client does through the gateway, with the parent as the
+/// only way out: the go command intercepted and through the GOPROXY
+/// endpoint (the mirror and the checksum database reached by CONNECT
+/// through the parent), curl to an http:// origin (forwarded through the
+/// parent) and to an https:// one (a tunnel through it).
+async fn everything_through(
+    work: &Work,
+    gateway: &common::netns::Modgate,
+    (sumdb, tls): (&SumDb, &TlsOrigin),
+) {
+    let addr = gateway.addr("explicit proxy");
+    download_all(&work.go("intercepted", Some(addr), DEFAULT_GOPROXY, &sumdb.key)).await;
+    let endpoint = format!("http://{addr}");
+    download_all(&work.go("endpoint", None, &endpoint, &sumdb.key)).await;
+    let origin = Origin::start("127.0.0.1").await;
+    let out = curl(&["-x", &endpoint, &origin.url("/bytes/5")]).await;
+
+    assert_eq!(
+        out.stdout.len(),
+        5,
+        "http:// through the parent: {}",
+        stderr(&out)
+    );
+    let out = curl(&["-x", &endpoint, &origin.url("/bytes/7")]).await;
+    assert_eq!(
+        out.stdout.len(),
+        7,
+        "again, on a logged-in connection: {}",
+        stderr(&out)
+    );
+    let url = format!("https://127.0.0.1:{}/", tls.addr.port());
+    let cacert = tls.cert_pem.display().to_string();
+    let out = curl(&["-x", &endpoint, "--cacert", &cacert, &url]).await;
+    assert_eq!(
+        stdout(&out),
+        "tls-origin-ok",
+        "https:// through the parent: {}",
+        stderr(&out)
+    );
+}
+
+/// Acceptance 1: Squid asking for NTLM (its ntlm_fake_auth helper runs a
+/// real handshake): every request reaches it logged in as CORP\alice, and
+/// the password is in no log of modgate's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ntlm_parent_sees_every_request_logged_in() {
+    let squid = Squid::start(
+        &format!("auth_param ntlm program {HELPERS}/ntlm_fake_auth\nauth_param ntlm children 2"),
+        "",
+    );
+    let tree = tree();
+    let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    const PASSWORD: &str = "n0t-in-any-log";
+    let secrets = credentials_file(&work, "CORP\\alice", PASSWORD);
+    let upstream = format!("proxy = {:?}\ncredentials_file = {secrets:?}", squid.url());
+    let tls = TlsOrigin::start().await;
+    let config = behind_parent(&work, (&mirror, &sumdb, &tls), &upstream);
+    let gateway = work.gateway(&config).await;
+    everything_through(&work, &gateway, (&sumdb, &tls)).await;
+
+    // Squid logs a tunnel when it closes: the gateway's pooled ones close
+    // with it.
+    let gateway_log = gateway.log();
+    gateway.kill().await;
+    let tunnel = format!(" CONNECT 127.0.0.1:{} ", tls.addr.port());
+    let mut log = squid.access_log();
+    for _ in 0..100 {
+        if log.contains(&tunnel) && log.matches("TCP_TUNNEL/200").count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        log = squid.access_log();
+    }
+    // Requests only: not the 407s of logins, nor connections closed
+    // before any request (Squid logs those as errors).
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains(" TCP_DENIED/407 "))
+        .filter(|l| !l.contains(" error:transaction-end-before-headers "))
+        .collect();
+    assert!(lines.len() >= 6, "{log}");
+    for line in &lines {
+        let user = line.split_whitespace().nth(7).unwrap_or_default();
+        // Squid's log escapes the backslash.
+        assert_eq!(user, "CORP\\\\alice", "every request logged in: {line}");
+    }
+    assert!(lines.iter().any(|l| l.contains(&tunnel)), "{log}");
+    let mirror_tunnel = format!(" CONNECT {} ", mirror.url().trim_start_matches("http://"));
+    assert!(lines.iter().any(|l| l.contains(&mirror_tunnel)), "{log}");
+    assert!(
+        lines.iter().any(|l| l.contains(" GET http://127.0.0.1:")),
+        "{log}"
+    );
+    assert!(!gateway_log.contains(PASSWORD));
+    assert!(!gateway_log.contains("refused"), "{gateway_log}");
+}
+
+/// A parent that refuses the credentials (Squid checking a password
+/// file): each client gets a 502 naming the parent and the user, the log
+/// says it once, and modgate does not retry in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_named_once_and_not_retried() {
+    let work = Work::new();
+    let passwords = work.path("squid-passwords");
+    let hashed = std::process::Command::new("openssl")
+        .args(["passwd", "-apr1", "the-right-one"])
+        .output()
+        .unwrap();
+    let line = format!("alice:{}", String::from_utf8_lossy(&hashed.stdout));
+    std::fs::write(&passwords, line).unwrap();
+    std::fs::set_permissions(
+        &passwords,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let squid = Squid::start(
+        &format!(
+            "auth_param basic program {HELPERS}/basic_ncsa_auth {}",
+            passwords.display()
+        ),
+        "",
+    );
+    let tree = tree();
+    let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let tls = TlsOrigin::start().await;
+    let secrets = credentials_file(&work, "alice", "a-wrong-one");
+    let upstream = format!("proxy = {:?}\ncredentials_file = {secrets:?}", squid.url());
+    let config = behind_parent(&work, (&mirror, &sumdb, &tls), &upstream);
+    let gateway = work.gateway(&config).await;
+    let endpoint = format!("http://{}", gateway.addr("explicit proxy"));
+    let origin = Origin::start("127.0.0.1").await;
+    for _ in 0..3 {
+        let out = curl(&["-i", "-x", &endpoint, &origin.url("/bytes/5")]).await;
+        let answer = stdout(&out);
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(
+            answer.contains(&format!(
+                "parent proxy {} refused the credentials of alice (Basic login)",
+                squid.addr
+            )),
+            "{answer}"
+        );
+    }
+    assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let log = gateway.log();
+    assert_eq!(
+        log.matches("parent proxy login refused").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("a-wrong-one"));
+    // Three requests: a handful of tries, not a loop.
+    let denied = squid.access_log().matches("TCP_DENIED/407").count();
+    assert!(
+        (3..=8).contains(&denied),
+        "{denied} refusals:\n{}",
+        squid.access_log()
+    );
 }

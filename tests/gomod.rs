@@ -97,8 +97,6 @@ async fn setup_with_sumdb(
     Setup { work, proxy, go }
 }
 
-const DEFAULT_GOPROXY: &str = "https://proxy.golang.org,direct";
-
 fn text(out: &Output) -> String {
     format!(
         "{}{}",

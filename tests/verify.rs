@@ -11,7 +11,6 @@ use common::gateway::*;
 use common::gomod::*;
 use common::metrics::downloads_landed;
 
-const DEFAULT_GOPROXY: &str = "https://proxy.golang.org,direct";
 const UTIL_MOD: &str = "/example.com/util/@v/v1.2.0.mod";
 const UTIL_INFO: &str = "/example.com/util/@v/v1.2.0.info";
 const UTIL_ZIP: &str = "/example.com/util/@v/v1.2.0.zip";

@@ -6,18 +6,16 @@ use std::ops::{Range, RangeInclusive};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine;
-use http::HeaderValue;
 use ipnet::IpNet;
 
 use super::reader::{Reader, Table};
 use super::units::{parse_duration, parse_size};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, GomodConfig, InterceptConfig, LogConfig,
-    LogFormat, OnMirrorFailure, Origin, PLACED_KEYS, ParentProxy, ProxyConfig, SUMDB_KEY,
-    TransparentConfig, UpstreamConfig, Verification,
+    LogFormat, OnMirrorFailure, Origin, PLACED_KEYS, ProxyConfig, SUMDB_KEY, TransparentConfig,
+    UpstreamConfig, Verification,
 };
-use crate::rules::{NoProxy, PortRange, Private, Target, mask_userinfo};
+use crate::rules::{NoProxy, PortRange, Private, mask_userinfo};
 
 pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let (mut r, root) = Reader::parse(file, text);
@@ -263,12 +261,13 @@ fn transparent_section<'i>(
 
 fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamConfig {
     let mut t = r.section(root, "upstream");
-    let proxy = r.string(&mut t, "proxy").and_then(|s| {
+    let mut proxy = r.string(&mut t, "proxy").and_then(|s| {
         let span = s.span();
-        parse_parent(s.get_ref())
+        super::parent::parse_url(s.get_ref())
             .map_err(|msg| r.error(span, format!("upstream.proxy: {msg}")))
             .ok()
     });
+    super::parent::login(r, &mut t, proxy.as_mut());
     let no_proxy = no_proxy(r, &mut t, "no_proxy", "localhost,127.0.0.0/8,::1");
     let connect_timeout = duration(r, &mut t, "connect_timeout", Duration::from_secs(10));
     let response_timeout = duration(r, &mut t, "response_timeout", Duration::from_secs(60));
@@ -643,33 +642,6 @@ fn size<'i>(
 }
 
 /// Parses `http://[user:pass@]host:port[/]`.
-fn parse_parent(url: &str) -> Result<ParentProxy, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// parent proxies are supported")?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('/') {
-        return Err("a parent proxy URL has no path".into());
-    }
-    let (userinfo, authority) = match rest.rsplit_once('@') {
-        Some((u, a)) => (Some(u), a),
-        None => (None, rest),
-    };
-    let target = Target::parse(authority, Some(3128)).map_err(|e| format!("{authority:?}: {e}"))?;
-    let authorization = userinfo
-        .map(|u| {
-            let decoded = crate::percent::decode(u).ok_or("bad %-escape in user:pass")?;
-            let token = base64::engine::general_purpose::STANDARD.encode(decoded);
-            HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| "bad user:pass")
-        })
-        .transpose()?;
-    Ok(ParentProxy {
-        host: target.host,
-        port: target.port,
-        authorization,
-    })
-}
-
 /// A list of strings, each parsed by `parse`; every bad item is reported at
 /// its own place. Absent means `default`.
 fn parsed_list<'i, T>(

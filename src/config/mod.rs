@@ -3,7 +3,10 @@
 //! The default config is compiled in and equals `config/modgate.toml`.
 
 mod load;
+pub use parent::{Credentials, ParentProxy, Scheme};
+mod parent;
 mod reader;
+mod secrets;
 mod shared;
 pub mod units;
 
@@ -12,10 +15,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::HeaderValue;
 use ipnet::IpNet;
 
-use crate::rules::{Host, NoProxy, PortRange, Private};
+use crate::rules::{NoProxy, PortRange, Private};
 
 /// The embedded default configuration (same text as `config/modgate.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../../config/modgate.toml");
@@ -217,15 +219,6 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-/// `upstream.proxy`: an http:// parent proxy.
-#[derive(Clone, Debug)]
-pub struct ParentProxy {
-    pub host: Host,
-    pub port: u16,
-    /// `Proxy-Authorization` value sent to the parent, from the URL's user:pass.
-    pub authorization: Option<HeaderValue>,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -374,18 +367,6 @@ impl Config {
                 Self::parse(&path.display().to_string(), &text)
             }
         }
-    }
-}
-
-impl fmt::Display for ParentProxy {
-    /// Shown without credentials.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let auth = if self.authorization.is_some() {
-            "***@"
-        } else {
-            ""
-        };
-        write!(f, "http://{auth}{}:{}", self.host, self.port)
     }
 }
 

@@ -5,7 +5,6 @@
 //! or from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`; they are kept
 //! out of every log, metric and `explain` (the settings' Debug hides them).
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use super::SharedConfig;
@@ -140,33 +139,12 @@ fn credentials_from_env() -> Result<(String, String), String> {
 
 /// The pair from a TOML file only its owner may read.
 fn credentials_from_file(path: &std::path::Path) -> Result<(String, String), String> {
-    let shown = path.display();
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cache.s3.credentials_file {shown}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "cache.s3.credentials_file {shown} is readable by group or others (mode {mode:04o}): chmod 600 {shown}"
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cache.s3.credentials_file {shown}: {e}"))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|_| format!("cache.s3.credentials_file {shown} is not TOML"))?;
-    let field = |name: &str| {
-        table
-            .get(name)
-            .and_then(|v| v.as_str())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
-    match (field("access_key_id"), field("secret_access_key")) {
-        (Some(id), Some(secret)) => Ok((id, secret)),
-        _ => Err(format!(
-            "cache.s3.credentials_file {shown} needs access_key_id and secret_access_key"
-        )),
-    }
+    let [id, secret] = super::secrets::secret_fields(
+        path,
+        "cache.s3.credentials_file",
+        ["access_key_id", "secret_access_key"],
+    )?;
+    Ok((id, secret))
 }
 
 #[cfg(test)]

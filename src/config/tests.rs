@@ -41,8 +41,32 @@ fn parent_proxy_url() {
     .unwrap();
     let parent = c.upstream.proxy.unwrap();
     assert_eq!(parent.port, 8080);
+    let credentials = parent.credentials.unwrap();
+    assert_eq!(
+        (credentials.user.as_str(), credentials.password.as_str()),
+        ("u@x", "p:ss")
+    );
     // base64("u@x:p:ss")
-    assert_eq!(parent.authorization.unwrap(), "Basic dUB4OnA6c3M=");
+    assert_eq!(credentials.basic().unwrap(), "Basic dUB4OnA6c3M=");
+    assert_eq!(parent.auth, None);
+    let c = Config::parse(
+        "p.toml",
+        "[upstream]\nproxy = \"http://CORP%5Calice:pw@parent.corp:8080\"\nauth = \"ntlm\"\n",
+    )
+    .unwrap();
+    let parent = c.upstream.proxy.unwrap();
+    assert_eq!(parent.auth, Some(crate::config::Scheme::Ntlm));
+    assert_eq!(
+        parent.credentials.unwrap().domain_and_user(),
+        ("CORP", "alice")
+    );
+    assert!(
+        Config::parse(
+            "p.toml",
+            "[upstream]\nproxy = \"http://p:1\"\nauth = \"digest\"\n"
+        )
+        .is_err()
+    );
     assert!(Config::parse("p.toml", "[upstream]\nproxy = \"https://p:1\"\n").is_err());
     assert!(Config::parse("p.toml", "[upstream]\nproxy = \"http://p:1/path\"\n").is_err());
 }

@@ -35,10 +35,6 @@ pub enum ProxyError {
     /// The far side sent no response head in time (504).
     #[error("{side} sent no response within {after:?}")]
     NoResponse { side: Side, after: Duration },
-    /// The parent proxy refused a forwarded request for itself (a 407
-    /// about modgate's credentials, never the client's): 502.
-    #[error("parent proxy {parent} refused the request: {}", crate::upstream::parent_status(*status))]
-    ParentRefused { parent: String, status: u16 },
     /// modgate itself could not do what was asked (500).
     #[error("modgate: {0}")]
     Internal(String),
@@ -52,9 +48,7 @@ impl ProxyError {
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::Dial(err) => err.status(),
-            ProxyError::Upstream { .. } | ProxyError::ParentRefused { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::NoResponse { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -71,7 +65,6 @@ impl ProxyError {
             ProxyError::Upstream { side, .. } | ProxyError::NoResponse { side, .. } => {
                 side_name(*side)
             }
-            ProxyError::ParentRefused { .. } => "parent",
             ProxyError::Internal(_) => "modgate",
         }
     }

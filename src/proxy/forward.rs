@@ -142,7 +142,7 @@ async fn forward(
     let pool = match decision.action {
         Action::Parent => {
             shared.stats.via_parent.inc();
-            if let Some(auth) = shared.dialer.parent().and_then(|p| p.authorization.clone()) {
+            if let Some(auth) = shared.dialer.basic_authorization(&target).await {
                 req.headers_mut().insert(PROXY_AUTHORIZATION, auth);
             }
             &shared.via_parent
@@ -189,17 +189,13 @@ async fn forward(
 }
 
 /// A parent's 407 is about modgate's credentials to it, never the
-/// client's: answered as the parent's refusal (502), naming it.
+/// client's: answered as the parent's refusal (502), naming the parent
+/// and the user modgate logged in as.
 fn parent_refusal(shared: &Shared, side: Side, status: StatusCode) -> Result<(), ProxyError> {
-    match (side, shared.dialer.parent()) {
-        (Side::Parent, Some(parent)) if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
-            Err(ProxyError::ParentRefused {
-                parent: format!("{}:{}", parent.host, parent.port),
-                status: status.as_u16(),
-            })
-        }
-        _ => Ok(()),
+    if side == Side::Parent && status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        return Err(ProxyError::Dial(Arc::new(shared.dialer.refused_login())));
     }
+    Ok(())
 }
 
 /// Validates an absolute-form request, drops any `user:pass@` from its

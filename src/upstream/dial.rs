@@ -30,6 +30,10 @@ pub struct Dialer {
     /// `upstream.resolve_for_parent`: names bound for the parent are
     /// resolved and checked here first.
     resolve_for_parent: bool,
+    /// The login scheme the parent offered (with `upstream.auth` unset).
+    learned: super::login::Learned,
+    /// Whether refused credentials were already said in the log.
+    refusal_said: std::sync::atomic::AtomicBool,
 }
 
 /// Who is on the far end of an outbound connection.
@@ -62,6 +66,14 @@ pub enum Failure {
     ParentStatus(u16),
     /// The parent broke the CONNECT exchange.
     ParentProtocol(String),
+    /// modgate cannot log in to the parent (a scheme it does not speak, a
+    /// broken challenge).
+    ParentLogin(String),
+    /// The parent refused the credentials after a complete login.
+    CredentialsRefused {
+        user: String,
+        scheme: &'static str,
+    },
     BadAddress(String),
 }
 
@@ -81,6 +93,11 @@ impl fmt::Display for DialError {
                 parent_status(*status)
             ),
             Failure::ParentProtocol(why) => write!(f, "parent proxy {target}: {why}"),
+            Failure::ParentLogin(why) => write!(f, "cannot log in to parent proxy {target}: {why}"),
+            Failure::CredentialsRefused { user, scheme } => write!(
+                f,
+                "parent proxy {target} refused the credentials of {user} ({scheme} login)"
+            ),
             Failure::BadAddress(why) => write!(f, "{side} {target} is not an address: {why}"),
         }
     }
@@ -89,7 +106,7 @@ impl fmt::Display for DialError {
 /// What a parent proxy's refusal `status` means, for the client's answer.
 pub fn parent_status(status: u16) -> String {
     match status {
-        407 => "407 Proxy Authentication Required (the user:pass in upstream.proxy is missing or wrong)".into(),
+        407 => "407 Proxy Authentication Required (it wants a login: set upstream.credentials_file, or user:pass in upstream.proxy)".into(),
         403 => "403 Forbidden (the parent's own rules refuse this destination)".into(),
         other => format!("status {other}"),
     }
@@ -134,6 +151,8 @@ impl Dialer {
             parent: config.upstream.proxy.clone(),
             mark: config.transparent.outbound_mark,
             resolve_for_parent: config.upstream.resolve_for_parent,
+            learned: Default::default(),
+            refusal_said: Default::default(),
         }
     }
 
@@ -165,15 +184,115 @@ impl Dialer {
 
     /// Connects to the parent proxy to forward a request for `target`
     /// (absolute-form), once `target` passes [`Dialer::screen_for_parent`].
+    /// A connection that needs a login (NTLM, or a scheme not yet
+    /// learned) is logged in first, with a request the parent answers
+    /// itself.
     pub async fn parent_connection(&self, target: &Target) -> Result<TcpStream, DialError> {
         let parent = self.parent_target()?;
         self.within_timeout(Side::Parent, &parent, async {
             self.screen_for_parent(Side::Origin, target, Exemption::None)
                 .await?;
-            self.open(Side::Parent, &parent, Exemption::AdminNamed)
-                .await
+            let mut stream = self
+                .open(Side::Parent, &parent, Exemption::AdminNamed)
+                .await?;
+            if self.login_per_connection() {
+                let head = |auth: Option<&str>| super::parent::login_head(target, auth);
+                self.login(&mut stream, &parent, &head, false).await?;
+            }
+            Ok(stream)
         })
         .await
+    }
+
+    /// Whether a new forwarding connection must log in before use.
+    fn login_per_connection(&self) -> bool {
+        let Some(parent) = self.parent.as_ref().filter(|p| p.credentials.is_some()) else {
+            return false;
+        };
+        parent
+            .auth
+            .or(self.learned.get())
+            .is_none_or(|scheme| scheme.per_connection())
+    }
+
+    /// The `Proxy-Authorization` every forwarded request carries: a Basic
+    /// login's (configured, or offered by the parent). Until the parent
+    /// has said what it offers, a connection is opened to learn it.
+    pub async fn basic_authorization(&self, target: &Target) -> Option<http::HeaderValue> {
+        let parent = self.parent.as_ref()?;
+        let credentials = parent.credentials.as_ref()?;
+        if parent.auth.is_none() && self.learned.get().is_none() {
+            let _ = self.parent_connection(target).await;
+        }
+        (parent.auth.or(self.learned.get()) == Some(crate::config::Scheme::Basic))
+            .then(|| credentials.basic())
+            .flatten()
+    }
+
+    /// Runs `head`'s login on `stream`; an answer other than 2xx to a
+    /// CONNECT (`tunnel`) or 407 to a login request is the parent's refusal.
+    async fn login(
+        &self,
+        stream: &mut TcpStream,
+        parent_target: &Target,
+        head: &(dyn Fn(Option<&str>) -> Vec<u8> + Sync),
+        tunnel: bool,
+    ) -> Result<Bytes, DialError> {
+        let parent = self.parent.as_ref().ok_or_else(|| {
+            failed(
+                Side::Parent,
+                parent_target,
+                Failure::ParentProtocol("no parent proxy configured".into()),
+            )
+        })?;
+        let reply = super::login::send(stream, parent, &self.learned, head, tunnel)
+            .await
+            .map_err(|failure| self.said(failed(Side::Parent, parent_target, failure)))?;
+        let refused = if tunnel {
+            !(200..300).contains(&reply.status)
+        } else {
+            reply.status == 407
+        };
+        if refused {
+            return Err(failed(
+                Side::Parent,
+                parent_target,
+                Failure::ParentStatus(reply.status),
+            ));
+        }
+        Ok(reply.leftover)
+    }
+
+    /// A 407 to a forwarded request: the parent refused the credentials
+    /// (logged once), or wants some and has none.
+    pub fn refused_login(&self) -> DialError {
+        let Some(parent) = self.parent.as_ref() else {
+            return DialError {
+                side: Side::Parent,
+                target: "(none)".into(),
+                failure: Failure::ParentStatus(407),
+            };
+        };
+        let failure = match (&parent.credentials, parent.auth.or(self.learned.get())) {
+            (Some(_), Some(scheme)) => Failure::CredentialsRefused {
+                user: parent.login_name(),
+                scheme: scheme.name(),
+            },
+            _ => Failure::ParentStatus(407),
+        };
+        self.said(failed(Side::Parent, &parent.target(), failure))
+    }
+
+    /// Refused credentials are logged once (every client still gets the 502).
+    fn said(&self, error: DialError) -> DialError {
+        if matches!(error.failure, Failure::CredentialsRefused { .. })
+            && !self
+                .refusal_said
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(error = %error, "parent proxy login refused; check the credentials (upstream.proxy, upstream.credentials_file)");
+        }
+        error
     }
 
     /// Refuses a destination bound for the parent whose address is off
@@ -212,15 +331,13 @@ impl Dialer {
         exemption: Exemption,
     ) -> Result<(TcpStream, Bytes), DialError> {
         let parent = self.parent_target()?;
-        let auth = self.parent.as_ref().and_then(|p| p.authorization.as_ref());
         self.within_timeout(Side::Parent, &parent, async {
             self.screen_for_parent(side, target, exemption).await?;
             let mut stream = self
                 .open(Side::Parent, &parent, Exemption::AdminNamed)
                 .await?;
-            let leftover = super::parent::handshake(&mut stream, target, auth)
-                .await
-                .map_err(|failure| failed(Side::Parent, &parent, failure))?;
+            let head = |auth: Option<&str>| super::parent::connect_head(target, auth);
+            let leftover = self.login(&mut stream, &parent, &head, true).await?;
             Ok((stream, leftover))
         })
         .await

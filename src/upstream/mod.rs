@@ -3,7 +3,9 @@
 
 mod client;
 mod dial;
+mod login;
 mod mirror;
+mod ntlm;
 mod parent;
 
 pub use client::{Connector, HttpClient, new_client};

@@ -1,58 +1,50 @@
-//! The CONNECT handshake with the parent proxy.
+//! The requests modgate itself sends the parent proxy: CONNECT for a
+//! tunnel, and the login request of a forwarding connection: `TRACE` with
+//! `Max-Forwards: 0`, which RFC 9110 has the parent answer itself (it
+//! echoes the request) and never forward, so a per-connection login costs
+//! the origin nothing. (Squid answers OPTIONS with `Max-Forwards: 0` with
+//! 501 and a closed connection; TRACE it answers.)
 
-use bytes::{Bytes, BytesMut};
-use http::HeaderValue;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use super::dial::Failure;
 use crate::rules::Target;
 
-/// Largest answer head accepted from the parent.
-const MAX_HEAD: usize = 16 * 1024;
+/// `CONNECT target`, with `authorization` when given.
+pub fn connect_head(target: &Target, authorization: Option<&str>) -> Vec<u8> {
+    head("CONNECT", &target.to_string(), target, authorization)
+}
 
-/// Asks the parent for a tunnel to `target`; returns bytes that arrived after
-/// the parent's `200` head (a server that speaks first).
-pub async fn handshake(
-    stream: &mut TcpStream,
-    target: &Target,
-    authorization: Option<&HeaderValue>,
-) -> Result<Bytes, Failure> {
-    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+/// `TRACE http://target/` that goes no further than the parent.
+pub fn login_head(target: &Target, authorization: Option<&str>) -> Vec<u8> {
+    head("TRACE", &format!("http://{target}/"), target, authorization)
+}
+
+fn head(method: &str, uri: &str, target: &Target, authorization: Option<&str>) -> Vec<u8> {
+    let mut request = format!("{method} {uri} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+    if method == "TRACE" {
+        request.extend_from_slice(b"Max-Forwards: 0\r\n");
+    }
     if let Some(value) = authorization {
         request.extend_from_slice(b"Proxy-Authorization: ");
         request.extend_from_slice(value.as_bytes());
         request.extend_from_slice(b"\r\n");
     }
     request.extend_from_slice(b"\r\n");
-    stream.write_all(&request).await.map_err(protocol)?;
-
-    let mut buf = BytesMut::with_capacity(1024);
-    loop {
-        if stream.read_buf(&mut buf).await.map_err(protocol)? == 0 {
-            return Err(Failure::ParentProtocol(
-                "closed before answering CONNECT".into(),
-            ));
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let status = response.code.unwrap_or(0);
-                if !(200..300).contains(&status) {
-                    return Err(Failure::ParentStatus(status));
-                }
-                return Ok(buf.split_off(len).freeze());
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(Failure::ParentProtocol("answer head too large".into()));
-            }
-            Err(err) => return Err(Failure::ParentProtocol(format!("bad answer: {err}"))),
-        }
-    }
+    request
 }
 
-fn protocol(err: std::io::Error) -> Failure {
-    Failure::ParentProtocol(err.to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads() {
+        let target = Target::parse("example.com:443", None).unwrap();
+        let connect = String::from_utf8(connect_head(&target, Some("NTLM abc"))).unwrap();
+        assert_eq!(
+            connect,
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nProxy-Authorization: NTLM abc\r\n\r\n"
+        );
+        let login = String::from_utf8(login_head(&target, None)).unwrap();
+        assert!(login.starts_with("TRACE http://example.com:443/ HTTP/1.1\r\n"));
+        assert!(login.contains("Max-Forwards: 0\r\n"));
+    }
 }

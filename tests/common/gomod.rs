@@ -29,6 +29,9 @@ pub struct Module {
     pub blob: usize,
 }
 
+/// The go command's own GOPROXY: with HTTPS_PROXY, modgate intercepts it.
+pub const DEFAULT_GOPROXY: &str = "https://proxy.golang.org,direct";
+
 /// The common name of the CA that signs [`Mirror::start_tls`]'s certificate.
 pub const CORP_CA: &str = "Example Corp Inspection CA";
 

@@ -8,6 +8,7 @@ pub mod handshake;
 pub mod metrics;
 pub mod netns;
 pub mod s3;
+pub mod squid;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,0 +1,231 @@
+//! `upstream.proxy` and how modgate logs in to it: the parent's address,
+//! the credentials (from the URL, `upstream.credentials_file` or the
+//! environment; never shown) and `upstream.auth`, the login scheme
+//! (unset: whatever the parent offers, strongest first).
+
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine;
+use http::HeaderValue;
+
+use super::reader::{Reader, Table};
+use super::secrets::secret_fields;
+use crate::rules::{Host, Target};
+
+/// How modgate logs in to the parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scheme {
+    /// User and password in every request (`Proxy-Authorization: Basic`).
+    Basic,
+    /// NTLMv2, once per connection.
+    Ntlm,
+    /// SPNEGO (Kerberos), once per connection.
+    Negotiate,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Basic => "Basic",
+            Scheme::Ntlm => "NTLM",
+            Scheme::Negotiate => "Negotiate",
+        }
+    }
+
+    /// The scheme a `Proxy-Authenticate` challenge names (any case).
+    pub fn of(name: &str) -> Option<Scheme> {
+        [Scheme::Basic, Scheme::Ntlm, Scheme::Negotiate]
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name))
+    }
+
+    /// A login that holds for the connection it ran on (not per request).
+    pub fn per_connection(self) -> bool {
+        self != Scheme::Basic
+    }
+}
+
+/// A user and password for the parent. Never shown: Debug hides the
+/// password, and logs name the user only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// As given: `user`, `DOMAIN\user` or `user@domain`.
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, ***)", self.user)
+    }
+}
+
+impl Credentials {
+    /// `(domain, user)` for NTLM: `DOMAIN\user`, `user@domain`, or a user
+    /// with no domain.
+    pub fn domain_and_user(&self) -> (&str, &str) {
+        if let Some((domain, user)) = self.user.split_once('\\') {
+            (domain, user)
+        } else if let Some((user, domain)) = self.user.rsplit_once('@') {
+            (domain, user)
+        } else {
+            ("", &self.user)
+        }
+    }
+
+    /// The `Proxy-Authorization` value of a Basic login.
+    pub fn basic(&self) -> Option<HeaderValue> {
+        let pair = format!("{}:{}", self.user, self.password);
+        let token = base64::engine::general_purpose::STANDARD.encode(pair);
+        HeaderValue::from_str(&format!("Basic {token}")).ok()
+    }
+}
+
+/// `upstream.proxy`: an http:// parent proxy and how to log in to it.
+#[derive(Clone, Debug)]
+pub struct ParentProxy {
+    pub host: Host,
+    pub port: u16,
+    pub credentials: Option<Credentials>,
+    /// `upstream.auth`; `None`: what the parent offers, strongest first.
+    pub auth: Option<Scheme>,
+}
+
+impl ParentProxy {
+    pub fn target(&self) -> Target {
+        Target {
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+
+    /// Who modgate logs in as, for messages: `DOMAIN\user` (never the password).
+    pub fn login_name(&self) -> String {
+        self.credentials
+            .as_ref()
+            .map_or_else(|| "(no user)".into(), |c| c.user.clone())
+    }
+}
+
+impl fmt::Display for ParentProxy {
+    /// Shown without the password: the address and how modgate logs in.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}:{}", self.host, self.port)?;
+        match (&self.credentials, self.auth) {
+            (None, _) => f.write_str(" (no login)"),
+            (Some(c), Some(scheme)) => write!(f, " ({} login as {})", scheme.name(), c.user),
+            (Some(c), None) => write!(f, " (login as {}, by what it offers)", c.user),
+        }
+    }
+}
+
+/// `http://[user:pass@]host[:port]`, the user and password %-decoded.
+pub fn parse_url(url: &str) -> Result<ParentProxy, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// parent proxies are supported")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        return Err("a parent proxy URL has no path".into());
+    }
+    let (userinfo, authority) = match rest.rsplit_once('@') {
+        Some((u, a)) => (Some(u), a),
+        None => (None, rest),
+    };
+    let target = Target::parse(authority, Some(3128)).map_err(|e| format!("{authority:?}: {e}"))?;
+    let credentials = userinfo
+        .map(|u| {
+            let decoded = crate::percent::decode(u).ok_or("bad %-escape in user:pass")?;
+            let text = String::from_utf8(decoded).map_err(|_| "user:pass is not UTF-8")?;
+            let (user, password) = text.split_once(':').unwrap_or((&text, ""));
+            Ok::<_, &str>(Credentials {
+                user: user.to_string(),
+                password: password.to_string(),
+            })
+        })
+        .transpose()?;
+    Ok(ParentProxy {
+        host: target.host,
+        port: target.port,
+        credentials,
+        auth: None,
+    })
+}
+
+/// `upstream.auth` and the credentials beside the URL's, applied to `parent`.
+pub fn login<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, parent: Option<&mut ParentProxy>) {
+    let auth = r.string(t, "auth").and_then(|s| {
+        let scheme = Scheme::of(s.get_ref());
+        if scheme.is_none() {
+            let msg = format!(
+                "upstream.auth must be \"basic\", \"ntlm\" or \"negotiate\", not {:?}",
+                s.get_ref()
+            );
+            r.error(s.span(), msg);
+        }
+        scheme
+    });
+    let place = t.place_of("credentials_file");
+    let file = super::load::absolute_path(r, t, "upstream.credentials_file");
+    let Some(parent) = parent else {
+        return;
+    };
+    parent.auth = auth;
+    let given = match (&file, parent.credentials.is_some()) {
+        (Some(_), true) => {
+            Err("upstream.credentials_file and a user:pass in upstream.proxy: give one".to_string())
+        }
+        (Some(path), false) => from_file(path).map(Some),
+        (None, true) => Ok(None),
+        (None, false) => Ok(from_env()),
+    };
+    match given {
+        Ok(Some(credentials)) => parent.credentials = Some(credentials),
+        Ok(None) => {}
+        Err(why) => r.error(place, why),
+    }
+}
+
+/// `user` and `password` from a TOML file only its owner may read.
+fn from_file(path: &Path) -> Result<Credentials, String> {
+    let [user, password] = secret_fields(path, "upstream.credentials_file", ["user", "password"])?;
+    Ok(Credentials { user, password })
+}
+
+/// `MODGATE_PARENT_USER` and `MODGATE_PARENT_PASSWORD`, when both are set.
+fn from_env() -> Option<Credentials> {
+    let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Some(Credentials {
+        user: get("MODGATE_PARENT_USER")?,
+        password: get("MODGATE_PARENT_PASSWORD")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_name_their_domain_either_way() {
+        let c = |user: &str| Credentials {
+            user: user.into(),
+            password: "p".into(),
+        };
+        assert_eq!(c("CORP\\alice").domain_and_user(), ("CORP", "alice"));
+        assert_eq!(
+            c("alice@corp.example").domain_and_user(),
+            ("corp.example", "alice")
+        );
+        assert_eq!(c("alice").domain_and_user(), ("", "alice"));
+        assert!(!format!("{:?}", c("alice")).contains('p'));
+    }
+
+    #[test]
+    fn schemes_by_name() {
+        assert_eq!(Scheme::of("ntlm"), Some(Scheme::Ntlm));
+        assert_eq!(Scheme::of("Negotiate"), Some(Scheme::Negotiate));
+        assert_eq!(Scheme::of("Digest"), None);
+        assert!(Scheme::Negotiate > Scheme::Ntlm && Scheme::Ntlm > Scheme::Basic);
+    }
+}
