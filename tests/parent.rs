@@ -162,3 +162,63 @@ async fn a_parent_that_is_down_is_named() {
         "{text}"
     );
 }
+
+/// Two parents, the first down: every request succeeds through the second,
+/// `/metrics` (read by a real Prometheus parser) shows the first down, and
+/// once it is back and `upstream.down_for` is over it is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_is_down_is_skipped_until_it_is_back() {
+    let origin = Origin::start("127.0.0.1").await;
+    let tls = TlsOrigin::start().await;
+    let ports = format!("connect_ports = [{}]", tls.addr.port());
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let first_addr = first.local_addr().unwrap();
+    drop(first);
+    let second = Proxy::start(&base_config(&ports, "")).await;
+    let work = common::gateway::Work::new();
+    let config = work.path("modgate.toml");
+    let upstream = format!(
+        "proxy = [\"http://{first_addr}\", \"http://{}\"]\nno_proxy = \"\"\ndown_for = \"1s\"",
+        second.addr
+    );
+    std::fs::write(&config, base_config(&ports, &upstream)).unwrap();
+    let child = common::gateway::Work::gateway(&work, &config).await;
+    let url = format!("http://{}", child.addr("explicit proxy"));
+    let cacert = tls.cert_pem.display().to_string();
+    let https = format!("https://127.0.0.1:{}/", tls.addr.port());
+    for n in 1..=3 {
+        let out = curl(&["-x", &url, &origin.url(&format!("/bytes/{n}"))]).await;
+        assert_eq!(out.stdout.len(), n, "{}", stderr(&out));
+        let out = curl(&["-x", &url, "--cacert", &cacert, &https]).await;
+        assert_eq!(stdout(&out), "tls-origin-ok", "{}", stderr(&out));
+    }
+    assert_eq!(second.running.stats.forwarded.get(), 3);
+    assert_eq!(second.running.stats.tunnels.get(), 3);
+    let admin = child.admin_addr().await;
+    let metrics = common::metrics::scrape(admin, None).await;
+    let up = |addr: std::net::SocketAddr, metrics: &std::collections::HashMap<String, f64>| {
+        metrics[&format!("modgate_parent_up{{parent={addr}}}")]
+    };
+    assert_eq!(up(first_addr, &metrics), 0.0, "{metrics:?}");
+    assert_eq!(up(second.addr, &metrics), 1.0);
+
+    // The first comes back; after down_for it is tried first again.
+    let first = Proxy::start_on(&first_addr.to_string(), &base_config(&ports, "")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // Another origin: a new connection (the pooled ones to the second
+    // parent are good as long as they last).
+    let another = Origin::start("127.0.0.1").await;
+    let out = curl(&["-x", &url, &another.url("/bytes/4")]).await;
+    assert_eq!(out.stdout.len(), 4, "{}", stderr(&out));
+    let out = curl(&["-x", &url, "--cacert", &cacert, &https]).await;
+    assert_eq!(stdout(&out), "tls-origin-ok", "{}", stderr(&out));
+    assert_eq!(first.running.stats.forwarded.get(), 1);
+    assert_eq!(first.running.stats.tunnels.get(), 1);
+    assert_eq!(
+        second.running.stats.forwarded.get(),
+        3,
+        "the second is no longer used"
+    );
+    let metrics = common::metrics::scrape(admin, None).await;
+    assert_eq!(up(first_addr, &metrics), 1.0, "{metrics:?}");
+}

@@ -1,7 +1,10 @@
-//! `modgate_mirror_up`: each mirror's health, read from the config in use
-//! at every scrape (a demotion ends by itself when its time is up, so a
-//! counter could not say it).
+//! `modgate_mirror_up` and `modgate_parent_up`: each mirror's and each
+//! parent proxy's health, read from the config in use at every scrape (a
+//! demotion ends by itself when its time is up, so a counter could not
+//! say it).
 
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -17,29 +20,36 @@ pub struct MirrorLabels {
     pub mirror: String,
 }
 
-/// Each mirror now, and whether it is up (not demoted).
-pub type Mirrors = Arc<dyn Fn() -> Vec<(MirrorLabels, bool)> + Send + Sync>;
+/// One parent proxy's health now.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ParentLabels {
+    /// `host:port`.
+    pub parent: String,
+}
 
-pub struct MirrorHealth(pub Mirrors);
+/// A gauge per `L`, 1 while it is up: `read` says which are, at each scrape.
+pub struct UpGauges<L> {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub read: Arc<dyn Fn() -> Vec<(L, bool)> + Send + Sync>,
+}
 
-impl std::fmt::Debug for MirrorHealth {
+impl<L> Debug for UpGauges<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MirrorHealth")
+        write!(f, "UpGauges({})", self.name)
     }
 }
 
-impl Collector for MirrorHealth {
+impl<L> Collector for UpGauges<L>
+where
+    L: EncodeLabelSet + Clone + Debug + Hash + Eq + Send + Sync + 'static,
+{
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let family = Family::<MirrorLabels, Gauge>::default();
-        for (labels, up) in (self.0)() {
+        let family = Family::<L, Gauge>::default();
+        for (labels, up) in (self.read)() {
             family.get_or_create(&labels).set(i64::from(up));
         }
-        let metric = encoder.encode_descriptor(
-            "mirror_up",
-            "1 while a mirror is healthy, 0 while it is demoted",
-            None,
-            family.metric_type(),
-        )?;
+        let metric = encoder.encode_descriptor(self.name, self.help, None, family.metric_type())?;
         family.encode(metric)
     }
 }

@@ -172,6 +172,7 @@ mod tests {
                 uptime: std::time::Duration::ZERO,
                 listeners: Vec::new(),
                 mirrors: Vec::new(),
+                parents: Vec::new(),
                 cache: None,
                 storing: true,
                 shared: None,

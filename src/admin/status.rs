@@ -15,6 +15,8 @@ pub struct Status {
     pub listeners: Vec<(String, SocketAddr)>,
     /// Each mirror's health.
     pub mirrors: Vec<Health>,
+    /// Each parent proxy (`host:port`) and whether it is reachable.
+    pub parents: Vec<(String, bool)>,
     /// Cache entries and bytes, when the cache is on.
     pub cache: Option<(u64, u64)>,
     /// False while storing fails (a full disk): files are served, not kept.
@@ -95,6 +97,7 @@ pub fn render(status: &Status) -> String {
     }
     page.push_str("</table>\n");
     mirrors(&mut page, &status.mirrors);
+    parents(&mut page, &status.parents);
     traffic(&mut page, status);
     events(&mut page, &status.events);
     page.push_str("</body></html>\n");
@@ -119,6 +122,22 @@ fn mirrors(page: &mut String, mirrors: &[Health]) {
             "<tr><td>{}</td>{health}<td>{latency}</td></tr>",
             escape(&mirror.mirror)
         );
+    }
+    page.push_str("</table>\n");
+}
+
+fn parents(page: &mut String, parents: &[(String, bool)]) {
+    if parents.is_empty() {
+        return;
+    }
+    page.push_str("<h2>Parent proxies</h2><table id=\"parents\">\n");
+    for (parent, up) in parents {
+        let health = if *up {
+            "<td class=\"up\">reachable</td>"
+        } else {
+            "<td class=\"down\">unreachable: skipped for now</td>"
+        };
+        let _ = writeln!(page, "<tr><td>{}</td>{health}</tr>", escape(parent));
     }
     page.push_str("</table>\n");
 }
@@ -216,6 +235,7 @@ mod tests {
                     latency: None,
                 },
             ],
+            parents: vec![("a.corp:8080".into(), true), ("b.corp:8080".into(), false)],
             cache: Some((3, 1024)),
             storing: true,
             shared: None,
@@ -238,6 +258,8 @@ mod tests {
         assert!(page.contains("healthy</td><td>12.3 ms to answer"));
         assert!(page.contains("25.0%") && page.contains("3 files, 1.0 KiB"));
         assert!(page.contains("up 42 s"));
+        assert!(page.contains("<td>a.corp:8080</td><td class=\"up\">reachable</td>"));
+        assert!(page.contains("<td>b.corp:8080</td><td class=\"down\">unreachable"));
         assert_eq!(
             (size(300), size(3 << 30)),
             ("300 bytes".into(), "3.0 GiB".to_string())

@@ -261,13 +261,15 @@ fn transparent_section<'i>(
 
 fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamConfig {
     let mut t = r.section(root, "upstream");
-    let mut proxy = r.string(&mut t, "proxy").and_then(|s| {
-        let span = s.span();
-        super::parent::parse_url(s.get_ref())
-            .map_err(|msg| r.error(span, format!("upstream.proxy: {msg}")))
-            .ok()
-    });
-    super::parent::login(r, &mut t, proxy.as_mut());
+    let mut parents = Vec::new();
+    for url in r.one_or_more(&mut t, "proxy").unwrap_or_default() {
+        match super::parent::parse_url(url.get_ref()) {
+            Ok(parent) => parents.push(parent),
+            Err(msg) => r.error(url.span(), format!("upstream.proxy: {msg}")),
+        }
+    }
+    super::parent::login(r, &mut t, &mut parents);
+    let down_for = duration(r, &mut t, "down_for", Duration::from_secs(30));
     let no_proxy = no_proxy(r, &mut t, "no_proxy", "localhost,127.0.0.0/8,::1");
     let connect_timeout = duration(r, &mut t, "connect_timeout", Duration::from_secs(10));
     let response_timeout = duration(r, &mut t, "response_timeout", Duration::from_secs(60));
@@ -277,7 +279,8 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
     let ca_file = absolute_path(r, &mut t, "upstream.ca_file");
     r.finish(t);
     UpstreamConfig {
-        proxy,
+        parents,
+        down_for,
         no_proxy,
         connect_timeout,
         response_timeout,

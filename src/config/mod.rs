@@ -203,9 +203,20 @@ impl TransparentConfig {
     }
 }
 
+impl UpstreamConfig {
+    /// The parents as people see them (no passwords), when there are any.
+    pub fn parents_shown(&self) -> Option<String> {
+        let shown: Vec<String> = self.parents.iter().map(ToString::to_string).collect();
+        (!shown.is_empty()).then(|| shown.join(", "))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
-    pub proxy: Option<ParentProxy>,
+    /// `upstream.proxy`: the parent proxies, tried in order.
+    pub parents: Vec<ParentProxy>,
+    /// `upstream.down_for`: how long a parent that cannot be reached is skipped.
+    pub down_for: Duration,
     pub no_proxy: NoProxy,
     pub connect_timeout: Duration,
     /// Time a forwarded request waits for the response head (then 504).

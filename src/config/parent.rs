@@ -153,8 +153,10 @@ pub fn parse_url(url: &str) -> Result<ParentProxy, String> {
     })
 }
 
-/// `upstream.auth` and the credentials beside the URL's, applied to `parent`.
-pub fn login<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, parent: Option<&mut ParentProxy>) {
+/// `upstream.auth` and the credentials beside the URLs', applied to every
+/// parent. Several parents share one login: from the file or the
+/// environment, or the same user:pass in each URL.
+pub fn login<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, parents: &mut [ParentProxy]) {
     let auth = r.string(t, "auth").and_then(|s| {
         let scheme = Scheme::of(s.get_ref());
         if scheme.is_none() {
@@ -167,23 +169,28 @@ pub fn login<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, parent: Option<&mut Pare
         scheme
     });
     let place = t.place_of("credentials_file");
+    let proxy_place = t.place_of("proxy");
     let file = super::load::absolute_path(r, t, "upstream.credentials_file");
-    let Some(parent) = parent else {
-        return;
-    };
-    parent.auth = auth;
-    let given = match (&file, parent.credentials.is_some()) {
+    let in_urls = parents.first().and_then(|p| p.credentials.clone());
+    if parents.iter().any(|p| p.credentials != in_urls) {
+        let why = "upstream.proxy: every parent logs in as one user; give it in upstream.credentials_file, or the same user:pass in each URL";
+        r.error(proxy_place, why);
+    }
+    let given = match (&file, in_urls.is_some()) {
         (Some(_), true) => {
             Err("upstream.credentials_file and a user:pass in upstream.proxy: give one".to_string())
         }
         (Some(path), false) => from_file(path).map(Some),
-        (None, true) => Ok(None),
+        (None, true) => Ok(in_urls),
         (None, false) => Ok(from_env()),
     };
-    match given {
-        Ok(Some(credentials)) => parent.credentials = Some(credentials),
-        Ok(None) => {}
-        Err(why) => r.error(place, why),
+    let credentials = given.unwrap_or_else(|why| {
+        r.error(place, why);
+        None
+    });
+    for parent in parents {
+        parent.auth = auth;
+        parent.credentials.clone_from(&credentials);
     }
 }
 

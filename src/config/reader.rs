@@ -109,6 +109,37 @@ impl<'i> Reader<'i> {
             );
             return None;
         };
+        Some(self.string_items(table, key, items))
+    }
+
+    /// A string or a list of strings, as a list.
+    pub fn one_or_more(
+        &mut self,
+        table: &mut Table<'i>,
+        key: &str,
+    ) -> Option<Vec<Located<String>>> {
+        let value = table.take(key)?;
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::String(s) => Some(vec![Spanned::new(span, s.into_owned())]),
+            DeValue::Array(items) => Some(self.string_items(table, key, items)),
+            _ => {
+                let msg = format!(
+                    "{} must be a string or a list of strings",
+                    table.key_path(key)
+                );
+                self.error(span, msg);
+                None
+            }
+        }
+    }
+
+    fn string_items(
+        &mut self,
+        table: &Table<'i>,
+        key: &str,
+        items: toml::de::DeArray<'i>,
+    ) -> Vec<Located<String>> {
         let mut out = Vec::new();
         for item in items {
             let span = item.span();
@@ -120,7 +151,7 @@ impl<'i> Reader<'i> {
                 ),
             }
         }
-        Some(out)
+        out
     }
 
     pub fn integer(&mut self, table: &mut Table<'i>, key: &str) -> Option<Located<i64>> {

@@ -39,7 +39,7 @@ fn parent_proxy_url() {
         "[upstream]\nproxy = \"http://u%40x:p%3Ass@parent.corp:8080\"\n",
     )
     .unwrap();
-    let parent = c.upstream.proxy.unwrap();
+    let parent = c.upstream.parents[0].clone();
     assert_eq!(parent.port, 8080);
     let credentials = parent.credentials.unwrap();
     assert_eq!(
@@ -54,7 +54,7 @@ fn parent_proxy_url() {
         "[upstream]\nproxy = \"http://CORP%5Calice:pw@parent.corp:8080\"\nauth = \"ntlm\"\n",
     )
     .unwrap();
-    let parent = c.upstream.proxy.unwrap();
+    let parent = c.upstream.parents[0].clone();
     assert_eq!(parent.auth, Some(crate::config::Scheme::Ntlm));
     assert_eq!(
         parent.credentials.unwrap().domain_and_user(),
@@ -69,6 +69,20 @@ fn parent_proxy_url() {
     );
     assert!(Config::parse("p.toml", "[upstream]\nproxy = \"https://p:1\"\n").is_err());
     assert!(Config::parse("p.toml", "[upstream]\nproxy = \"http://p:1/path\"\n").is_err());
+    // Several parents, in order; one login for all of them.
+    let c = Config::parse(
+        "p.toml",
+        "[upstream]\nproxy = [\"http://a.corp:8080\", \"http://b.corp:3128\"]\ndown_for = \"5s\"\n",
+    )
+    .unwrap();
+    let shown = c.upstream.parents_shown().unwrap();
+    assert_eq!(
+        shown,
+        "http://a.corp:8080 (no login), http://b.corp:3128 (no login)"
+    );
+    assert_eq!(c.upstream.down_for, std::time::Duration::from_secs(5));
+    let two_users = "[upstream]\nproxy = [\"http://u:p@a:1\", \"http://v:q@b:1\"]\n";
+    assert!(Config::parse("p.toml", two_users).is_err());
 }
 
 #[test]

@@ -153,10 +153,12 @@ pub fn admin(
 }
 
 /// `modgate_mirror_up`, from the config in use at each scrape.
-pub fn mirror_health(current: &Arc<ArcSwap<Shared>>) -> crate::admin::health::MirrorHealth {
-    use crate::admin::health::{MirrorHealth, MirrorLabels};
+pub fn mirror_health(
+    current: &Arc<ArcSwap<Shared>>,
+) -> crate::admin::health::UpGauges<crate::admin::health::MirrorLabels> {
+    use crate::admin::health::{MirrorLabels, UpGauges};
     let current = current.clone();
-    MirrorHealth(Arc::new(move || {
+    let read = Arc::new(move || {
         let shared = current.load();
         let Some(intercept) = &shared.policy.intercept else {
             return Vec::new();
@@ -168,7 +170,32 @@ pub fn mirror_health(current: &Arc<ArcSwap<Shared>>) -> crate::admin::health::Mi
             (MirrorLabels { kind, mirror }, up)
         };
         mirrors.into_iter().map(up).collect()
-    }))
+    });
+    UpGauges {
+        name: "mirror_up",
+        help: "1 while a mirror is healthy, 0 while it is demoted",
+        read,
+    }
+}
+
+/// `modgate_parent_up`, from the config in use at each scrape.
+pub fn parent_health(
+    current: &Arc<ArcSwap<Shared>>,
+) -> crate::admin::health::UpGauges<crate::admin::health::ParentLabels> {
+    use crate::admin::health::{ParentLabels, UpGauges};
+    let current = current.clone();
+    let read = Arc::new(move || {
+        let shared = current.load();
+        let parents = shared.dialer.parent_health().into_iter();
+        parents
+            .map(|(parent, up)| (ParentLabels { parent }, up))
+            .collect()
+    });
+    UpGauges {
+        name: "parent_up",
+        help: "1 while a parent proxy is reachable, 0 while it is skipped (upstream.down_for)",
+        read,
+    }
 }
 
 /// The status page's snapshot, taken when it is asked for.
@@ -190,6 +217,7 @@ fn status_of(
             mirrors: gomod
                 .map(|g| g.mirror_health().into_iter().map(|(_, h)| h).collect())
                 .unwrap_or_default(),
+            parents: shared.dialer.parent_health(),
             cache: gomod
                 .and_then(|g| g.cache())
                 .map(|c| (c.totals().entries, c.totals().bytes)),
@@ -336,7 +364,7 @@ pub fn egress(config: &Config, own_listeners: &[SocketAddr]) -> Egress {
 
 fn via(config: &Config) -> Via {
     Via {
-        parent: config.upstream.proxy.as_ref().map(ToString::to_string),
+        parent: config.upstream.parents_shown(),
         no_proxy: config.upstream.no_proxy.clone(),
     }
 }

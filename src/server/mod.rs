@@ -169,6 +169,7 @@ pub fn start(config: &Config, listeners: Vec<Bound>) -> Result<Running, StartErr
     let mut registry = prometheus_client::registry::Registry::with_prefix("modgate");
     stats.register(&mut registry);
     registry.register_collector(Box::new(build::mirror_health(&current)));
+    registry.register_collector(Box::new(build::parent_health(&current)));
     let registry = Arc::new(registry);
     let listeners_now = Arc::new(ArcSwap::from_pointee(Vec::new()));
     let admin = build::admin(config, registry.clone(), &current, &listeners_now);

@@ -56,7 +56,7 @@ pub fn rows(config: &Config, started: &Started<'_>) -> Vec<(&'static str, String
             format!("{} (never sent to a mirror)", private.join(", ")),
         );
     }
-    let parent = config.upstream.proxy.as_ref().map_or_else(
+    let parent = config.upstream.parents_shown().map_or_else(
         || "none: every connection goes direct".to_string(),
         |p| format!("{p}, except upstream.no_proxy"),
     );

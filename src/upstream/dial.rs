@@ -10,11 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::StatusCode;
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::config::ParentProxy;
 use crate::rules::{Egress, Exemption, Host, Target};
 
 /// Opens TCP connections toward destinations and the parent proxy.
@@ -23,17 +21,17 @@ pub struct Dialer {
     egress: Arc<Egress>,
     /// Budget for resolve + connect (+ the parent's CONNECT answer).
     connect_timeout: Duration,
-    /// `upstream.proxy`, if any.
-    parent: Option<ParentProxy>,
+    /// `upstream.proxy`: the parents, in order, with their health.
+    pub(super) parents: super::parents::Parents,
     /// `transparent.outbound_mark`: SO_MARK on every socket dialled here.
     mark: Option<u32>,
     /// `upstream.resolve_for_parent`: names bound for the parent are
     /// resolved and checked here first.
     resolve_for_parent: bool,
     /// The login scheme the parent offered (with `upstream.auth` unset).
-    learned: super::login::Learned,
+    pub(super) learned: super::login::Learned,
     /// Whether refused credentials were already said in the log.
-    refusal_said: std::sync::atomic::AtomicBool,
+    pub(super) refusal_said: std::sync::atomic::AtomicBool,
 }
 
 /// Who is on the far end of an outbound connection.
@@ -148,7 +146,10 @@ impl Dialer {
         Dialer {
             egress,
             connect_timeout: config.upstream.connect_timeout,
-            parent: config.upstream.proxy.clone(),
+            parents: super::parents::Parents::new(
+                config.upstream.parents.clone(),
+                config.upstream.down_for,
+            ),
             mark: config.transparent.outbound_mark,
             resolve_for_parent: config.upstream.resolve_for_parent,
             learned: Default::default(),
@@ -166,10 +167,6 @@ impl Dialer {
         crate::sys::set_mark(&probe, mark)
     }
 
-    pub fn parent(&self) -> Option<&ParentProxy> {
-        self.parent.as_ref()
-    }
-
     /// Connects straight to `target` for `side`; `exemption` lets an
     /// admin-named destination (a mirror's own origin) inside `deny_destinations`.
     pub async fn direct(
@@ -182,124 +179,11 @@ impl Dialer {
             .await
     }
 
-    /// Connects to the parent proxy to forward a request for `target`
-    /// (absolute-form), once `target` passes [`Dialer::screen_for_parent`].
-    /// A connection that needs a login (NTLM, or a scheme not yet
-    /// learned) is logged in first, with a request the parent answers
-    /// itself.
-    pub async fn parent_connection(&self, target: &Target) -> Result<TcpStream, DialError> {
-        let parent = self.parent_target()?;
-        self.within_timeout(Side::Parent, &parent, async {
-            self.screen_for_parent(Side::Origin, target, Exemption::None)
-                .await?;
-            let mut stream = self
-                .open(Side::Parent, &parent, Exemption::AdminNamed)
-                .await?;
-            if self.login_per_connection() {
-                let head = |auth: Option<&str>| super::parent::login_head(target, auth);
-                self.login(&mut stream, &parent, &head, false).await?;
-            }
-            Ok(stream)
-        })
-        .await
-    }
-
-    /// Whether a new forwarding connection must log in before use.
-    fn login_per_connection(&self) -> bool {
-        let Some(parent) = self.parent.as_ref().filter(|p| p.credentials.is_some()) else {
-            return false;
-        };
-        parent
-            .auth
-            .or(self.learned.get())
-            .is_none_or(|scheme| scheme.per_connection())
-    }
-
-    /// The `Proxy-Authorization` every forwarded request carries: a Basic
-    /// login's (configured, or offered by the parent). Until the parent
-    /// has said what it offers, a connection is opened to learn it.
-    pub async fn basic_authorization(&self, target: &Target) -> Option<http::HeaderValue> {
-        let parent = self.parent.as_ref()?;
-        let credentials = parent.credentials.as_ref()?;
-        if parent.auth.is_none() && self.learned.get().is_none() {
-            let _ = self.parent_connection(target).await;
-        }
-        (parent.auth.or(self.learned.get()) == Some(crate::config::Scheme::Basic))
-            .then(|| credentials.basic())
-            .flatten()
-    }
-
-    /// Runs `head`'s login on `stream`; an answer other than 2xx to a
-    /// CONNECT (`tunnel`) or 407 to a login request is the parent's refusal.
-    async fn login(
-        &self,
-        stream: &mut TcpStream,
-        parent_target: &Target,
-        head: &(dyn Fn(Option<&str>) -> Vec<u8> + Sync),
-        tunnel: bool,
-    ) -> Result<Bytes, DialError> {
-        let parent = self.parent.as_ref().ok_or_else(|| {
-            failed(
-                Side::Parent,
-                parent_target,
-                Failure::ParentProtocol("no parent proxy configured".into()),
-            )
-        })?;
-        let reply = super::login::send(stream, parent, &self.learned, head, tunnel)
-            .await
-            .map_err(|failure| self.said(failed(Side::Parent, parent_target, failure)))?;
-        let refused = if tunnel {
-            !(200..300).contains(&reply.status)
-        } else {
-            reply.status == 407
-        };
-        if refused {
-            return Err(failed(
-                Side::Parent,
-                parent_target,
-                Failure::ParentStatus(reply.status),
-            ));
-        }
-        Ok(reply.leftover)
-    }
-
-    /// A 407 to a forwarded request: the parent refused the credentials
-    /// (logged once), or wants some and has none.
-    pub fn refused_login(&self) -> DialError {
-        let Some(parent) = self.parent.as_ref() else {
-            return DialError {
-                side: Side::Parent,
-                target: "(none)".into(),
-                failure: Failure::ParentStatus(407),
-            };
-        };
-        let failure = match (&parent.credentials, parent.auth.or(self.learned.get())) {
-            (Some(_), Some(scheme)) => Failure::CredentialsRefused {
-                user: parent.login_name(),
-                scheme: scheme.name(),
-            },
-            _ => Failure::ParentStatus(407),
-        };
-        self.said(failed(Side::Parent, &parent.target(), failure))
-    }
-
-    /// Refused credentials are logged once (every client still gets the 502).
-    fn said(&self, error: DialError) -> DialError {
-        if matches!(error.failure, Failure::CredentialsRefused { .. })
-            && !self
-                .refusal_said
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            tracing::error!(error = %error, "parent proxy login refused; check the credentials (upstream.proxy, upstream.credentials_file)");
-        }
-        error
-    }
-
     /// Refuses a destination bound for the parent whose address is off
     /// limits: an IP literal always; a name, with `resolve_for_parent`, when
     /// this host resolves it to one (as Squid's `to_localhost` does). A name
     /// this host cannot resolve is the parent's to resolve.
-    async fn screen_for_parent(
+    pub(super) async fn screen_for_parent(
         &self,
         side: Side,
         target: &Target,
@@ -320,42 +204,7 @@ impl Dialer {
         }
     }
 
-    /// Opens a tunnel to `target` (on `side`) through the parent proxy,
-    /// once `target` passes [`Dialer::screen_for_parent`] (`exemption`: an
-    /// admin-named mirror); returns the stream and any bytes the parent
-    /// sent after its answer.
-    pub async fn parent_tunnel(
-        &self,
-        side: Side,
-        target: &Target,
-        exemption: Exemption,
-    ) -> Result<(TcpStream, Bytes), DialError> {
-        let parent = self.parent_target()?;
-        self.within_timeout(Side::Parent, &parent, async {
-            self.screen_for_parent(side, target, exemption).await?;
-            let mut stream = self
-                .open(Side::Parent, &parent, Exemption::AdminNamed)
-                .await?;
-            let head = |auth: Option<&str>| super::parent::connect_head(target, auth);
-            let leftover = self.login(&mut stream, &parent, &head, true).await?;
-            Ok((stream, leftover))
-        })
-        .await
-    }
-
-    fn parent_target(&self) -> Result<Target, DialError> {
-        let parent = self.parent.as_ref().ok_or_else(|| DialError {
-            side: Side::Parent,
-            target: "(none)".into(),
-            failure: Failure::ParentProtocol("no parent proxy configured".into()),
-        })?;
-        Ok(Target {
-            host: parent.host.clone(),
-            port: parent.port,
-        })
-    }
-
-    async fn within_timeout<T>(
+    pub(super) async fn within_timeout<T>(
         &self,
         side: Side,
         target: &Target,
@@ -367,7 +216,7 @@ impl Dialer {
     }
 
     /// Resolve, check every address, connect to the first that answers.
-    async fn open(
+    pub(super) async fn open(
         &self,
         side: Side,
         target: &Target,
@@ -411,7 +260,7 @@ impl Dialer {
     }
 }
 
-fn failed(side: Side, target: &Target, failure: Failure) -> DialError {
+pub(super) fn failed(side: Side, target: &Target, failure: Failure) -> DialError {
     DialError {
         side,
         target: target.to_string(),

@@ -7,6 +7,8 @@ mod login;
 mod mirror;
 mod ntlm;
 mod parent;
+mod parents;
+mod via_parent;
 
 pub use client::{Connector, HttpClient, new_client};
 pub use dial::{DialError, Dialer, Failure, Side, parent_status};

@@ -1,0 +1,199 @@
+//! The way out through the parent proxies: pick the first that can be
+//! reached (see [`super::parents`]), log in to it as it asks (see
+//! [`super::login`]), then CONNECT, or hand the logged-in connection to the
+//! forwarding pool. A parent that cannot be reached is skipped and the next
+//! tried within the same request; a parent that answers, even to refuse,
+//! has spoken for all of them.
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use super::dial::{DialError, Dialer, Failure, Side, failed};
+use crate::config::{ParentProxy, Scheme};
+use crate::rules::{Exemption, Target};
+
+/// A request's head for the parent, given the login's `Proxy-Authorization`.
+type Head<'a> = dyn Fn(Option<&str>) -> Vec<u8> + Sync + 'a;
+
+impl Dialer {
+    /// The first configured parent (every parent logs in alike).
+    pub fn parent(&self) -> Option<&ParentProxy> {
+        self.parents.first()
+    }
+
+    /// Each parent (`host:port`) and whether it is up, for `/metrics` and
+    /// the status page.
+    pub fn parent_health(&self) -> Vec<(String, bool)> {
+        self.parents.health()
+    }
+
+    /// Connects to a parent proxy to forward a request for `target`
+    /// (absolute-form), once `target` passes the parent screen. A
+    /// connection that needs a login (NTLM, or a scheme not learned yet) is
+    /// logged in first, with a request the parent answers itself.
+    pub async fn parent_connection(&self, target: &Target) -> Result<TcpStream, DialError> {
+        self.screen_for_parent(Side::Origin, target, Exemption::None)
+            .await?;
+        let login = self.login_per_connection();
+        let head = |auth: Option<&str>| super::parent::login_head(target, auth);
+        let (stream, _) = self.through_a_parent(login.then_some(&head), false).await?;
+        Ok(stream)
+    }
+
+    /// Opens a tunnel to `target` (on `side`) through a parent proxy, once
+    /// `target` passes the parent screen (`exemption`: an admin-named
+    /// mirror); returns the stream and any bytes the parent sent after its
+    /// answer.
+    pub async fn parent_tunnel(
+        &self,
+        side: Side,
+        target: &Target,
+        exemption: Exemption,
+    ) -> Result<(TcpStream, Bytes), DialError> {
+        self.screen_for_parent(side, target, exemption).await?;
+        let head = |auth: Option<&str>| super::parent::connect_head(target, auth);
+        self.through_a_parent(Some(&head), true).await
+    }
+
+    /// Connects to the parents in turn until one is reached, then sends
+    /// `head` (a login, or a CONNECT when `tunnel`) on the connection.
+    async fn through_a_parent(
+        &self,
+        head: Option<&Head<'_>>,
+        tunnel: bool,
+    ) -> Result<(TcpStream, Bytes), DialError> {
+        let mut last = None;
+        for index in self.parents.order() {
+            let Some(parent) = self.parents.get(index) else {
+                continue;
+            };
+            let target = parent.target();
+            let attempt = self.within_timeout(Side::Parent, &target, async {
+                let mut stream = self
+                    .open(Side::Parent, &target, Exemption::AdminNamed)
+                    .await?;
+                let leftover = match head {
+                    Some(head) => self.login(&mut stream, parent, head, tunnel).await?,
+                    None => Bytes::new(),
+                };
+                Ok((stream, leftover))
+            });
+            match attempt.await {
+                Ok(done) => {
+                    self.parents.answered(index);
+                    return Ok(done);
+                }
+                Err(e) if unreachable(&e.failure) => {
+                    self.parents.failed(index);
+                    last = Some(e);
+                }
+                Err(e) => {
+                    self.parents.answered(index);
+                    return Err(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DialError {
+            side: Side::Parent,
+            target: "(none)".into(),
+            failure: Failure::ParentProtocol("no parent proxy configured".into()),
+        }))
+    }
+
+    /// Whether a new forwarding connection must log in before use.
+    fn login_per_connection(&self) -> bool {
+        let Some(parent) = self.parent().filter(|p| p.credentials.is_some()) else {
+            return false;
+        };
+        parent
+            .auth
+            .or(self.learned.get())
+            .is_none_or(Scheme::per_connection)
+    }
+
+    /// The `Proxy-Authorization` every forwarded request carries: a Basic
+    /// login's (configured, or offered by the parent). Until the parent
+    /// has said what it offers, a connection is opened to learn it.
+    pub async fn basic_authorization(&self, target: &Target) -> Option<http::HeaderValue> {
+        let parent = self.parent()?;
+        let credentials = parent.credentials.as_ref()?;
+        if parent.auth.is_none() && self.learned.get().is_none() {
+            let _ = self.parent_connection(target).await;
+        }
+        (parent.auth.or(self.learned.get()) == Some(Scheme::Basic))
+            .then(|| credentials.basic())
+            .flatten()
+    }
+
+    /// Runs `head`'s login on `stream`; an answer other than 2xx to a
+    /// CONNECT (`tunnel`) or 407 to a login request is the parent's refusal.
+    async fn login(
+        &self,
+        stream: &mut TcpStream,
+        parent: &ParentProxy,
+        head: &Head<'_>,
+        tunnel: bool,
+    ) -> Result<Bytes, DialError> {
+        let target = parent.target();
+        let reply = super::login::send(stream, parent, &self.learned, head, tunnel)
+            .await
+            .map_err(|failure| self.said(failed(Side::Parent, &target, failure)))?;
+        let refused = if tunnel {
+            !(200..300).contains(&reply.status)
+        } else {
+            reply.status == 407
+        };
+        if refused {
+            return Err(failed(
+                Side::Parent,
+                &target,
+                Failure::ParentStatus(reply.status),
+            ));
+        }
+        Ok(reply.leftover)
+    }
+
+    /// A 407 to a forwarded request: the parent refused the credentials
+    /// (logged once), or wants some and has none.
+    pub fn refused_login(&self) -> DialError {
+        let Some(parent) = self.parent() else {
+            return DialError {
+                side: Side::Parent,
+                target: "(none)".into(),
+                failure: Failure::ParentStatus(407),
+            };
+        };
+        let failure = match (&parent.credentials, parent.auth.or(self.learned.get())) {
+            (Some(_), Some(scheme)) => Failure::CredentialsRefused {
+                user: parent.login_name(),
+                scheme: scheme.name(),
+            },
+            _ => Failure::ParentStatus(407),
+        };
+        self.said(failed(Side::Parent, &parent.target(), failure))
+    }
+
+    /// Refused credentials are logged once (every client still gets the 502).
+    fn said(&self, error: DialError) -> DialError {
+        if matches!(error.failure, Failure::CredentialsRefused { .. })
+            && !self
+                .refusal_said
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(error = %error, "parent proxy login refused; check the credentials (upstream.proxy, upstream.credentials_file)");
+        }
+        error
+    }
+}
+
+/// A failure that says the parent could not be reached (the next one is
+/// tried), rather than that it answered.
+fn unreachable(failure: &Failure) -> bool {
+    matches!(
+        failure,
+        Failure::Resolve(_)
+            | Failure::Connect(_)
+            | Failure::Timeout(_)
+            | Failure::ParentProtocol(_)
+    )
+}
