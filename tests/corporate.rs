@@ -7,7 +7,7 @@ mod common;
 
 use common::gateway::{Work, download_all, get, tree};
 use common::gomod::{Behaviour, CORP_CA, DEFAULT_GOPROXY, Mirror, SumDb};
-use common::squid::{HELPERS, Squid};
+use common::squid::{HELPERS, PARENT_CA, Squid};
 use common::{Origin, TlsOrigin, curl, stderr, stdout};
 
 /// A mirror signed by the corporate CA is refused, naming that CA and the
@@ -258,4 +258,65 @@ async fn refused_credentials_are_named_once_and_not_retried() {
         "{denied} refusals:\n{}",
         squid.access_log()
     );
+}
+
+/// Acceptance 3: Squid's https_port as an HTTPS parent (NTLM inside the
+/// TLS), its certificate from a test CA given as upstream.ca_file: the go
+/// command and curl through it as through a plain parent; without the CA,
+/// clients get a 502 that names the parent's certificate and the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_parent_is_verified_against_upstream_ca_file() {
+    let squid = Squid::start_tls(&format!(
+        "auth_param ntlm program {HELPERS}/ntlm_fake_auth\nauth_param ntlm children 2"
+    ));
+    let tls_parent = squid.tls_addr.unwrap();
+    let tree = tree();
+    let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let tls = TlsOrigin::start().await;
+    let work = Work::new();
+    let secrets = credentials_file(&work, "CORP\\alice", "pw");
+    let ca = squid.path("ca.pem");
+    let upstream = format!(
+        "proxy = \"https://{tls_parent}\"\ncredentials_file = {secrets:?}\nca_file = {ca:?}"
+    );
+    let config = behind_parent(&work, (&mirror, &sumdb, &tls), &upstream);
+    let gateway = work.gateway(&config).await;
+    everything_through(&work, &gateway, (&sumdb, &tls)).await;
+    gateway.kill().await;
+    let mut log = squid.access_log();
+    for _ in 0..100 {
+        if log.matches("TCP_TUNNEL/200").count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        log = squid.access_log();
+    }
+    assert!(
+        log.contains(" GET http://127.0.0.1:") && log.contains(" CONNECT 127.0.0.1:"),
+        "{log}"
+    );
+
+    // Without the CA: refused, naming the parent's certificate.
+    let work = Work::new();
+    let secrets = credentials_file(&work, "CORP\\alice", "pw");
+    let upstream = format!("proxy = \"https://{tls_parent}\"\ncredentials_file = {secrets:?}");
+    let config = behind_parent(&work, (&mirror, &sumdb, &tls), &upstream);
+    let gateway = work.gateway(&config).await;
+    let endpoint = format!("http://{}", gateway.addr("explicit proxy"));
+    let origin = Origin::start("127.0.0.1").await;
+    let out = curl(&["-i", "-x", &endpoint, &origin.url("/bytes/5")]).await;
+    let answer = stdout(&out);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(
+        answer.contains(&format!("TLS with parent proxy {tls_parent}")),
+        "{answer}"
+    );
+    assert!(
+        answer.contains(PARENT_CA) && answer.contains("upstream.ca_file"),
+        "{answer}"
+    );
+    let url = format!("https://127.0.0.1:{}/", tls.addr.port());
+    let out = curl(&["-x", &endpoint, "--insecure", &url]).await;
+    assert!(!out.status.success(), "a tunnel is refused too");
 }

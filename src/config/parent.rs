@@ -82,9 +82,12 @@ impl Credentials {
     }
 }
 
-/// `upstream.proxy`: an http:// parent proxy and how to log in to it.
+/// `upstream.proxy`: a parent proxy and how to log in to it.
 #[derive(Clone, Debug)]
 pub struct ParentProxy {
+    /// `https://`: TLS to the parent, then CONNECT or the forwarded
+    /// request inside it.
+    pub tls: bool,
     pub host: Host,
     pub port: u16,
     pub credentials: Option<Credentials>,
@@ -111,7 +114,8 @@ impl ParentProxy {
 impl fmt::Display for ParentProxy {
     /// Shown without the password: the address and how modgate logs in.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}:{}", self.host, self.port)?;
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)?;
         match (&self.credentials, self.auth) {
             (None, _) => f.write_str(" (no login)"),
             (Some(c), Some(scheme)) => write!(f, " ({} login as {})", scheme.name(), c.user),
@@ -120,11 +124,14 @@ impl fmt::Display for ParentProxy {
     }
 }
 
-/// `http://[user:pass@]host[:port]`, the user and password %-decoded.
+/// `http://` or `https://`, then `[user:pass@]host[:port]`, the user and
+/// password %-decoded.
 pub fn parse_url(url: &str) -> Result<ParentProxy, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// parent proxies are supported")?;
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err("a parent proxy URL starts with http:// or https://".into()),
+    };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('/') {
         return Err("a parent proxy URL has no path".into());
@@ -146,6 +153,7 @@ pub fn parse_url(url: &str) -> Result<ParentProxy, String> {
         })
         .transpose()?;
     Ok(ParentProxy {
+        tls,
         host: target.host,
         port: target.port,
         credentials,

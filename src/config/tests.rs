@@ -67,7 +67,9 @@ fn parent_proxy_url() {
         )
         .is_err()
     );
-    assert!(Config::parse("p.toml", "[upstream]\nproxy = \"https://p:1\"\n").is_err());
+    let c = Config::parse("p.toml", "[upstream]\nproxy = \"https://p:3129\"\n").unwrap();
+    assert!(c.upstream.parents[0].tls);
+    assert!(Config::parse("p.toml", "[upstream]\nproxy = \"socks5://p:1\"\n").is_err());
     assert!(Config::parse("p.toml", "[upstream]\nproxy = \"http://p:1/path\"\n").is_err());
     // Several parents, in order; one login for all of them.
     let c = Config::parse(

@@ -36,7 +36,10 @@ pub enum Outbound {
     Intercept { mitm: Arc<Mitm>, host: String },
     /// A connected upstream (origin, or a tunnel through the parent), with
     /// any bytes it already sent.
-    Tunnel { upstream: TcpStream, early: Bytes },
+    Tunnel {
+        upstream: crate::upstream::Stream,
+        early: Bytes,
+    },
 }
 
 /// The routing decision for `inbound`: the same call `modgate explain` makes.
@@ -81,7 +84,7 @@ pub async fn open(
                 .direct(Side::Origin, &dialled, Exemption::None)
                 .await?;
             Outbound::Tunnel {
-                upstream,
+                upstream: crate::upstream::Stream::Tcp(upstream),
                 early: Bytes::new(),
             }
         }
@@ -120,15 +123,13 @@ pub async fn drive(
             upstream,
             early: upstream_early,
         } => {
-            let outcome = tunnel::relay(
-                &stream,
-                &early,
-                &upstream,
-                &upstream_early,
-                shared.timeouts.idle,
-                &shared.force_stop,
-            )
-            .await;
+            let (idle, stop) = (shared.timeouts.idle, &shared.force_stop);
+            let outcome = match upstream {
+                crate::upstream::Stream::Tcp(upstream) => {
+                    tunnel::relay(&stream, &early, &upstream, &upstream_early, idle, stop).await
+                }
+                tls => tunnel::relay_stream(stream, &early, tls, &upstream_early, idle, stop).await,
+            };
             (outcome.up, outcome.down, outcome.end)
         }
     };

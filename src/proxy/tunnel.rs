@@ -1,4 +1,5 @@
-//! Byte relay between two TCP streams for CONNECT tunnels.
+//! Byte relay between two TCP streams for CONNECT tunnels (and, through
+//! tokio's copy, between a client and a TLS upstream).
 //!
 //! An idle tunnel holds no copy buffer: each direction waits for readiness
 //! and takes a buffer only while bytes flow, returning it as soon as the
@@ -11,10 +12,13 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::idle::Activity;
+use super::idle::{Activity, Watched};
 
 /// The buffer a direction takes when bytes arrive after a pause.
 const BUF_SIZE: usize = 64 * 1024;
@@ -53,18 +57,55 @@ pub async fn relay(
             pump(upstream, client, &down, &activity),
         )
     };
-    let end = tokio::select! {
+    let end = ended(pumps, &activity, idle, stop).await;
+    Outcome {
+        up: up.load(Ordering::Relaxed) + client_early.len() as u64,
+        down: down.load(Ordering::Relaxed) + upstream_early.len() as u64,
+        end,
+    }
+}
+
+/// Relays between the client and an upstream that is not a bare socket
+/// (TLS to an https:// parent): the same ends as [`relay`], through
+/// tokio's copy, which holds a buffer per direction for the tunnel's life.
+pub async fn relay_stream<U: AsyncRead + AsyncWrite + Unpin>(
+    client: TcpStream,
+    client_early: &[u8],
+    mut upstream: U,
+    upstream_early: &[u8],
+    idle: Duration,
+    stop: &CancellationToken,
+) -> Outcome {
+    let activity = Arc::new(Activity::new());
+    let mut client = Watched::new(client, activity.clone());
+    let pumps = async {
+        upstream.write_all(client_early).await?;
+        client.write_all(upstream_early).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+    };
+    let end = ended(pumps, &activity, idle, stop).await;
+    Outcome {
+        up: activity.read.load(Ordering::Relaxed) + client_early.len() as u64,
+        down: activity.written.load(Ordering::Relaxed),
+        end,
+    }
+}
+
+/// How a tunnel whose directions are `pumps` ended: both done, an error,
+/// `idle` with no bytes, or `stop`.
+async fn ended<T>(
+    pumps: impl Future<Output = io::Result<T>>,
+    activity: &Activity,
+    idle: Duration,
+    stop: &CancellationToken,
+) -> &'static str {
+    tokio::select! {
         result = pumps => match result {
             Ok(_) => "closed",
             Err(_) => "error",
         },
         () = activity.idle_for(idle) => "idle timeout",
         () = stop.cancelled() => "shutdown",
-    };
-    Outcome {
-        up: up.load(Ordering::Relaxed) + client_early.len() as u64,
-        down: down.load(Ordering::Relaxed) + upstream_early.len() as u64,
-        end,
     }
 }
 

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::{DialError, Dialer, Failure, Side, Stream};
+use crate::rules::{Exemption, Target};
 use http::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
-
-use super::{DialError, Dialer, Failure, Side};
-use crate::rules::{Exemption, Target};
 
 pub type HttpClient = Client<Connector, crate::message::Body>;
 
@@ -60,13 +58,11 @@ impl tower_service::Service<Uri> for Connector {
             let stream = if via_parent {
                 dialer.parent_connection(&target).await
             } else {
-                dialer.direct(Side::Origin, &target, Exemption::None).await
+                let direct = dialer.direct(Side::Origin, &target, Exemption::None);
+                direct.await.map(Stream::Tcp)
             };
             let stream = stream.map_err(Arc::new)?;
-            Ok(Conn {
-                io: TokioIo::new(stream),
-                via_parent,
-            })
+            Ok(Conn::new(stream, via_parent))
         })
     }
 }
@@ -74,8 +70,17 @@ impl tower_service::Service<Uri> for Connector {
 /// A dialled connection; tells hyper whether it leads to a proxy, so that
 /// requests on it are written in absolute-form.
 pub struct Conn {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<Stream>,
     via_parent: bool,
+}
+
+impl Conn {
+    pub fn new(stream: Stream, via_parent: bool) -> Conn {
+        Conn {
+            io: TokioIo::new(stream),
+            via_parent,
+        }
+    }
 }
 
 impl Connection for Conn {

@@ -30,6 +30,9 @@ pub struct Dialer {
     resolve_for_parent: bool,
     /// The login scheme the parent offered (with `upstream.auth` unset).
     pub(super) learned: super::login::Learned,
+    /// TLS toward https:// parents: the system's roots and `upstream.ca_file`
+    /// (an error when that file cannot be used, said when a parent needs it).
+    pub(super) parent_tls: Result<tokio_rustls::TlsConnector, String>,
     /// Whether refused credentials were already said in the log.
     pub(super) refusal_said: std::sync::atomic::AtomicBool,
 }
@@ -64,6 +67,8 @@ pub enum Failure {
     ParentStatus(u16),
     /// The parent broke the CONNECT exchange.
     ParentProtocol(String),
+    /// TLS with an https:// parent failed (its certificate, mostly).
+    ParentTls(String),
     /// modgate cannot log in to the parent (a scheme it does not speak, a
     /// broken challenge).
     ParentLogin(String),
@@ -91,6 +96,7 @@ impl fmt::Display for DialError {
                 parent_status(*status)
             ),
             Failure::ParentProtocol(why) => write!(f, "parent proxy {target}: {why}"),
+            Failure::ParentTls(why) => write!(f, "TLS with parent proxy {target}: {why}"),
             Failure::ParentLogin(why) => write!(f, "cannot log in to parent proxy {target}: {why}"),
             Failure::CredentialsRefused { user, scheme } => write!(
                 f,
@@ -153,6 +159,7 @@ impl Dialer {
             mark: config.transparent.outbound_mark,
             resolve_for_parent: config.upstream.resolve_for_parent,
             learned: Default::default(),
+            parent_tls: parent_tls(config),
             refusal_said: Default::default(),
         }
     }
@@ -258,6 +265,19 @@ impl Dialer {
             _ => false,
         }
     }
+}
+
+/// The TLS connector toward https:// parents.
+fn parent_tls(config: &crate::config::Config) -> Result<tokio_rustls::TlsConnector, String> {
+    let files: Vec<&std::path::Path> = config
+        .upstream
+        .ca_file
+        .iter()
+        .map(|p| p.as_path())
+        .collect();
+    crate::tls::roots::client_config(&files)
+        .map(tokio_rustls::TlsConnector::from)
+        .map_err(|e| format!("upstream.ca_file {e}"))
 }
 
 pub(super) fn failed(side: Side, target: &Target, failure: Failure) -> DialError {

@@ -19,11 +19,11 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::client::Conn;
 use super::dial::{Failure, Side};
-use super::{DialError, Dialer};
+use super::{DialError, Dialer, Stream};
 use crate::rules::{Exemption, Target, Via, Way, mask_userinfo};
 
 const MAX_REDIRECTS: usize = 5;
@@ -188,7 +188,8 @@ pub struct EgressConnector {
 }
 
 impl tower_service::Service<Uri> for EgressConnector {
-    type Response = TokioIo<TcpStream>;
+    /// Requests on it are origin-form: through a parent, it is a tunnel.
+    type Response = Conn;
     type Error = DialError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
 
@@ -232,13 +233,11 @@ impl tower_service::Service<Uri> for EgressConnector {
                     stream
                 }
                 Way::Direct => {
-                    connector
-                        .dialer
-                        .direct(Side::Mirror, &target, exemption)
-                        .await?
+                    let direct = connector.dialer.direct(Side::Mirror, &target, exemption);
+                    Stream::Tcp(direct.await?)
                 }
             };
-            Ok(TokioIo::new(stream))
+            Ok(Conn::new(stream, false))
         })
     }
 }

@@ -8,8 +8,10 @@ mod mirror;
 mod ntlm;
 mod parent;
 mod parents;
+mod stream;
 mod via_parent;
 
 pub use client::{Connector, HttpClient, new_client};
 pub use dial::{DialError, Dialer, Failure, Side, parent_status};
 pub use mirror::{MirrorClient, MirrorError};
+pub use stream::Stream;

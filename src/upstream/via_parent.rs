@@ -6,8 +6,10 @@
 //! has spoken for all of them.
 
 use bytes::Bytes;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::Stream;
 use super::dial::{DialError, Dialer, Failure, Side, failed};
 use crate::config::{ParentProxy, Scheme};
 use crate::rules::{Exemption, Target};
@@ -31,7 +33,7 @@ impl Dialer {
     /// (absolute-form), once `target` passes the parent screen. A
     /// connection that needs a login (NTLM, or a scheme not learned yet) is
     /// logged in first, with a request the parent answers itself.
-    pub async fn parent_connection(&self, target: &Target) -> Result<TcpStream, DialError> {
+    pub async fn parent_connection(&self, target: &Target) -> Result<Stream, DialError> {
         self.screen_for_parent(Side::Origin, target, Exemption::None)
             .await?;
         let login = self.login_per_connection();
@@ -49,7 +51,7 @@ impl Dialer {
         side: Side,
         target: &Target,
         exemption: Exemption,
-    ) -> Result<(TcpStream, Bytes), DialError> {
+    ) -> Result<(Stream, Bytes), DialError> {
         self.screen_for_parent(side, target, exemption).await?;
         let head = |auth: Option<&str>| super::parent::connect_head(target, auth);
         self.through_a_parent(Some(&head), true).await
@@ -61,7 +63,7 @@ impl Dialer {
         &self,
         head: Option<&Head<'_>>,
         tunnel: bool,
-    ) -> Result<(TcpStream, Bytes), DialError> {
+    ) -> Result<(Stream, Bytes), DialError> {
         let mut last = None;
         for index in self.parents.order() {
             let Some(parent) = self.parents.get(index) else {
@@ -69,9 +71,10 @@ impl Dialer {
             };
             let target = parent.target();
             let attempt = self.within_timeout(Side::Parent, &target, async {
-                let mut stream = self
+                let tcp = self
                     .open(Side::Parent, &target, Exemption::AdminNamed)
                     .await?;
+                let mut stream = self.secured(parent, tcp).await?;
                 let leftover = match head {
                     Some(head) => self.login(&mut stream, parent, head, tunnel).await?,
                     None => Bytes::new(),
@@ -98,6 +101,27 @@ impl Dialer {
             target: "(none)".into(),
             failure: Failure::ParentProtocol("no parent proxy configured".into()),
         }))
+    }
+
+    /// `tcp` to `parent`, in TLS when it is an https:// parent (verified
+    /// against the system's roots and `upstream.ca_file`).
+    async fn secured(&self, parent: &ParentProxy, tcp: TcpStream) -> Result<Stream, DialError> {
+        if !parent.tls {
+            return Ok(Stream::Tcp(tcp));
+        }
+        let target = parent.target();
+        let refused = |why: String| failed(Side::Parent, &target, Failure::ParentTls(why));
+        let connector = self.parent_tls.as_ref().map_err(|e| refused(e.clone()))?;
+        let name = match &parent.host {
+            crate::rules::Host::Name(name) => ServerName::try_from(name.clone()),
+            crate::rules::Host::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
+        }
+        .map_err(|e| refused(e.to_string()))?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| refused(crate::message::error_chain(&e)))?;
+        Ok(Stream::Tls(Box::new(tls)))
     }
 
     /// Whether a new forwarding connection must log in before use.
@@ -129,7 +153,7 @@ impl Dialer {
     /// CONNECT (`tunnel`) or 407 to a login request is the parent's refusal.
     async fn login(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         parent: &ParentProxy,
         head: &Head<'_>,
         tunnel: bool,

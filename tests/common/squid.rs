@@ -14,30 +14,57 @@ pub const HELPERS: &str = "/usr/lib/squid";
 
 pub struct Squid {
     pub addr: SocketAddr,
+    /// Its `https_port`, when started with one.
+    pub tls_addr: Option<SocketAddr>,
     child: Child,
     dir: tempfile::TempDir,
 }
+
+/// The common name of the CA that signs an https_port's certificate.
+pub const PARENT_CA: &str = "Example Corp Parent CA";
 
 impl Squid {
     /// Squid on loopback requiring a login by `auth` (its `auth_param`
     /// lines); `extra` lines go at the end of its config. Three tries at a
     /// free port; panics with its log when it does not start in 30 s.
     pub fn start(auth: &str, extra: &str) -> Squid {
+        Self::start_with(auth, extra, false)
+    }
+
+    /// The same with an `https_port` too, its certificate (for 127.0.0.1)
+    /// signed by a CA named [`PARENT_CA`], written to `ca.pem` beside it.
+    pub fn start_tls(auth: &str) -> Squid {
+        Self::start_with(auth, "", true)
+    }
+
+    fn start_with(auth: &str, extra: &str, tls: bool) -> Squid {
         for _ in 0..3 {
-            if let Some(squid) = Self::try_start(auth, extra) {
+            if let Some(squid) = Self::try_start(auth, extra, tls) {
                 return squid;
             }
         }
         panic!("squid did not start");
     }
 
-    fn try_start(auth: &str, extra: &str) -> Option<Squid> {
+    fn try_start(auth: &str, extra: &str, tls: bool) -> Option<Squid> {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let port = free();
+        let tls_port = tls.then(free);
+        let https = match tls_port {
+            Some(tls_port) => {
+                let (cert, key) = tls_files(dir.path());
+                format!("https_port 127.0.0.1:{tls_port} tls-cert={cert} tls-key={key}\n")
+            }
+            None => String::new(),
+        };
+        let extra = format!("{https}{extra}");
         let at = |name: &str| dir.path().join(name).display().to_string();
         let config = format!(
             "http_port 127.0.0.1:{port}\n\
@@ -66,6 +93,7 @@ impl Squid {
             .expect("squid (apt-get install squid-openssl; scripts/test-deps.sh does)");
         let mut squid = Squid {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            tls_addr: tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             child,
             dir,
         };
@@ -106,6 +134,32 @@ impl Drop for Squid {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA (`ca.pem`) and a certificate for 127.0.0.1 it signed, with its
+/// key, in `dir`: the paths of the certificate and the key.
+fn tls_files(dir: &std::path::Path) -> (String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, PARENT_CA);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("parent.pem"), dir.join("parent.key"));
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (
+        cert_file.display().to_string(),
+        key_file.display().to_string(),
+    )
 }
 
 /// Gives `dir` to Debian's `proxy` user (Squid's effective user).
