@@ -42,6 +42,15 @@ async fn a_mirror_resigned_by_the_firewall_is_trusted_through_upstream_ca_file()
         mirror.requests().is_empty(),
         "no request reached the mirror"
     );
+    // What `modgate doctor` shows clients: the mirror down, and why.
+    let page = format!("http://{endpoint}/.well-known/modgate/mirrors");
+    let said = stdout(&curl(&["-s", &page]).await);
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("module "))
+        .unwrap_or_default();
+    assert!(line.contains(" down ") && line.contains(CORP_CA), "{said}");
+    assert!(line.contains("upstream.ca_file"), "{said}");
     drop(gateway);
 
     // With upstream.ca_file: the go command downloads the whole graph.

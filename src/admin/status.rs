@@ -107,10 +107,14 @@ pub fn render(status: &Status) -> String {
 fn mirrors(page: &mut String, mirrors: &[Health]) {
     page.push_str("<h2>Mirrors</h2><table id=\"mirrors\">\n");
     for mirror in mirrors {
+        let why = mirror
+            .failure
+            .as_deref()
+            .map_or(String::new(), |why| format!(": {}", escape(why)));
         let health = match mirror.demoted_for {
             None => "<td class=\"up\">healthy</td>".to_string(),
             Some(left) => format!(
-                "<td class=\"down\">demoted for {} s more</td>",
+                "<td class=\"down\">demoted for {} s more{why}</td>",
                 left.as_secs().max(1)
             ),
         };
@@ -228,11 +232,13 @@ mod tests {
                     mirror: "https://good.example".into(),
                     demoted_for: None,
                     latency: Some(Duration::from_micros(12_345)),
+                    failure: None,
                 },
                 Health {
                     mirror: "https://bad.example/<x>".into(),
                     demoted_for: Some(Duration::from_secs(29)),
                     latency: None,
+                    failure: Some("certificate signed by an unknown CA <x>".into()),
                 },
             ],
             parents: vec![("a.corp:8080".into(), true), ("b.corp:8080".into(), false)],
@@ -253,7 +259,7 @@ mod tests {
         let page = render(&status);
         assert!(page.contains("<td>https://good.example</td><td class=\"up\">healthy</td>"));
         assert!(page.contains(
-            "https://bad.example/&lt;x&gt;</td><td class=\"down\">demoted for 29 s more"
+            "https://bad.example/&lt;x&gt;</td><td class=\"down\">demoted for 29 s more: certificate signed by an unknown CA &lt;x&gt;</td>"
         ));
         assert!(page.contains("healthy</td><td>12.3 ms to answer"));
         assert!(page.contains("25.0%") && page.contains("3 files, 1.0 KiB"));

@@ -17,6 +17,8 @@ pub struct Health {
     pub demoted_for: Option<Duration>,
     /// How long its response heads take (a moving average), once it answered.
     pub latency: Option<Duration>,
+    /// Why it failed last, until it serves again.
+    pub failure: Option<String>,
 }
 
 /// How far back readiness looks at a mirror's results.
@@ -41,6 +43,8 @@ struct Mirror {
     latency_us: AtomicU64,
     /// The newest results (when, and whether it served), for readiness.
     results: Mutex<VecDeque<(Instant, bool)>>,
+    /// Why it failed last, until it serves again.
+    failure: Mutex<Option<String>>,
 }
 
 impl Mirror {
@@ -78,6 +82,7 @@ impl MirrorSet {
             .map(|base| Mirror {
                 base: base.clone(),
                 demoted_until: Mutex::new(None),
+                failure: Mutex::new(None),
                 latency_us: AtomicU64::new(0),
                 results: Mutex::new(VecDeque::new()),
             })
@@ -118,6 +123,7 @@ impl MirrorSet {
                     mirror: m.base.clone(),
                     demoted_for: left.filter(|d| !d.is_zero()),
                     latency: (latency > 0).then(|| Duration::from_micros(latency)),
+                    failure: m.failure.lock().ok().and_then(|f| f.clone()),
                 }
             })
             .collect()
@@ -164,6 +170,9 @@ impl MirrorSet {
         if let Ok(mut until) = mirror.demoted_until.lock() {
             *until = Some(Instant::now() + period);
         }
+        if let Ok(mut failure) = mirror.failure.lock() {
+            *failure = Some(reason.to_string());
+        }
         tracing::warn!(mirror = %mirror.base, reason, demoted_for = ?period, "mirror demoted");
     }
 
@@ -172,6 +181,9 @@ impl MirrorSet {
         self.mirrors[index].record(true);
         if let Ok(mut until) = self.mirrors[index].demoted_until.lock() {
             *until = None;
+        }
+        if let Ok(mut failure) = self.mirrors[index].failure.lock() {
+            *failure = None;
         }
     }
 }

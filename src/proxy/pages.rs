@@ -108,7 +108,13 @@ fn mirrors(shared: &Shared) -> String {
             .latency
             .map_or("-".into(), |l| format!("{:.1}ms", l.as_secs_f64() * 1e3));
         let mirror = crate::rules::mask_userinfo(&health.mirror).into_owned();
-        format!("{kind} {mirror} {state} {latency}\n")
+        match (state, &health.failure) {
+            ("down", Some(why)) => {
+                let why = crate::rules::mask_userinfo(why).replace('\n', " ");
+                format!("{kind} {mirror} {state} {latency} last failure: {why}\n")
+            }
+            _ => format!("{kind} {mirror} {state} {latency}\n"),
+        }
     };
     intercept
         .with
