@@ -7,8 +7,11 @@ use std::net::IpAddr;
 use crate::cache::key::Upstream;
 use crate::config::Config;
 use crate::gomod::path::{Own, Plan, plan};
+use std::sync::Arc;
+
 use crate::rules::{Action, Kind, Target, mask_userinfo, route};
 use crate::server::{configured_listeners, egress, policy};
+use crate::upstream::pac::Pac;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot understand {input:?}: {reason}")]
@@ -26,7 +29,15 @@ pub fn explain(config: &Config, input: &str, client: IpAddr) -> Result<String, E
     })?;
     let listeners = configured_listeners(config);
     let intercept = config.intercept.enabled.then_some(());
-    let policy = policy(config, egress(config, &listeners), intercept);
+    let mut policy = policy(config, egress(config, &listeners), intercept);
+    let pac = config
+        .upstream
+        .pac
+        .as_ref()
+        .map(|source| ask_pac(source, input, &target));
+    if let Some((pac, _)) = &pac {
+        policy.via.pac = Some(pac.clone());
+    }
     let decision = route(&policy, client, &target, kind);
     let how = match kind {
         Kind::Connect => "CONNECT tunnel",
@@ -37,10 +48,42 @@ pub fn explain(config: &Config, input: &str, client: IpAddr) -> Result<String, E
         "target:   {target} ({how})\nclient:   {client}\ndecision: {}\nrule:     {}\n",
         decision.action, decision.rule
     );
+    if let Some((_, said)) = pac {
+        out.push_str(&format!("pac:      {said}\n"));
+    }
     if decision.action == Action::Intercept(()) {
         out.push_str(&explain_gomod(config, &target, path));
     }
     Ok(out)
+}
+
+/// The office PAC file at `source`, fetched and asked about `input` now,
+/// and what it said (or why it said nothing: `upstream.proxy` decides).
+fn ask_pac(source: &str, input: &str, target: &Target) -> (Arc<Pac>, String) {
+    let pac = Pac::new(source.to_string());
+    let host = target.host.to_string();
+    let url = if input.contains("://") {
+        input.to_string()
+    } else {
+        format!("https://{host}/")
+    };
+    let asked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let script = crate::upstream::pac::fetch(source).await?;
+                pac.load(script);
+                pac.prepare(&url, &host).await;
+                pac.ask(&url, &host)
+            })
+        });
+    let said = match asked {
+        Ok(text) => format!("{source} returned {text:?}"),
+        Err(why) => format!("{source} failed ({why}): upstream.proxy decides"),
+    };
+    (pac, said)
 }
 
 /// For an intercepted URL: private, answered here, or which mirrors are tried.

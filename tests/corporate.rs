@@ -329,3 +329,104 @@ async fn an_https_parent_is_verified_against_upstream_ca_file() {
     let out = curl(&["-x", &endpoint, "--insecure", &url]).await;
     assert!(!out.status.success(), "a tunnel is refused too");
 }
+
+/// Acceptance 5: the office PAC file, served by a local HTTP server, sends
+/// *.corp.example and one origin DIRECT, one test host to parent A and the
+/// rest to parent B; a PAC that throws or never returns costs its time
+/// limit and falls back to upstream.proxy (B here), said once; a changed
+/// PAC is used after a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_office_pac_file_picks_the_parent() {
+    let a = common::Proxy::start(&common::base_config("", "")).await;
+    let b = common::Proxy::start(&common::base_config("", "")).await;
+    let wpad = tempfile::tempdir().unwrap();
+    let pac = |body: &str| std::fs::write(wpad.path().join("wpad.dat"), body).unwrap();
+    pac(&format!(
+        "function FindProxyForURL(url, host) {{\n\
+         if (dnsDomainIs(host, \".corp.example\") || host == \"127.0.0.3\") return \"DIRECT\";\n\
+         if (shExpMatch(host, \"127.0.0.2\")) return \"PROXY {}\";\n\
+         return \"PROXY {}; DIRECT\";\n}}\n",
+        a.addr, b.addr
+    ));
+    let server = Mirror::start(wpad.path().to_path_buf(), Behaviour::Serve).await;
+    let work = Work::new();
+    let config = work.path("modgate.toml");
+    let text = common::base_config(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!(
+            "no_proxy = \"\"\nproxy = \"http://{}\"\npac = \"{}/wpad.dat\"",
+            b.addr,
+            server.url()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let gateway = work.gateway(&config).await;
+    gateway
+        .log_when(|l| l.contains("upstream.pac: loaded"))
+        .await;
+    let proxy = format!("http://{}", gateway.addr("explicit proxy"));
+    let get = |origin: String| {
+        let proxy = proxy.clone();
+        async move { curl(&["-x", &proxy, &origin]).await.stdout.len() }
+    };
+    let (one, two, three) = (
+        Origin::start("127.0.0.1").await,
+        Origin::start("127.0.0.2").await,
+        Origin::start("127.0.0.3").await,
+    );
+    assert_eq!(get(two.url("/bytes/2")).await, 2);
+    assert_eq!(get(one.url("/bytes/1")).await, 1);
+    assert_eq!(get(three.url("/bytes/3")).await, 3);
+    assert_eq!(a.running.stats.forwarded.get(), 1, "127.0.0.2 through A");
+    assert_eq!(b.running.stats.forwarded.get(), 1, "the rest through B");
+    let hits = |o: &Origin| o.hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        (hits(&one), hits(&two), hits(&three)),
+        (1, 1, 1),
+        "127.0.0.3 direct"
+    );
+    let explained = common::run_modgate(&[
+        "explain",
+        "--config",
+        config.to_str().unwrap(),
+        "https://git.corp.example/x",
+    ])
+    .await;
+    let said = stdout(&explained);
+    assert!(
+        said.contains("decision: direct") && said.contains("returned \"DIRECT\""),
+        "{said}"
+    );
+
+    // A PAC that never returns: its time limit, then upstream.proxy (B).
+    pac("function FindProxyForURL(url, host) { while (true) {} }");
+    gateway.signal(libc::SIGHUP);
+    gateway
+        .log_when(|l| l.matches("upstream.pac: loaded").count() >= 2)
+        .await;
+    let four = Origin::start("127.0.0.2").await;
+    assert_eq!(get(four.url("/bytes/4")).await, 4);
+    assert_eq!(
+        a.running.stats.forwarded.get(),
+        1,
+        "not to A: the PAC gave no answer"
+    );
+    assert_eq!(b.running.stats.forwarded.get(), 2);
+    let log = gateway
+        .log_when(|l| l.contains("upstream.pac failed"))
+        .await;
+    assert!(log.contains("took longer than"), "{log}");
+
+    // A changed PAC, used after the reload: everything to A.
+    pac(&format!(
+        "function FindProxyForURL(url, host) {{ return \"PROXY {}\"; }}",
+        a.addr
+    ));
+    gateway.signal(libc::SIGHUP);
+    gateway
+        .log_when(|l| l.matches("upstream.pac: loaded").count() >= 3)
+        .await;
+    let five = Origin::start("127.0.0.1").await;
+    assert_eq!(get(five.url("/bytes/5")).await, 5);
+    assert_eq!(a.running.stats.forwarded.get(), 2);
+}

@@ -268,8 +268,20 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
             Err(msg) => r.error(url.span(), format!("upstream.proxy: {msg}")),
         }
     }
-    super::parent::login(r, &mut t, &mut parents);
+    let (credentials, auth) = super::parent::login(r, &mut t, &mut parents);
     let down_for = duration(r, &mut t, "down_for", Duration::from_secs(30));
+    let pac = r.string(&mut t, "pac").and_then(|s| {
+        let text = s.get_ref();
+        let fine = text.starts_with("http://") || std::path::Path::new(text).is_absolute();
+        if !fine {
+            r.error(
+                s.span(),
+                format!("upstream.pac {text:?} must be an http:// URL or an absolute file path"),
+            );
+        }
+        fine.then(|| s.into_inner())
+    });
+    let pac_ttl = duration(r, &mut t, "pac_ttl", Duration::from_secs(900));
     let no_proxy = no_proxy(r, &mut t, "no_proxy", "localhost,127.0.0.0/8,::1");
     let connect_timeout = duration(r, &mut t, "connect_timeout", Duration::from_secs(10));
     let response_timeout = duration(r, &mut t, "response_timeout", Duration::from_secs(60));
@@ -281,6 +293,10 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
     UpstreamConfig {
         parents,
         down_for,
+        credentials,
+        auth,
+        pac,
+        pac_ttl,
         no_proxy,
         connect_timeout,
         response_timeout,

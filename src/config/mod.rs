@@ -217,6 +217,13 @@ pub struct UpstreamConfig {
     pub parents: Vec<ParentProxy>,
     /// `upstream.down_for`: how long a parent that cannot be reached is skipped.
     pub down_for: Duration,
+    /// How modgate logs in to any parent (those a PAC file names too).
+    pub credentials: Option<Credentials>,
+    pub auth: Option<Scheme>,
+    /// `upstream.pac`: the office PAC file (an http:// URL or a file).
+    pub pac: Option<String>,
+    /// `upstream.pac_ttl`: how often it is fetched again.
+    pub pac_ttl: Duration,
     pub no_proxy: NoProxy,
     pub connect_timeout: Duration,
     /// Time a forwarded request waits for the response head (then 504).

@@ -162,9 +162,14 @@ pub fn parse_url(url: &str) -> Result<ParentProxy, String> {
 }
 
 /// `upstream.auth` and the credentials beside the URLs', applied to every
-/// parent. Several parents share one login: from the file or the
-/// environment, or the same user:pass in each URL.
-pub fn login<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, parents: &mut [ParentProxy]) {
+/// parent (and returned, for parents a PAC file names). Several parents
+/// share one login: from the file or the environment, or the same
+/// user:pass in each URL.
+pub fn login<'i>(
+    r: &mut Reader<'i>,
+    t: &mut Table<'i>,
+    parents: &mut [ParentProxy],
+) -> (Option<Credentials>, Option<Scheme>) {
     let auth = r.string(t, "auth").and_then(|s| {
         let scheme = Scheme::of(s.get_ref());
         if scheme.is_none() {
@@ -200,6 +205,7 @@ pub fn login<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, parents: &mut [ParentPro
         parent.auth = auth;
         parent.credentials.clone_from(&credentials);
     }
+    (credentials, auth)
 }
 
 /// `user` and `password` from a TOML file only its owner may read.

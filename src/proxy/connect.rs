@@ -46,7 +46,7 @@ pub async fn handle(
         started: Instant::now(),
         user,
     };
-    let decision = pipeline::decide(shared, &inbound);
+    let decision = pipeline::decide(shared, &inbound).await;
     let outbound = match pipeline::open(shared, &inbound, &decision).await {
         Ok(outbound) => outbound,
         Err(err) => {

@@ -119,6 +119,10 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let target = check_request(&mut req)?;
     let client_version = req.version();
+    if let Some(pac) = &shared.policy.via.pac {
+        pac.prepare(&req.uri().to_string(), &target.host.to_string())
+            .await;
+    }
     let decision = route(&shared.policy, client.ip(), &target, Kind::Http);
     line.decision = decision.action.name();
     line.rule.clone_from(&decision.rule);

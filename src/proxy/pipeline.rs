@@ -42,8 +42,13 @@ pub enum Outbound {
     },
 }
 
-/// The routing decision for `inbound`: the same call `modgate explain` makes.
-pub fn decide(shared: &Shared, inbound: &Inbound) -> Decision<Arc<Mitm>> {
+/// The routing decision for `inbound`: the same call `modgate explain`
+/// makes (the PAC file asked first, when there is one).
+pub async fn decide(shared: &Shared, inbound: &Inbound) -> Decision<Arc<Mitm>> {
+    if let Some(pac) = &shared.policy.via.pac {
+        let host = inbound.target.host.to_string();
+        pac.prepare(&format!("https://{host}/"), &host).await;
+    }
     route(
         &shared.policy,
         inbound.client.ip(),

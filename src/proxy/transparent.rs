@@ -118,7 +118,7 @@ pub async fn serve_tls(
         started,
         user: None,
     };
-    let decision = pipeline::decide(&shared, &inbound);
+    let decision = pipeline::decide(&shared, &inbound).await;
     match pipeline::open(&shared, &inbound, &decision).await {
         // A refusal cannot be answered inside TLS: the connection is closed.
         Err(err) => pipeline::log_refused(&shared, &inbound, &decision, &err),

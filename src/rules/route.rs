@@ -41,6 +41,9 @@ pub struct Via {
     pub parent: Option<String>,
     /// Destinations that go direct even when a parent proxy is configured.
     pub no_proxy: NoProxy,
+    /// `upstream.pac`: its answer for a host, when it gave one, decides
+    /// before `parent` does.
+    pub pac: Option<std::sync::Arc<crate::upstream::pac::Pac>>,
 }
 
 /// The way out for one target.
@@ -51,14 +54,28 @@ pub enum Way {
 }
 
 impl Via {
-    /// Parent or direct for `target`, and the rule that says so.
+    /// Parent or direct for `target`, and the rule that says so:
+    /// `no_proxy` first, then the PAC file's answer, then `upstream.proxy`.
     pub fn way(&self, target: &Target) -> (Way, String) {
-        let Some(parent) = &self.parent else {
+        if self.parent.is_none() && self.pac.is_none() {
             return (Way::Direct, "no upstream.proxy configured".into());
-        };
-        match self.no_proxy.find(&target.host.to_string(), target.port) {
-            Some(entry) => (Way::Direct, format!("upstream.no_proxy entry {entry:?}")),
-            None => (Way::Parent, format!("upstream.proxy {parent}")),
+        }
+        let host = target.host.to_string();
+        if let Some(entry) = self.no_proxy.find(&host, target.port) {
+            return (Way::Direct, format!("upstream.no_proxy entry {entry:?}"));
+        }
+        let answer = self.pac.as_ref().and_then(|pac| pac.answer(&host));
+        if let Some(ways) = answer {
+            let said: Vec<String> = ways.iter().map(ToString::to_string).collect();
+            let rule = format!("upstream.pac returned {}", said.join("; "));
+            return match ways.first() {
+                Some(crate::upstream::pac::result::PacWay::Direct) => (Way::Direct, rule),
+                _ => (Way::Parent, rule),
+            };
+        }
+        match &self.parent {
+            Some(parent) => (Way::Parent, format!("upstream.proxy {parent}")),
+            None => (Way::Direct, "no upstream.proxy configured".into()),
         }
     }
 }
@@ -259,6 +276,7 @@ mod tests {
             via: Via {
                 no_proxy: NoProxy::parse(".corp.example").unwrap(),
                 parent: Some("http://parent:8080".into()),
+                pac: None,
             },
             intercept: Some(Intercept {
                 hosts: vec!["proxy.golang.org".into()],
@@ -364,5 +382,44 @@ mod tests {
             Kind::Connect,
         );
         assert_eq!(d.rule, "upstream.no_proxy entry \".corp.example\"");
+    }
+}
+
+#[cfg(test)]
+mod pac_tests {
+    use super::*;
+
+    /// The PAC file's answer decides after no_proxy and before
+    /// upstream.proxy; a host it has not answered for takes upstream.proxy.
+    #[tokio::test]
+    async fn no_proxy_then_the_pac_then_the_parent() {
+        let pac = crate::upstream::pac::Pac::new("/office.pac".into());
+        pac.load(
+            "function FindProxyForURL(u, h) { return h == 'direct.test' ? 'DIRECT' : 'PROXY a.corp:1; DIRECT'; }".into(),
+        );
+        let via = Via {
+            parent: Some("http://b.corp:1".into()),
+            no_proxy: NoProxy::parse(".corp.example").unwrap(),
+            pac: Some(pac.clone()),
+        };
+        let target = |host: &str| Target::parse(host, Some(80)).unwrap();
+        for host in ["direct.test", "other.test"] {
+            pac.prepare(&format!("http://{host}/"), host).await;
+        }
+        let (way, rule) = via.way(&target("direct.test"));
+        assert_eq!(
+            (way, rule.as_str()),
+            (Way::Direct, "upstream.pac returned DIRECT")
+        );
+        let (way, rule) = via.way(&target("other.test"));
+        assert_eq!(way, Way::Parent);
+        assert_eq!(rule, "upstream.pac returned PROXY a.corp:1; DIRECT");
+        let (way, rule) = via.way(&target("git.corp.example"));
+        assert_eq!(way, Way::Direct, "{rule}");
+        let (way, rule) = via.way(&target("unasked.test"));
+        assert_eq!(
+            (way, rule.as_str()),
+            (Way::Parent, "upstream.proxy http://b.corp:1")
+        );
     }
 }

@@ -69,8 +69,14 @@ pub fn generation(
             .tasks
             .spawn(mitm.leaves.clone().renew_until(retire.clone()));
     }
+    if let Some(pac) = dialer.pac() {
+        let fresh = pac.keep_fresh(config.upstream.pac_ttl, retire.clone());
+        process.tasks.spawn(fresh);
+    }
+    let mut policy = policy(config, egress, mitm);
+    policy.via.pac = dialer.pac();
     Ok(Shared {
-        policy: Arc::new(policy(config, egress, mitm)),
+        policy: Arc::new(policy),
         direct: new_client(dialer.clone(), false),
         via_parent: new_client(dialer.clone(), true),
         dialer,
@@ -276,8 +282,8 @@ fn mitm(
     let gomod = Gomod::new(
         &config.gomod,
         cache_settings(config),
-        dialer,
-        via(config),
+        dialer.clone(),
+        via(config, &dialer),
         stats.clone(),
         running_cache,
     )?;
@@ -330,8 +336,8 @@ pub fn standalone_cache(config: &Config) -> Result<crate::cache::Cache, StartErr
     let gomod = Gomod::new(
         &config.gomod,
         cache_settings(&enabled),
-        dialer,
-        via(config),
+        dialer.clone(),
+        via(config, &dialer),
         stats,
         None,
     )?;
@@ -362,10 +368,12 @@ pub fn egress(config: &Config, own_listeners: &[SocketAddr]) -> Egress {
     }
 }
 
-fn via(config: &Config) -> Via {
+/// The way out for `config`, with the PAC file `dialer` holds (if any).
+fn via(config: &Config, dialer: &Dialer) -> Via {
     Via {
         parent: config.upstream.parents_shown(),
         no_proxy: config.upstream.no_proxy.clone(),
+        pac: dialer.pac(),
     }
 }
 
@@ -378,7 +386,11 @@ pub fn policy<I>(config: &Config, egress: Egress, with: Option<I>) -> Policy<I> 
         connect_ports: config.proxy.connect_ports.clone(),
         http_ports: config.proxy.http_ports.clone(),
         egress,
-        via: via(config),
+        via: Via {
+            parent: config.upstream.parents_shown(),
+            no_proxy: config.upstream.no_proxy.clone(),
+            pac: None,
+        },
         intercept: with.map(|with| Intercept {
             hosts: config.gomod.hosts(),
             bypass: config.intercept.bypass.clone(),

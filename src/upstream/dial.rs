@@ -33,6 +33,13 @@ pub struct Dialer {
     /// TLS toward https:// parents: the system's roots and `upstream.ca_file`
     /// (an error when that file cannot be used, said when a parent needs it).
     pub(super) parent_tls: Result<tokio_rustls::TlsConnector, String>,
+    /// `upstream.pac`, which may name other parents for a host.
+    pub(super) pac: Option<Arc<super::pac::Pac>>,
+    /// The login for parents a PAC file names.
+    pub(super) login: (
+        Option<crate::config::Credentials>,
+        Option<crate::config::Scheme>,
+    ),
     /// Whether refused credentials were already said in the log.
     pub(super) refusal_said: std::sync::atomic::AtomicBool,
 }
@@ -160,6 +167,8 @@ impl Dialer {
             resolve_for_parent: config.upstream.resolve_for_parent,
             learned: Default::default(),
             parent_tls: parent_tls(config),
+            pac: config.upstream.pac.clone().map(super::pac::Pac::new),
+            login: (config.upstream.credentials.clone(), config.upstream.auth),
             refusal_said: Default::default(),
         }
     }

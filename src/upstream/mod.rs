@@ -6,6 +6,7 @@ mod dial;
 mod login;
 mod mirror;
 mod ntlm;
+pub mod pac;
 mod parent;
 mod parents;
 mod stream;

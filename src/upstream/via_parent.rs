@@ -23,6 +23,11 @@ impl Dialer {
         self.parents.first()
     }
 
+    /// `upstream.pac`, when set.
+    pub fn pac(&self) -> Option<std::sync::Arc<super::pac::Pac>> {
+        self.pac.clone()
+    }
+
     /// Each parent (`host:port`) and whether it is up, for `/metrics` and
     /// the status page.
     pub fn parent_health(&self) -> Vec<(String, bool)> {
@@ -38,7 +43,8 @@ impl Dialer {
             .await?;
         let login = self.login_per_connection();
         let head = |auth: Option<&str>| super::parent::login_head(target, auth);
-        let (stream, _) = self.through_a_parent(login.then_some(&head), false).await?;
+        let head = login.then_some(&head as &Head<'_>);
+        let (stream, _) = self.through_a_parent(target, head, false).await?;
         Ok(stream)
     }
 
@@ -54,21 +60,58 @@ impl Dialer {
     ) -> Result<(Stream, Bytes), DialError> {
         self.screen_for_parent(side, target, exemption).await?;
         let head = |auth: Option<&str>| super::parent::connect_head(target, auth);
-        self.through_a_parent(Some(&head), true).await
+        self.through_a_parent(target, Some(&head), true).await
     }
 
-    /// Connects to the parents in turn until one is reached, then sends
-    /// `head` (a login, or a CONNECT when `tunnel`) on the connection.
+    /// The parents to try for `target`, in order, each with its place in
+    /// `upstream.proxy` (for its health) when it is one of those: the PAC
+    /// file's, when it named some for this host, else `upstream.proxy`'s.
+    fn candidates(&self, target: &Target) -> Vec<(Option<usize>, ParentProxy)> {
+        let named = self
+            .pac
+            .as_ref()
+            .and_then(|pac| pac.answer(&target.host.to_string()));
+        let from_pac: Vec<(Option<usize>, ParentProxy)> = named
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|way| match way {
+                super::pac::result::PacWay::Proxy { tls, host, port } => {
+                    let host = Target::parse(&host, Some(port)).ok()?.host;
+                    let (credentials, auth) = self.login.clone();
+                    let parent = ParentProxy {
+                        tls,
+                        host,
+                        port,
+                        credentials,
+                        auth,
+                    };
+                    Some((None, parent))
+                }
+                super::pac::result::PacWay::Direct => None,
+            })
+            .collect();
+        if !from_pac.is_empty() {
+            return from_pac;
+        }
+        self.parents
+            .order()
+            .into_iter()
+            .filter_map(|i| Some((Some(i), self.parents.get(i)?.clone())))
+            .collect()
+    }
+
+    /// Connects to the parents for `for_target` in turn until one is
+    /// reached, then sends `head` (a login, or a CONNECT when `tunnel`) on
+    /// the connection.
     async fn through_a_parent(
         &self,
+        for_target: &Target,
         head: Option<&Head<'_>>,
         tunnel: bool,
     ) -> Result<(Stream, Bytes), DialError> {
         let mut last = None;
-        for index in self.parents.order() {
-            let Some(parent) = self.parents.get(index) else {
-                continue;
-            };
+        for (index, parent) in self.candidates(for_target) {
+            let parent = &parent;
             let target = parent.target();
             let attempt = self.within_timeout(Side::Parent, &target, async {
                 let tcp = self
@@ -81,19 +124,16 @@ impl Dialer {
                 };
                 Ok((stream, leftover))
             });
-            match attempt.await {
-                Ok(done) => {
-                    self.parents.answered(index);
-                    return Ok(done);
+            let reached = attempt.await;
+            if let Some(index) = index {
+                match &reached {
+                    Err(e) if unreachable(&e.failure) => self.parents.failed(index),
+                    _ => self.parents.answered(index),
                 }
-                Err(e) if unreachable(&e.failure) => {
-                    self.parents.failed(index);
-                    last = Some(e);
-                }
-                Err(e) => {
-                    self.parents.answered(index);
-                    return Err(e);
-                }
+            }
+            match reached {
+                Err(e) if unreachable(&e.failure) => last = Some(e),
+                done => return done,
             }
         }
         Err(last.unwrap_or_else(|| DialError {
@@ -126,25 +166,23 @@ impl Dialer {
 
     /// Whether a new forwarding connection must log in before use.
     fn login_per_connection(&self) -> bool {
-        let Some(parent) = self.parent().filter(|p| p.credentials.is_some()) else {
-            return false;
-        };
-        parent
-            .auth
-            .or(self.learned.get())
-            .is_none_or(Scheme::per_connection)
+        let (credentials, auth) = &self.login;
+        credentials.is_some()
+            && auth
+                .or(self.learned.get())
+                .is_none_or(Scheme::per_connection)
     }
 
     /// The `Proxy-Authorization` every forwarded request carries: a Basic
     /// login's (configured, or offered by the parent). Until the parent
     /// has said what it offers, a connection is opened to learn it.
     pub async fn basic_authorization(&self, target: &Target) -> Option<http::HeaderValue> {
-        let parent = self.parent()?;
-        let credentials = parent.credentials.as_ref()?;
-        if parent.auth.is_none() && self.learned.get().is_none() {
+        let (credentials, auth) = &self.login;
+        let credentials = credentials.as_ref()?;
+        if auth.is_none() && self.learned.get().is_none() {
             let _ = self.parent_connection(target).await;
         }
-        (parent.auth.or(self.learned.get()) == Some(Scheme::Basic))
+        (auth.or(self.learned.get()) == Some(Scheme::Basic))
             .then(|| credentials.basic())
             .flatten()
     }
