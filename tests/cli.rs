@@ -310,12 +310,13 @@ fn check_refuses_what_run_would_meet_at_its_line() {
          [intercept]\nca_dir = {:?}\n\
          [gomod]\nmirror_ca_file = {:?}\n\
          [cache]\ndir = {:?}\n[admin]\nlisten = \"\"\n[log]\naccess_log = {:?}\n\
-         [upstream]\nca_file = {:?}\n",
+         [upstream]\nca_file = {:?}\npac = {:?}\n",
         at("no-users"),
         blocker.join("ca").display().to_string(),
         at("no-mirror-ca.pem"),
         at("cache"),
         blocker.join("access.log").display().to_string(),
+        blocker.display().to_string(),
         blocker.display().to_string(),
     );
     refused_at(
@@ -327,6 +328,7 @@ fn check_refuses_what_run_would_meet_at_its_line() {
             (7, "gomod.mirror_ca_file"),
             (13, "log.access_log"),
             (15, "upstream.ca_file"),
+            (16, "upstream.pac"),
         ],
     );
     drop(busy);

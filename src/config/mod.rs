@@ -262,7 +262,7 @@ pub struct Origin {
 
 /// The keys whose places a config keeps: files, directories, listeners
 /// and capabilities that `run` needs and `check` verifies.
-pub const PLACED_KEYS: [&str; 12] = [
+pub const PLACED_KEYS: [&str; 13] = [
     "proxy.listen",
     "proxy.auth_file",
     "proxy.pid_file",
@@ -273,6 +273,7 @@ pub const PLACED_KEYS: [&str; 12] = [
     "intercept.ca_dir",
     "gomod.mirror_ca_file",
     "upstream.ca_file",
+    "upstream.pac",
     "cache.dir",
     "admin.listen",
 ];

@@ -33,6 +33,17 @@ pub fn preflight(config: &Config) -> Vec<ConfigError> {
             fail(key, format!("{key}: {e}"));
         }
     }
+    if let Some(pac) = config
+        .upstream
+        .pac
+        .as_deref()
+        .filter(|p| !p.starts_with("http://"))
+        && let Err(why) = std::fs::read_to_string(pac)
+            .map_err(|e| e.to_string())
+            .and_then(|script| crate::upstream::pac::engine::check(&script))
+    {
+        fail("upstream.pac", format!("upstream.pac {pac}: {why}"));
+    }
     if config.intercept.enabled
         && let Err(why) = ca_usable(&config.intercept.ca_dir)
     {

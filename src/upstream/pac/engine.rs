@@ -55,6 +55,28 @@ pub fn find_proxy(script: &str, url: &str, host: &str) -> Result<String, String>
     })
 }
 
+/// Whether `script` runs and defines `FindProxyForURL` (without calling
+/// it), for `modgate check`.
+pub fn check(script: &str) -> Result<(), String> {
+    let runtime = Runtime::new().map_err(|e| format!("cannot start JavaScript: {e}"))?;
+    runtime.set_memory_limit(MEMORY_LIMIT);
+    let deadline = Instant::now() + TIME_LIMIT;
+    runtime.set_interrupt_handler(Some(Box::new(move || Instant::now() > deadline)));
+    let context = Context::full(&runtime).map_err(|e| format!("cannot start JavaScript: {e}"))?;
+    context.with(|ctx| {
+        let source = format!("{PRELUDE}\n{script}\n;typeof FindProxyForURL");
+        match ctx.eval::<String, _>(source) {
+            Ok(kind) if kind == "function" => Ok(()),
+            Ok(_) => Err("it defines no FindProxyForURL function".to_string()),
+            Err(e) => {
+                let thrown = ctx.catch();
+                let message = thrown.as_exception().and_then(|x| x.message());
+                Err(message.unwrap_or_else(|| e.to_string()))
+            }
+        }
+    })
+}
+
 /// `dnsResolve(host)`: this host's first IPv4 address for `host`, or null.
 fn dns_resolve(host: String) -> Option<String> {
     (host.as_str(), 0)
@@ -124,5 +146,8 @@ mod tests {
         );
         assert!(find_proxy("function FindProxyForURL() { return 7; }", "u", "h").is_err());
         assert!(find_proxy("this is not javascript", "u", "h").is_err());
+        assert!(check(looping).is_ok(), "defined, not called");
+        assert!(check("var x = 1;").is_err());
+        assert!(check("function FindProxyForURL( {").is_err());
     }
 }
