@@ -430,3 +430,43 @@ async fn the_office_pac_file_picks_the_parent() {
     assert_eq!(get(five.url("/bytes/5")).await, 5);
     assert_eq!(a.running.stats.forwarded.get(), 2);
 }
+
+/// A changed PAC file is fetched again after upstream.pac_ttl, with no
+/// reload: requests move from parent A to parent B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pac_file_is_fetched_again_after_its_ttl() {
+    let a = common::Proxy::start(&common::base_config("", "")).await;
+    let b = common::Proxy::start(&common::base_config("", "")).await;
+    let wpad = tempfile::tempdir().unwrap();
+    let file = wpad.path().join("wpad.dat");
+    let to = |parent: std::net::SocketAddr| {
+        format!("function FindProxyForURL(url, host) {{ return \"PROXY {parent}\"; }}")
+    };
+    std::fs::write(&file, to(a.addr)).unwrap();
+    let work = Work::new();
+    let config = work.path("modgate.toml");
+    let upstream = format!("no_proxy = \"\"\npac = {file:?}\npac_ttl = \"1s\"");
+    let text = common::base_config("listen = [\"127.0.0.1:0\"]", &upstream);
+    std::fs::write(&config, text).unwrap();
+    let gateway = work.gateway(&config).await;
+    gateway
+        .log_when(|l| l.contains("upstream.pac: loaded"))
+        .await;
+    let proxy = format!("http://{}", gateway.addr("explicit proxy"));
+    let origin = Origin::start("127.0.0.1").await;
+    let out = curl(&["-x", &proxy, &origin.url("/bytes/1")]).await;
+    assert_eq!(out.stdout.len(), 1, "{}", stderr(&out));
+    assert_eq!(a.running.stats.forwarded.get(), 1);
+    std::fs::write(&file, to(b.addr)).unwrap();
+    // Each try on a new origin (a new connection); bounded: 10 s.
+    for _ in 0..50 {
+        let origin = Origin::start("127.0.0.1").await;
+        let out = curl(&["-x", &proxy, &origin.url("/bytes/2")]).await;
+        assert_eq!(out.stdout.len(), 2, "{}", stderr(&out));
+        if b.running.stats.forwarded.get() > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the changed PAC file was never used:\n{}", gateway.log());
+}
