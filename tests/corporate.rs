@@ -470,3 +470,37 @@ async fn the_pac_file_is_fetched_again_after_its_ttl() {
     }
     panic!("the changed PAC file was never used:\n{}", gateway.log());
 }
+
+/// The PAC file decides for the gateway's own mirror traffic too: a PAC
+/// that names parent A for the mirror's host sends the module downloads
+/// through A (CONNECT tunnels), with no upstream.proxy at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pac_file_picks_the_parent_for_mirrors_too() {
+    let tree = tree();
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let port = mirror.url().rsplit(':').next().unwrap().to_string();
+    let a = common::Proxy::start(&common::base_config(
+        &format!("connect_ports = [{port}]"),
+        "",
+    ))
+    .await;
+    let work = Work::new();
+    let pac = work.path("office.pac");
+    let script = format!(
+        "function FindProxyForURL(url, host) {{ return \"PROXY {}\"; }}",
+        a.addr
+    );
+    std::fs::write(&pac, script).unwrap();
+    let extra = format!("[upstream]\nno_proxy = \"\"\npac = {pac:?}\n");
+    let config = work.config_keyed(&[mirror.url()], &[mirror.url()], None, &extra);
+    let gateway = work.gateway(&config).await;
+    gateway
+        .log_when(|l| l.contains("upstream.pac: loaded"))
+        .await;
+    let endpoint = format!("http://{}", gateway.addr("explicit proxy"));
+    download_all(&work.go("go", None, &endpoint, "off")).await;
+    assert!(
+        a.running.stats.tunnels.get() >= 1,
+        "the mirror was reached through A"
+    );
+}

@@ -217,6 +217,11 @@ impl tower_service::Service<Uri> for EgressConnector {
                 Exemption::None
             };
             let target = origin.target;
+            // The office PAC file decides for mirrors as for clients.
+            if let Some(pac) = &connector.via.pac {
+                let host = target.host.to_string();
+                pac.prepare(&format!("https://{host}/"), &host).await;
+            }
             let stream = match connector.via.way(&target).0 {
                 Way::Parent => {
                     let (stream, early) = connector
