@@ -330,6 +330,19 @@ async fn an_https_parent_is_verified_against_upstream_ca_file() {
     assert!(!out.status.success(), "a tunnel is refused too");
 }
 
+/// A gateway in `work` whose way out is `upstream` (a PAC file among it),
+/// once it has loaded the PAC file; and its config file.
+async fn pac_gateway(work: &Work, upstream: &str) -> (std::path::PathBuf, common::netns::Modgate) {
+    let config = work.path("modgate.toml");
+    let text = common::base_config("listen = [\"127.0.0.1:0\"]", upstream);
+    std::fs::write(&config, text).unwrap();
+    let gateway = work.gateway(&config).await;
+    gateway
+        .log_when(|l| l.contains("upstream.pac: loaded"))
+        .await;
+    (config, gateway)
+}
+
 /// Acceptance 5: the office PAC file, served by a local HTTP server, sends
 /// *.corp.example and one origin DIRECT, one test host to parent A and the
 /// rest to parent B; a PAC that throws or never returns costs its time
@@ -350,20 +363,12 @@ async fn the_office_pac_file_picks_the_parent() {
     ));
     let server = Mirror::start(wpad.path().to_path_buf(), Behaviour::Serve).await;
     let work = Work::new();
-    let config = work.path("modgate.toml");
-    let text = common::base_config(
-        "listen = [\"127.0.0.1:0\"]",
-        &format!(
-            "no_proxy = \"\"\nproxy = \"http://{}\"\npac = \"{}/wpad.dat\"",
-            b.addr,
-            server.url()
-        ),
+    let upstream = format!(
+        "no_proxy = \"\"\nproxy = \"http://{}\"\npac = \"{}/wpad.dat\"",
+        b.addr,
+        server.url()
     );
-    std::fs::write(&config, text).unwrap();
-    let gateway = work.gateway(&config).await;
-    gateway
-        .log_when(|l| l.contains("upstream.pac: loaded"))
-        .await;
+    let (config, gateway) = pac_gateway(&work, &upstream).await;
     let proxy = format!("http://{}", gateway.addr("explicit proxy"));
     let get = |origin: String| {
         let proxy = proxy.clone();
@@ -444,14 +449,8 @@ async fn the_pac_file_is_fetched_again_after_its_ttl() {
     };
     std::fs::write(&file, to(a.addr)).unwrap();
     let work = Work::new();
-    let config = work.path("modgate.toml");
     let upstream = format!("no_proxy = \"\"\npac = {file:?}\npac_ttl = \"1s\"");
-    let text = common::base_config("listen = [\"127.0.0.1:0\"]", &upstream);
-    std::fs::write(&config, text).unwrap();
-    let gateway = work.gateway(&config).await;
-    gateway
-        .log_when(|l| l.contains("upstream.pac: loaded"))
-        .await;
+    let (_, gateway) = pac_gateway(&work, &upstream).await;
     let proxy = format!("http://{}", gateway.addr("explicit proxy"));
     let origin = Origin::start("127.0.0.1").await;
     let out = curl(&["-x", &proxy, &origin.url("/bytes/1")]).await;

@@ -36,6 +36,8 @@ pub struct Dialer {
     /// `upstream.pac`, which may name other parents for a host.
     pub(super) pac: Option<Arc<super::pac::Pac>>,
     /// The login for parents a PAC file names.
+    /// The Basic login's `Proxy-Authorization`, made once.
+    pub(super) basic: Option<http::HeaderValue>,
     pub(super) login: (
         Option<crate::config::Credentials>,
         Option<crate::config::Scheme>,
@@ -169,6 +171,7 @@ impl Dialer {
             parent_tls: parent_tls(config),
             pac: config.upstream.pac.clone().map(super::pac::Pac::new),
             login: (config.upstream.credentials.clone(), config.upstream.auth),
+            basic: config.upstream.credentials.as_ref().and_then(|c| c.basic()),
             refusal_said: Default::default(),
         }
     }

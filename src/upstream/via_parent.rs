@@ -177,14 +177,12 @@ impl Dialer {
     /// login's (configured, or offered by the parent). Until the parent
     /// has said what it offers, a connection is opened to learn it.
     pub async fn basic_authorization(&self, target: &Target) -> Option<http::HeaderValue> {
-        let (credentials, auth) = &self.login;
-        let credentials = credentials.as_ref()?;
+        let basic = self.basic.as_ref()?;
+        let auth = self.login.1;
         if auth.is_none() && self.learned.get().is_none() {
             let _ = self.parent_connection(target).await;
         }
-        (auth.or(self.learned.get()) == Some(Scheme::Basic))
-            .then(|| credentials.basic())
-            .flatten()
+        (auth.or(self.learned.get()) == Some(Scheme::Basic)).then(|| basic.clone())
     }
 
     /// Runs `head`'s login on `stream`; an answer other than 2xx to a
@@ -218,21 +216,25 @@ impl Dialer {
     /// A 407 to a forwarded request: the parent refused the credentials
     /// (logged once), or wants some and has none.
     pub fn refused_login(&self) -> DialError {
-        let Some(parent) = self.parent() else {
-            return DialError {
-                side: Side::Parent,
-                target: "(none)".into(),
-                failure: Failure::ParentStatus(407),
-            };
-        };
-        let failure = match (&parent.credentials, parent.auth.or(self.learned.get())) {
-            (Some(_), Some(scheme)) => Failure::CredentialsRefused {
-                user: parent.login_name(),
+        let (credentials, auth) = &self.login;
+        let failure = match (credentials, auth.or(self.learned.get())) {
+            (Some(c), Some(scheme)) => Failure::CredentialsRefused {
+                user: c.user.clone(),
                 scheme: scheme.name(),
             },
             _ => Failure::ParentStatus(407),
         };
-        self.said(failed(Side::Parent, &parent.target(), failure))
+        // A parent the PAC file named is not known here: the first
+        // configured one, or none, is named.
+        let target = self.parent().map_or_else(
+            || "(the PAC file's parent)".into(),
+            |p| p.target().to_string(),
+        );
+        self.said(DialError {
+            side: Side::Parent,
+            target,
+            failure,
+        })
     }
 
     /// Refused credentials are logged once (every client still gets the 502).

@@ -19,35 +19,12 @@ const PRELUDE: &str = include_str!("prelude.js");
 /// `FindProxyForURL(url, host)`'s answer, or why there is none. Blocking
 /// (DNS, and up to [`TIME_LIMIT`] of JavaScript): run it off the async threads.
 pub fn find_proxy(script: &str, url: &str, host: &str) -> Result<String, String> {
-    let runtime = Runtime::new().map_err(|e| format!("cannot start JavaScript: {e}"))?;
-    runtime.set_memory_limit(MEMORY_LIMIT);
-    let deadline = Instant::now() + TIME_LIMIT;
-    runtime.set_interrupt_handler(Some(Box::new(move || Instant::now() > deadline)));
-    let context = Context::full(&runtime).map_err(|e| format!("cannot start JavaScript: {e}"))?;
-    context.with(|ctx| {
-        let failed = |e: rquickjs::Error| {
-            let thrown = ctx.catch();
-            let detail = thrown
-                .as_exception()
-                .and_then(|x| x.message())
-                .unwrap_or_else(|| e.to_string());
-            if Instant::now() > deadline {
-                format!("took longer than {TIME_LIMIT:?}")
-            } else {
-                detail
-            }
-        };
-        let globals = ctx.globals();
-        let resolve = Function::new(ctx.clone(), dns_resolve).map_err(failed)?;
-        globals.set("dnsResolve", resolve).map_err(failed)?;
-        let me = Function::new(ctx.clone(), my_ip_address).map_err(failed)?;
-        globals.set("myIpAddress", me).map_err(failed)?;
-        ctx.eval::<(), _>(PRELUDE).map_err(failed)?;
-        ctx.eval::<(), _>(script).map_err(failed)?;
-        let find: Function = globals
+    in_sandbox(script, |ctx| {
+        let find: Function = ctx
+            .globals()
             .get("FindProxyForURL")
             .map_err(|_| "the PAC file defines no FindProxyForURL".to_string())?;
-        let answer: rquickjs::Value = find.call((url, host)).map_err(failed)?;
+        let answer: rquickjs::Value = find.call((url, host)).map_err(|e| e.to_string())?;
         match answer.as_string().map(|s| s.to_string()) {
             Some(Ok(text)) => Ok(text),
             _ => Err(format!("FindProxyForURL returned {answer:?}, not a string")),
@@ -58,22 +35,49 @@ pub fn find_proxy(script: &str, url: &str, host: &str) -> Result<String, String>
 /// Whether `script` runs and defines `FindProxyForURL` (without calling
 /// it), for `modgate check`.
 pub fn check(script: &str) -> Result<(), String> {
+    in_sandbox(script, |ctx| {
+        let kind: String = ctx
+            .eval("typeof FindProxyForURL")
+            .map_err(|e| e.to_string())?;
+        if kind == "function" {
+            Ok(())
+        } else {
+            Err("it defines no FindProxyForURL function".to_string())
+        }
+    })
+}
+
+/// Runs `script` in a fresh runtime under [`TIME_LIMIT`] and
+/// [`MEMORY_LIMIT`], after the prelude, `dnsResolve` and `myIpAddress`;
+/// then `then`. A JavaScript failure is told by what was thrown, or as the
+/// time limit when that ran out.
+fn in_sandbox<T>(
+    script: &str,
+    then: impl for<'js> FnOnce(&rquickjs::Ctx<'js>) -> Result<T, String>,
+) -> Result<T, String> {
     let runtime = Runtime::new().map_err(|e| format!("cannot start JavaScript: {e}"))?;
     runtime.set_memory_limit(MEMORY_LIMIT);
     let deadline = Instant::now() + TIME_LIMIT;
     runtime.set_interrupt_handler(Some(Box::new(move || Instant::now() > deadline)));
     let context = Context::full(&runtime).map_err(|e| format!("cannot start JavaScript: {e}"))?;
     context.with(|ctx| {
-        let source = format!("{PRELUDE}\n{script}\n;typeof FindProxyForURL");
-        match ctx.eval::<String, _>(source) {
-            Ok(kind) if kind == "function" => Ok(()),
-            Ok(_) => Err("it defines no FindProxyForURL function".to_string()),
-            Err(e) => {
-                let thrown = ctx.catch();
-                let message = thrown.as_exception().and_then(|x| x.message());
-                Err(message.unwrap_or_else(|| e.to_string()))
+        let defined = (|| {
+            let globals = ctx.globals();
+            globals.set("dnsResolve", Function::new(ctx.clone(), dns_resolve)?)?;
+            globals.set("myIpAddress", Function::new(ctx.clone(), my_ip_address)?)?;
+            ctx.eval::<(), _>(PRELUDE)?;
+            ctx.eval::<(), _>(script)
+        })();
+        let ran = defined.map_err(|e| e.to_string()).and_then(|()| then(&ctx));
+        ran.map_err(|plain| {
+            let thrown = ctx.catch();
+            let message = thrown.as_exception().and_then(|x| x.message());
+            if Instant::now() > deadline {
+                format!("took longer than {TIME_LIMIT:?}")
+            } else {
+                message.unwrap_or(plain)
             }
-        }
+        })
     })
 }
 
