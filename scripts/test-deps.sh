@@ -10,6 +10,8 @@ for pair in curl:curl iptables:iptables nft:nftables ip:iproute2 openssl:openssl
 done
 # Squid (with TLS) as the corporate parent proxy, and its login helpers.
 [ -x /usr/sbin/squid ] && [ -x /usr/lib/squid/ntlm_fake_auth ] || missing+=(squid-openssl)
+# MIT Kerberos's KDC and admin tools, for a realm of the tests' own (Negotiate logins).
+[ -x /usr/sbin/krb5kdc ] && [ -x /usr/sbin/kadmin.local ] && command -v kinit >/dev/null || missing+=(krb5-kdc krb5-admin-server krb5-user)
 # golang.org/x/mod (zip, sumdb) for the checksum database helper in tests/tools/sumdb.
 xmod=/usr/share/gocode/src/golang.org/x/mod
 [ -d "$xmod/sumdb" ] || missing+=(golang-golang-x-mod-dev)

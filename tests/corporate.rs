@@ -7,6 +7,7 @@ mod common;
 
 use common::gateway::{Work, download_all, get, tree};
 use common::gomod::{Behaviour, CORP_CA, DEFAULT_GOPROXY, Mirror, SumDb};
+use common::kerberos::{GATEWAY, REALM, Realm};
 use common::squid::{HELPERS, PARENT_CA, Squid};
 use common::{Origin, TlsOrigin, curl, stderr, stdout};
 
@@ -168,10 +169,19 @@ async fn an_ntlm_parent_sees_every_request_logged_in() {
     let gateway = work.gateway(&config).await;
     everything_through(&work, &gateway, (&sumdb, &tls)).await;
 
-    // Squid logs a tunnel when it closes: the gateway's pooled ones close
-    // with it.
     let gateway_log = gateway.log();
     gateway.kill().await;
+    every_request_logged_in(&squid, (&mirror, &tls), "CORP\\\\alice").await;
+    assert!(!gateway_log.contains(PASSWORD));
+    assert!(!gateway_log.contains("refused"), "{gateway_log}");
+}
+
+/// Squid's access log, once the gateway is gone: every request (the go
+/// command's tunnels to the mirror, curl's tunnel to `tls` and forwarded
+/// GET) logged in as `user` (as Squid writes it).
+async fn every_request_logged_in(squid: &Squid, (mirror, tls): (&Mirror, &TlsOrigin), user: &str) {
+    // Squid logs a tunnel when it closes: the gateway's pooled ones close
+    // with it.
     let tunnel = format!(" CONNECT 127.0.0.1:{} ", tls.addr.port());
     let mut log = squid.access_log();
     for _ in 0..100 {
@@ -190,9 +200,8 @@ async fn an_ntlm_parent_sees_every_request_logged_in() {
         .collect();
     assert!(lines.len() >= 6, "{log}");
     for line in &lines {
-        let user = line.split_whitespace().nth(7).unwrap_or_default();
-        // Squid's log escapes the backslash.
-        assert_eq!(user, "CORP\\\\alice", "every request logged in: {line}");
+        let logged = line.split_whitespace().nth(7).unwrap_or_default();
+        assert_eq!(logged, user, "every request logged in: {line}");
     }
     assert!(lines.iter().any(|l| l.contains(&tunnel)), "{log}");
     let mirror_tunnel = format!(" CONNECT {} ", mirror.url().trim_start_matches("http://"));
@@ -201,8 +210,145 @@ async fn an_ntlm_parent_sees_every_request_logged_in() {
         lines.iter().any(|l| l.contains(" GET http://127.0.0.1:")),
         "{log}"
     );
-    assert!(!gateway_log.contains(PASSWORD));
-    assert!(!gateway_log.contains("refused"), "{gateway_log}");
+}
+
+/// Squid asking for Negotiate, its helper checking tickets against the
+/// keytab of `HTTP/localhost` in a realm of the test's own.
+fn kerberos_parent(realm: &Realm) -> Squid {
+    let mut env = realm.env();
+    env.push((
+        "KRB5_KTNAME",
+        realm.path("http.keytab").display().to_string(),
+    ));
+    Squid::start_env(
+        &format!(
+            "auth_param negotiate program {HELPERS}/negotiate_kerberos_auth -s HTTP/localhost@{REALM}
+\
+             auth_param negotiate children 2\nauth_param negotiate keep_alive on"
+        ),
+        &env,
+    )
+}
+
+/// Acceptance 2: Squid asking for Negotiate (a real KDC, Squid's
+/// negotiate_kerberos_auth): the gateway, holding only its own keytab,
+/// logs in on every connection as its principal, for the go command
+/// (intercepted and through the endpoint) and curl (http:// and https://).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kerberos_parent_sees_every_request_logged_in() {
+    let realm = Realm::start("localhost");
+    let squid = kerberos_parent(&realm);
+    let tree = tree();
+    let sumdb = SumDb::start(tree.path(), "sum.golang.org").await;
+    let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
+    let tls = TlsOrigin::start().await;
+    let work = Work::new();
+    let upstream = format!(
+        "proxy = \"http://localhost:{}\"\nkeytab = {:?}",
+        squid.addr.port(),
+        realm.path("modgate.keytab")
+    );
+    let config = behind_parent(&work, (&mirror, &sumdb, &tls), &upstream);
+    let gateway = work.gateway_env(&config, &realm.env()).await;
+    everything_through(&work, &gateway, (&sumdb, &tls)).await;
+    let gateway_log = gateway.log();
+    gateway.kill().await;
+    let principal = format!("{GATEWAY}@{REALM}");
+    every_request_logged_in(&squid, (&mirror, &tls), &principal).await;
+    assert!(!gateway_log.contains("login failed"), "{gateway_log}");
+    // Tickets are kept: the KDC is asked once, not at each login.
+    let kdc = realm.log();
+    assert_eq!(kdc.matches(" for krbtgt/").count(), 1, "{kdc}");
+    assert_eq!(kdc.matches(" for HTTP/localhost@").count(), 1, "{kdc}");
+}
+
+/// A gateway that only forwards, its way out `upstream`, with `env` added
+/// to its environment.
+async fn forwarding_gateway(
+    work: &Work,
+    upstream: &str,
+    env: &[(&str, String)],
+) -> common::netns::Modgate {
+    let toml = format!(
+        "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n\
+         [upstream]\nno_proxy = \"\"\n{upstream}\n[cache]\ndir = {:?}\n",
+        work.cache()
+    );
+    let config = work.path("modgate.toml");
+    std::fs::write(&config, toml).unwrap();
+    work.gateway_env(&config, env).await
+}
+
+/// With `auth = "negotiate"` and no keytab, the tickets of the user
+/// running modgate (here `kinit` into the cache `KRB5CCNAME` names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_users_tickets_log_in_without_a_keytab() {
+    let realm = Realm::start("localhost");
+    let squid = kerberos_parent(&realm);
+    let mut env = realm.env();
+    env.push((
+        "KRB5CCNAME",
+        format!("FILE:{}", realm.path("ccache").display()),
+    ));
+    let keytab = realm.path("modgate.keytab").display().to_string();
+    let kinit = std::process::Command::new("kinit")
+        .args(["-k", "-t", &keytab, GATEWAY])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("kinit (apt-get install krb5-user; scripts/test-deps.sh does)");
+    assert!(
+        kinit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kinit.stderr)
+    );
+    let work = Work::new();
+    let upstream = format!(
+        "proxy = \"http://localhost:{}\"\nauth = \"negotiate\"",
+        squid.addr.port()
+    );
+    let gateway = forwarding_gateway(&work, &upstream, &env).await;
+    let endpoint = format!("http://{}", gateway.addr("explicit proxy"));
+    let origin = Origin::start("127.0.0.1").await;
+    let out = curl(&["-x", &endpoint, &origin.url("/bytes/5")]).await;
+    assert_eq!(out.stdout.len(), 5, "{}", stderr(&out));
+    let log = squid.access_log();
+    let line = log.lines().find(|l| l.contains(" GET http://127.0.0.1:"));
+    let user = line.and_then(|l| l.split_whitespace().nth(7));
+    assert_eq!(user, Some(format!("{GATEWAY}@{REALM}").as_str()), "{log}");
+}
+
+/// A keytab whose key the KDC no longer has: each client gets a 502 that
+/// names the parent and Kerberos, the log says it once, and nothing is
+/// retried in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_keytab_is_named_once() {
+    let realm = Realm::start("localhost");
+    let squid = kerberos_parent(&realm);
+    let work = Work::new();
+    let upstream = format!(
+        "proxy = \"http://localhost:{}\"\nauth = \"negotiate\"\nkeytab = {:?}",
+        squid.addr.port(),
+        realm.path("stale.keytab")
+    );
+    let gateway = forwarding_gateway(&work, &upstream, &realm.env()).await;
+    let endpoint = format!("http://{}", gateway.addr("explicit proxy"));
+    let origin = Origin::start("127.0.0.1").await;
+    let parent = format!("parent proxy localhost:{}", squid.addr.port());
+    for _ in 0..3 {
+        let out = curl(&["-i", "-x", &endpoint, &origin.url("/bytes/5")]).await;
+        let answer = stdout(&out);
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(
+            answer.contains(&parent)
+                && answer.contains("Kerberos")
+                && answer.contains("export the keytab again"),
+            "{answer}"
+        );
+    }
+    assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let log = gateway.log();
+    assert_eq!(log.matches("parent proxy login failed").count(), 1, "{log}");
+    assert!(!squid.access_log().contains(" GET http://127.0.0.1:"));
 }
 
 /// A parent that refuses the credentials (Squid checking a password
@@ -254,11 +400,7 @@ async fn refused_credentials_are_named_once_and_not_retried() {
     }
     assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     let log = gateway.log();
-    assert_eq!(
-        log.matches("parent proxy login refused").count(),
-        1,
-        "{log}"
-    );
+    assert_eq!(log.matches("parent proxy login failed").count(), 1, "{log}");
     assert!(!log.contains("a-wrong-one"));
     // Three requests: a handful of tries, not a loop.
     let denied = squid.access_log().matches("TCP_DENIED/407").count();

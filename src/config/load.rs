@@ -268,7 +268,7 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
             Err(msg) => r.error(url.span(), format!("upstream.proxy: {msg}")),
         }
     }
-    let (credentials, auth) = super::parent::login(r, &mut t, &mut parents);
+    let login = super::parent::login(r, &mut t, &mut parents);
     let down_for = duration(r, &mut t, "down_for", Duration::from_secs(30));
     let pac = r.string(&mut t, "pac").and_then(|s| {
         let text = s.get_ref();
@@ -293,8 +293,7 @@ fn upstream_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> UpstreamCon
     UpstreamConfig {
         parents,
         down_for,
-        credentials,
-        auth,
+        login,
         pac,
         pac_ttl,
         no_proxy,

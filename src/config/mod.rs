@@ -3,7 +3,7 @@
 //! The default config is compiled in and equals `config/modgate.toml`.
 
 mod load;
-pub use parent::{Credentials, ParentProxy, Scheme};
+pub use parent::{Credentials, Login, ParentProxy, Scheme};
 mod parent;
 mod reader;
 mod secrets;
@@ -218,8 +218,7 @@ pub struct UpstreamConfig {
     /// `upstream.down_for`: how long a parent that cannot be reached is skipped.
     pub down_for: Duration,
     /// How modgate logs in to any parent (those a PAC file names too).
-    pub credentials: Option<Credentials>,
-    pub auth: Option<Scheme>,
+    pub login: Login,
     /// `upstream.pac`: the office PAC file (an http:// URL or a file).
     pub pac: Option<String>,
     /// `upstream.pac_ttl`: how often it is fetched again.

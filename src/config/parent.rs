@@ -1,10 +1,11 @@
 //! `upstream.proxy` and how modgate logs in to it: the parent's address,
 //! the credentials (from the URL, `upstream.credentials_file` or the
-//! environment; never shown) and `upstream.auth`, the login scheme
-//! (unset: whatever the parent offers, strongest first).
+//! environment; never shown), `upstream.keytab` (modgate's own Kerberos
+//! identity) and `upstream.auth`, the login scheme (unset: whatever the
+//! parent offers, strongest first, of those modgate has credentials for).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use http::HeaderValue;
@@ -35,10 +36,12 @@ impl Scheme {
 
     /// The scheme a `Proxy-Authenticate` challenge names (any case).
     pub fn of(name: &str) -> Option<Scheme> {
-        [Scheme::Basic, Scheme::Ntlm, Scheme::Negotiate]
+        Scheme::ALL
             .into_iter()
             .find(|s| s.name().eq_ignore_ascii_case(name))
     }
+
+    pub const ALL: [Scheme; 3] = [Scheme::Basic, Scheme::Ntlm, Scheme::Negotiate];
 
     /// A login that holds for the connection it ran on (not per request).
     pub fn per_connection(self) -> bool {
@@ -82,6 +85,49 @@ impl Credentials {
     }
 }
 
+/// How modgate logs in to every parent (those a PAC file names too).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Login {
+    /// A user and password, for Basic and NTLM.
+    pub credentials: Option<Credentials>,
+    /// `upstream.auth`; `None`: what the parent offers, strongest first.
+    pub auth: Option<Scheme>,
+    /// `upstream.keytab`: modgate's own Kerberos identity, for Negotiate.
+    /// With `auth = "negotiate"` and none, the tickets of the user running
+    /// modgate are used.
+    pub keytab: Option<PathBuf>,
+}
+
+impl Login {
+    /// Whether modgate has what `scheme` needs.
+    pub fn can(&self, scheme: Scheme) -> bool {
+        match scheme {
+            Scheme::Basic | Scheme::Ntlm => self.credentials.is_some(),
+            Scheme::Negotiate => self.keytab.is_some() || self.auth == Some(Scheme::Negotiate),
+        }
+    }
+
+    /// Whether modgate logs in at all.
+    pub fn any(&self) -> bool {
+        Scheme::ALL.into_iter().any(|s| self.can(s))
+    }
+
+    /// Who modgate logs in as with `scheme`, for messages (never a secret).
+    pub fn who(&self, scheme: Option<Scheme>) -> String {
+        match (scheme, &self.credentials, &self.keytab) {
+            (Some(Scheme::Negotiate), _, Some(keytab)) => {
+                format!("the Kerberos principal in {}", keytab.display())
+            }
+            (Some(Scheme::Negotiate), _, None) => {
+                "the Kerberos tickets of the user running modgate".into()
+            }
+            (_, Some(c), _) => c.user.clone(),
+            (_, None, Some(keytab)) => format!("the Kerberos principal in {}", keytab.display()),
+            (_, None, None) => "(no user)".into(),
+        }
+    }
+}
+
 /// `upstream.proxy`: a parent proxy and how to log in to it.
 #[derive(Clone, Debug)]
 pub struct ParentProxy {
@@ -90,9 +136,7 @@ pub struct ParentProxy {
     pub tls: bool,
     pub host: Host,
     pub port: u16,
-    pub credentials: Option<Credentials>,
-    /// `upstream.auth`; `None`: what the parent offers, strongest first.
-    pub auth: Option<Scheme>,
+    pub login: Login,
 }
 
 impl ParentProxy {
@@ -103,11 +147,10 @@ impl ParentProxy {
         }
     }
 
-    /// Who modgate logs in as, for messages: `DOMAIN\user` (never the password).
-    pub fn login_name(&self) -> String {
-        self.credentials
-            .as_ref()
-            .map_or_else(|| "(no user)".into(), |c| c.user.clone())
+    /// Who modgate logs in as with `scheme`, for messages: `DOMAIN\user`
+    /// or the Kerberos identity (never the password).
+    pub fn login_name(&self, scheme: Option<Scheme>) -> String {
+        self.login.who(scheme)
     }
 }
 
@@ -116,10 +159,16 @@ impl fmt::Display for ParentProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "https" } else { "http" };
         write!(f, "{scheme}://{}:{}", self.host, self.port)?;
-        match (&self.credentials, self.auth) {
-            (None, _) => f.write_str(" (no login)"),
-            (Some(c), Some(scheme)) => write!(f, " ({} login as {})", scheme.name(), c.user),
-            (Some(c), None) => write!(f, " (login as {}, by what it offers)", c.user),
+        let login = &self.login;
+        match login.auth {
+            _ if !login.any() => f.write_str(" (no login)"),
+            Some(scheme) => write!(
+                f,
+                " ({} login as {})",
+                scheme.name(),
+                login.who(Some(scheme))
+            ),
+            None => write!(f, " (login as {}, by what it offers)", login.who(None)),
         }
     }
 }
@@ -156,20 +205,18 @@ pub fn parse_url(url: &str) -> Result<ParentProxy, String> {
         tls,
         host: target.host,
         port: target.port,
-        credentials,
-        auth: None,
+        login: Login {
+            credentials,
+            ..Login::default()
+        },
     })
 }
 
-/// `upstream.auth` and the credentials beside the URLs', applied to every
-/// parent (and returned, for parents a PAC file names). Several parents
-/// share one login: from the file or the environment, or the same
-/// user:pass in each URL.
-pub fn login<'i>(
-    r: &mut Reader<'i>,
-    t: &mut Table<'i>,
-    parents: &mut [ParentProxy],
-) -> (Option<Credentials>, Option<Scheme>) {
+/// `upstream.auth`, `upstream.keytab` and the credentials beside the
+/// URLs', applied to every parent (and returned, for parents a PAC file
+/// names). Several parents share one login: from the file or the
+/// environment, or the same user:pass in each URL.
+pub fn login<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, parents: &mut [ParentProxy]) -> Login {
     let auth = r.string(t, "auth").and_then(|s| {
         let scheme = Scheme::of(s.get_ref());
         if scheme.is_none() {
@@ -184,8 +231,9 @@ pub fn login<'i>(
     let place = t.place_of("credentials_file");
     let proxy_place = t.place_of("proxy");
     let file = super::load::absolute_path(r, t, "upstream.credentials_file");
-    let in_urls = parents.first().and_then(|p| p.credentials.clone());
-    if parents.iter().any(|p| p.credentials != in_urls) {
+    let keytab = keytab(r, t);
+    let in_urls = parents.first().and_then(|p| p.login.credentials.clone());
+    if parents.iter().any(|p| p.login.credentials != in_urls) {
         let why = "upstream.proxy: every parent logs in as one user; give it in upstream.credentials_file, or the same user:pass in each URL";
         r.error(proxy_place, why);
     }
@@ -201,11 +249,53 @@ pub fn login<'i>(
         r.error(place, why);
         None
     });
+    let login = Login {
+        credentials,
+        auth,
+        keytab,
+    };
     for parent in parents {
-        parent.auth = auth;
-        parent.credentials.clone_from(&credentials);
+        parent.login.clone_from(&login);
     }
-    (credentials, auth)
+    login
+}
+
+/// `upstream.keytab`: a file only its owner may read, in the keytab
+/// format (its version bytes are checked here; its keys when the parent
+/// first asks).
+fn keytab<'i>(r: &mut Reader<'i>, t: &mut Table<'i>) -> Option<PathBuf> {
+    let place = t.place_of("keytab");
+    let path = super::load::absolute_path(r, t, "upstream.keytab")?;
+    if let Err(why) = check_keytab(&path) {
+        r.error(place, why);
+    }
+    Some(path)
+}
+
+fn check_keytab(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("upstream.keytab {shown}: {e}"))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "upstream.keytab {shown} is readable by group or others (mode {mode:04o}): chmod 600 {shown}"
+        ));
+    }
+    let mut version = [0u8; 2];
+    match file.read_exact(&mut version) {
+        Ok(()) if version == [5, 1] || version == [5, 2] => Ok(()),
+        _ => Err(format!(
+            "upstream.keytab {shown} is not a Kerberos keytab (make one with kadmin's ktadd or ktutil)"
+        )),
+    }
 }
 
 /// `user` and `password` from a TOML file only its owner may read.

@@ -41,23 +41,23 @@ fn parent_proxy_url() {
     .unwrap();
     let parent = c.upstream.parents[0].clone();
     assert_eq!(parent.port, 8080);
-    let credentials = parent.credentials.unwrap();
+    let credentials = parent.login.credentials.unwrap();
     assert_eq!(
         (credentials.user.as_str(), credentials.password.as_str()),
         ("u@x", "p:ss")
     );
     // base64("u@x:p:ss")
     assert_eq!(credentials.basic().unwrap(), "Basic dUB4OnA6c3M=");
-    assert_eq!(parent.auth, None);
+    assert_eq!(parent.login.auth, None);
     let c = Config::parse(
         "p.toml",
         "[upstream]\nproxy = \"http://CORP%5Calice:pw@parent.corp:8080\"\nauth = \"ntlm\"\n",
     )
     .unwrap();
     let parent = c.upstream.parents[0].clone();
-    assert_eq!(parent.auth, Some(crate::config::Scheme::Ntlm));
+    assert_eq!(parent.login.auth, Some(crate::config::Scheme::Ntlm));
     assert_eq!(
-        parent.credentials.unwrap().domain_and_user(),
+        parent.login.credentials.unwrap().domain_and_user(),
         ("CORP", "alice")
     );
     assert!(
@@ -188,4 +188,32 @@ fn the_config_file_is_chosen_by_precedence() {
         Some(SYSTEM_FILE.into())
     );
     assert_eq!(choose(None, None, user, none), None);
+}
+
+#[test]
+fn a_keytab_must_be_one_and_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let keytab = dir.path().join("modgate.keytab");
+    let config = format!("[upstream]\nproxy = \"http://p:1\"\nkeytab = {keytab:?}\n");
+    let error = |c: &str| format!("{:?}", Config::parse("p.toml", c).unwrap_err());
+    assert!(error(&config).contains("No such file"));
+    // A keytab starts with its format version, 5.2 (or the old 5.1).
+    std::fs::write(&keytab, b"user = \"x\"\n").unwrap();
+    let mode = |m| {
+        let permissions = std::os::unix::fs::PermissionsExt::from_mode(m);
+        std::fs::set_permissions(&keytab, permissions).unwrap();
+    };
+    mode(0o600);
+    assert!(error(&config).contains("is not a Kerberos keytab"));
+    std::fs::write(&keytab, [5u8, 2, 0, 0]).unwrap();
+    mode(0o644);
+    assert!(error(&config).contains("chmod 600"));
+    mode(0o600);
+    let c = Config::parse("p.toml", &config).unwrap();
+    let parent = &c.upstream.parents[0];
+    assert_eq!(parent.login.keytab.as_deref(), Some(keytab.as_path()));
+    assert!(parent.login.can(crate::config::Scheme::Negotiate));
+    assert!(!parent.login.can(crate::config::Scheme::Ntlm));
+    let shown = parent.to_string();
+    assert!(shown.contains("the Kerberos principal in"), "{shown}");
 }

@@ -35,13 +35,13 @@ pub struct Dialer {
     pub(super) parent_tls: Result<tokio_rustls::TlsConnector, String>,
     /// `upstream.pac`, which may name other parents for a host.
     pub(super) pac: Option<Arc<super::pac::Pac>>,
-    /// The login for parents a PAC file names.
     /// The Basic login's `Proxy-Authorization`, made once.
     pub(super) basic: Option<http::HeaderValue>,
-    pub(super) login: (
-        Option<crate::config::Credentials>,
-        Option<crate::config::Scheme>,
-    ),
+    /// How modgate logs in to every parent (those a PAC file names too).
+    pub(super) login: crate::config::Login,
+    /// Modgate's Kerberos identity for Negotiate logins (its tickets are
+    /// this config's own).
+    pub(super) kerberos: Result<Arc<super::kerberos::Identity>, String>,
     /// Whether refused credentials were already said in the log.
     pub(super) refusal_said: std::sync::atomic::AtomicBool,
 }
@@ -170,8 +170,10 @@ impl Dialer {
             learned: Default::default(),
             parent_tls: parent_tls(config),
             pac: config.upstream.pac.clone().map(super::pac::Pac::new),
-            login: (config.upstream.credentials.clone(), config.upstream.auth),
-            basic: config.upstream.credentials.as_ref().and_then(|c| c.basic()),
+            login: config.upstream.login.clone(),
+            basic: (config.upstream.login.credentials.as_ref()).and_then(|c| c.basic()),
+            kerberos: super::kerberos::Identity::new(config.upstream.login.keytab.as_deref())
+                .map(Arc::new),
             refusal_said: Default::default(),
         }
     }

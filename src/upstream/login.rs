@@ -7,13 +7,15 @@
 //! taken (and remembered). A 407 after a complete login means the parent
 //! refused the credentials: said once, never retried in a loop.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::dial::Failure;
-use crate::config::{ParentProxy, Scheme};
+use super::kerberos::Identity;
+use crate::config::{Login, ParentProxy, Scheme};
 
 /// Largest answer head accepted from the parent.
 const MAX_HEAD: usize = 16 * 1024;
@@ -67,11 +69,15 @@ fn is_token68(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
-/// The scheme to log in with: `wanted` when set (offered or not: the
-/// parent then refuses, which says more than silence), else the strongest
-/// offered that modgate speaks.
-pub fn choose(offered: &[Challenge], wanted: Option<Scheme>) -> Option<Scheme> {
-    wanted.or_else(|| offered.iter().filter_map(Challenge::scheme).max())
+/// The scheme to log in with: `upstream.auth` when set (offered or not:
+/// the parent then refuses, which says more than silence), else the
+/// strongest offered that modgate speaks and has credentials for.
+pub fn choose(offered: &[Challenge], login: &Login) -> Option<Scheme> {
+    login.auth.or_else(|| {
+        (offered.iter().filter_map(Challenge::scheme))
+            .filter(|s| login.can(*s))
+            .max()
+    })
 }
 
 /// The parent's answer to one request of a login.
@@ -107,6 +113,13 @@ impl Learned {
     }
 }
 
+/// What a login needs beside the parent: the scheme learned from its
+/// offer, and modgate's Kerberos identity.
+pub struct Context<'a> {
+    pub learned: &'a Learned,
+    pub kerberos: &'a Result<Arc<Identity>, String>,
+}
+
 /// Sends `head(authorization)` on `stream`, logging in as the parent
 /// asks; the answer that ends it. `tunnel`: a CONNECT, whose 2xx answer
 /// is followed by the far end's bytes (any other answer's body is read
@@ -114,25 +127,64 @@ impl Learned {
 pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     parent: &ParentProxy,
-    learned: &Learned,
+    context: Context<'_>,
     head: &(dyn Fn(Option<&str>) -> Vec<u8> + Sync),
     tunnel: bool,
 ) -> Result<Reply, Failure> {
     let mut buf = BytesMut::with_capacity(1024);
-    let scheme = parent.auth.or(learned.get());
-    let reply = exchange(stream, &mut buf, parent, scheme, head, tunnel).await?;
-    if reply.status != 407 || scheme.is_some() || parent.credentials.is_none() {
+    let scheme = parent.login.auth.or(context.learned.get());
+    let reply = exchange(stream, &mut buf, parent, &context, scheme, head, tunnel).await?;
+    if reply.status != 407 || scheme.is_some() || !parent.login.any() {
         return Ok(reply);
     }
-    let Some(chosen) = choose(&reply.challenges, None) else {
+    let Some(chosen) = choose(&reply.challenges, &parent.login) else {
         let offered: Vec<&str> = reply.challenges.iter().map(|c| c.name.as_str()).collect();
         return Err(Failure::ParentLogin(format!(
-            "asks for a login modgate does not speak ({})",
+            "asks for a login modgate does not speak or has no credentials for ({})",
             offered.join(", ")
         )));
     };
-    learned.set(chosen);
-    exchange(stream, &mut buf, parent, Some(chosen), head, tunnel).await
+    context.learned.set(chosen);
+    exchange(
+        stream,
+        &mut buf,
+        parent,
+        &context,
+        Some(chosen),
+        head,
+        tunnel,
+    )
+    .await
+}
+
+/// The `Proxy-Authorization` that opens a login with `scheme` (none: no
+/// login, or nothing to log in with).
+async fn opening(
+    parent: &ParentProxy,
+    context: &Context<'_>,
+    scheme: Option<Scheme>,
+) -> Result<Option<String>, Failure> {
+    let Some(scheme) = scheme.filter(|s| parent.login.can(*s)) else {
+        return Ok(None);
+    };
+    match (scheme, &parent.login.credentials) {
+        (Scheme::Basic, Some(c)) => Ok(c.basic().and_then(|v| v.to_str().ok().map(String::from))),
+        (Scheme::Ntlm, Some(_)) => super::ntlm::negotiate()
+            .map(Some)
+            .map_err(Failure::ParentLogin),
+        (Scheme::Negotiate, _) => {
+            let kerberos = context.kerberos.clone().map_err(kerberos_failed)?;
+            let host = parent.host.to_string();
+            let made = tokio::task::spawn_blocking(move || kerberos.authorization(&host)).await;
+            let made = made.map_err(|e| kerberos_failed(e.to_string()))?;
+            made.map(Some).map_err(kerberos_failed)
+        }
+        (Scheme::Basic | Scheme::Ntlm, None) => Ok(None),
+    }
+}
+
+fn kerberos_failed(why: String) -> Failure {
+    Failure::ParentLogin(format!("Kerberos (Negotiate): {why}"))
 }
 
 /// One login with `scheme` (none: no credentials sent).
@@ -140,34 +192,28 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     parent: &ParentProxy,
+    context: &Context<'_>,
     scheme: Option<Scheme>,
     head: &(dyn Fn(Option<&str>) -> Vec<u8> + Sync),
     tunnel: bool,
 ) -> Result<Reply, Failure> {
-    let credentials = parent.credentials.as_ref();
-    let first = match (scheme, credentials) {
-        (None, _) | (_, None) => None,
-        (Some(Scheme::Basic), Some(c)) => c.basic().and_then(|v| v.to_str().ok().map(String::from)),
-        (Some(Scheme::Ntlm), Some(_)) => {
-            Some(super::ntlm::negotiate().map_err(Failure::ParentLogin)?)
-        }
-        (Some(Scheme::Negotiate), Some(_)) => {
-            return Err(Failure::ParentLogin(
-                "Negotiate (Kerberos) logins are not built yet: set upstream.auth = \"ntlm\" or \"basic\"".into(),
-            ));
-        }
-    };
+    let first = opening(parent, context, scheme).await?;
     let reply = round(stream, buf, head(first.as_deref()), tunnel).await?;
-    let (Some(scheme), Some(credentials), 407) = (scheme, credentials, reply.status) else {
+    let (Some(scheme), Some(_), 407) = (scheme, &first, reply.status) else {
         return Ok(reply);
     };
     let refused = || Failure::CredentialsRefused {
-        user: parent.login_name(),
+        user: parent.login_name(Some(scheme)),
         scheme: scheme.name(),
     };
-    if scheme != Scheme::Ntlm {
+    let Some(credentials) = parent
+        .login
+        .credentials
+        .as_ref()
+        .filter(|_| scheme == Scheme::Ntlm)
+    else {
         return Err(refused());
-    }
+    };
     let token = reply
         .challenges
         .iter()
@@ -298,13 +344,35 @@ mod tests {
     }
 
     #[test]
-    fn the_strongest_offered_scheme_unless_one_is_set() {
+    fn the_strongest_offered_scheme_modgate_can_use_unless_one_is_set() {
+        let password = Login {
+            credentials: Some(crate::config::Credentials {
+                user: "CORP\\alice".into(),
+                password: "pw".into(),
+            }),
+            ..Login::default()
+        };
         let offered = challenges(["Basic realm=\"x\"", "NTLM", "Digest realm=\"y\""]);
-        assert_eq!(choose(&offered, None), Some(Scheme::Ntlm));
-        assert_eq!(choose(&offered, Some(Scheme::Basic)), Some(Scheme::Basic));
-        assert_eq!(choose(&challenges(["Digest realm=\"y\""]), None), None);
+        assert_eq!(choose(&offered, &password), Some(Scheme::Ntlm));
+        let basic = Login {
+            auth: Some(Scheme::Basic),
+            ..password.clone()
+        };
+        assert_eq!(choose(&offered, &basic), Some(Scheme::Basic));
+        assert_eq!(choose(&challenges(["Digest realm=\"y\""]), &password), None);
         let all = challenges(["Negotiate", "NTLM", "Basic realm=\"x\""]);
-        assert_eq!(choose(&all, None), Some(Scheme::Negotiate));
+        // Negotiate needs a keytab (or auth = "negotiate" for the user's tickets).
+        assert_eq!(choose(&all, &password), Some(Scheme::Ntlm));
+        let keytab = Login {
+            keytab: Some("/etc/modgate/modgate.keytab".into()),
+            ..password.clone()
+        };
+        assert_eq!(choose(&all, &keytab), Some(Scheme::Negotiate));
+        let only_keytab = Login {
+            credentials: None,
+            ..keytab
+        };
+        assert_eq!(choose(&offered, &only_keytab), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod client;
 mod dial;
+mod kerberos;
 mod login;
 mod mirror;
 mod ntlm;

@@ -77,13 +77,12 @@ impl Dialer {
             .filter_map(|way| match way {
                 super::pac::result::PacWay::Proxy { tls, host, port } => {
                     let host = Target::parse(&host, Some(port)).ok()?.host;
-                    let (credentials, auth) = self.login.clone();
+                    let login = self.login.clone();
                     let parent = ParentProxy {
                         tls,
                         host,
                         port,
-                        credentials,
-                        auth,
+                        login,
                     };
                     Some((None, parent))
                 }
@@ -166,9 +165,8 @@ impl Dialer {
 
     /// Whether a new forwarding connection must log in before use.
     fn login_per_connection(&self) -> bool {
-        let (credentials, auth) = &self.login;
-        credentials.is_some()
-            && auth
+        self.login.any()
+            && (self.login.auth)
                 .or(self.learned.get())
                 .is_none_or(Scheme::per_connection)
     }
@@ -178,7 +176,7 @@ impl Dialer {
     /// has said what it offers, a connection is opened to learn it.
     pub async fn basic_authorization(&self, target: &Target) -> Option<http::HeaderValue> {
         let basic = self.basic.as_ref()?;
-        let auth = self.login.1;
+        let auth = self.login.auth;
         if auth.is_none() && self.learned.get().is_none() {
             let _ = self.parent_connection(target).await;
         }
@@ -195,7 +193,11 @@ impl Dialer {
         tunnel: bool,
     ) -> Result<Bytes, DialError> {
         let target = parent.target();
-        let reply = super::login::send(stream, parent, &self.learned, head, tunnel)
+        let context = super::login::Context {
+            learned: &self.learned,
+            kerberos: &self.kerberos,
+        };
+        let reply = super::login::send(stream, parent, context, head, tunnel)
             .await
             .map_err(|failure| self.said(failed(Side::Parent, &target, failure)))?;
         let refused = if tunnel {
@@ -216,10 +218,10 @@ impl Dialer {
     /// A 407 to a forwarded request: the parent refused the credentials
     /// (logged once), or wants some and has none.
     pub fn refused_login(&self) -> DialError {
-        let (credentials, auth) = &self.login;
-        let failure = match (credentials, auth.or(self.learned.get())) {
-            (Some(c), Some(scheme)) => Failure::CredentialsRefused {
-                user: c.user.clone(),
+        let scheme = self.login.auth.or(self.learned.get());
+        let failure = match scheme {
+            Some(scheme) if self.login.can(scheme) => Failure::CredentialsRefused {
+                user: self.login.who(Some(scheme)),
                 scheme: scheme.name(),
             },
             _ => Failure::ParentStatus(407),
@@ -237,14 +239,17 @@ impl Dialer {
         })
     }
 
-    /// Refused credentials are logged once (every client still gets the 502).
+    /// A login that failed (refused credentials, a Kerberos ticket that
+    /// cannot be had) is logged once: every client still gets the 502.
     fn said(&self, error: DialError) -> DialError {
-        if matches!(error.failure, Failure::CredentialsRefused { .. })
-            && !self
-                .refusal_said
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        if matches!(
+            error.failure,
+            Failure::CredentialsRefused { .. } | Failure::ParentLogin(_)
+        ) && !self
+            .refusal_said
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            tracing::error!(error = %error, "parent proxy login refused; check the credentials (upstream.proxy, upstream.credentials_file)");
+            tracing::error!(error = %error, "parent proxy login failed; check the credentials (upstream.proxy, upstream.credentials_file, upstream.keytab)");
         }
         error
     }

@@ -81,13 +81,13 @@ impl Work {
     }
 
     pub async fn gateway(&self, config: &Path) -> Modgate {
-        Modgate::spawn(
-            None,
-            &["run", "--config", config.to_str().unwrap()],
-            None,
-            1,
-        )
-        .await
+        self.gateway_env(config, &[]).await
+    }
+
+    /// The same with `env` added to modgate's environment.
+    pub async fn gateway_env(&self, config: &Path, env: &[(&str, String)]) -> Modgate {
+        let args = ["run", "--config", config.to_str().unwrap()];
+        Modgate::spawn_env(None, &args, None, 1, env).await
     }
 
     /// A go client with its own GOPATH under `name`.

@@ -5,6 +5,7 @@
 pub mod gateway;
 pub mod gomod;
 pub mod handshake;
+pub mod kerberos;
 pub mod metrics;
 pub mod netns;
 pub mod s3;

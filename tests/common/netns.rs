@@ -159,6 +159,17 @@ impl Modgate {
         cwd: Option<&Path>,
         expected: usize,
     ) -> Modgate {
+        Self::spawn_env(ns, args, cwd, expected, &[]).await
+    }
+
+    /// The same with `env` added to its environment.
+    pub async fn spawn_env(
+        ns: Option<&Netns>,
+        args: &[&str],
+        cwd: Option<&Path>,
+        expected: usize,
+        env: &[(&str, String)],
+    ) -> Modgate {
         let mut cmd = super::command_in(ns.map(|n| n.name.as_str()), env!("CARGO_BIN_EXE_modgate"));
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
@@ -179,6 +190,7 @@ impl Modgate {
             .env("XDG_CACHE_HOME", cache_home.path().join("cache"))
             .env("XDG_DATA_HOME", cache_home.path().join("data"))
             .env("XDG_CONFIG_HOME", cache_home.path().join("config"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

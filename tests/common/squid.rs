@@ -28,25 +28,30 @@ impl Squid {
     /// lines); `extra` lines go at the end of its config. Three tries at a
     /// free port; panics with its log when it does not start in 30 s.
     pub fn start(auth: &str, extra: &str) -> Squid {
-        Self::start_with(auth, extra, false)
+        Self::start_with(auth, extra, false, &[])
+    }
+
+    /// The same with `env` added to Squid's environment (and its helpers').
+    pub fn start_env(auth: &str, env: &[(&str, String)]) -> Squid {
+        Self::start_with(auth, "", false, env)
     }
 
     /// The same with an `https_port` too, its certificate (for 127.0.0.1)
     /// signed by a CA named [`PARENT_CA`], written to `ca.pem` beside it.
     pub fn start_tls(auth: &str) -> Squid {
-        Self::start_with(auth, "", true)
+        Self::start_with(auth, "", true, &[])
     }
 
-    fn start_with(auth: &str, extra: &str, tls: bool) -> Squid {
+    fn start_with(auth: &str, extra: &str, tls: bool, env: &[(&str, String)]) -> Squid {
         for _ in 0..3 {
-            if let Some(squid) = Self::try_start(auth, extra, tls) {
+            if let Some(squid) = Self::try_start(auth, extra, tls, env) {
                 return squid;
             }
         }
         panic!("squid did not start");
     }
 
-    fn try_start(auth: &str, extra: &str, tls: bool) -> Option<Squid> {
+    fn try_start(auth: &str, extra: &str, tls: bool, env: &[(&str, String)]) -> Option<Squid> {
         let dir = tempfile::tempdir().unwrap();
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -86,6 +91,7 @@ impl Squid {
         let child = Command::new(SQUID)
             .args(["-N", "-f"])
             .arg(dir.path().join("squid.conf"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -163,7 +169,7 @@ fn tls_files(dir: &std::path::Path) -> (String, String) {
 }
 
 /// Gives `dir` to Debian's `proxy` user (Squid's effective user).
-fn chown_to_proxy(dir: &std::path::Path) {
+pub fn chown_to_proxy(dir: &std::path::Path) {
     let id = |flag: &str| -> u32 {
         let out = Command::new("id").args([flag, "proxy"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
