@@ -4,9 +4,9 @@
 
 use std::net::IpAddr;
 
-use crate::cache::key::Upstream;
 use crate::config::Config;
 use crate::gomod::path::{Own, Plan, plan};
+use crate::gomod::tree::GoUpstream;
 use std::sync::Arc;
 
 use crate::rules::{Action, Kind, Target, mask_userinfo, route};
@@ -107,7 +107,9 @@ fn explain_gomod(config: &Config, target: &Target, path: &str) -> String {
             };
             format!("answer:   {} from modgate ({text})", status.as_u16())
         }
-        Plan::Fetch(key) if key.upstream == Upstream::Proxy => mirrors(&gomod.mirrors),
+        Plan::Fetch(key) if GoUpstream::of(&key.upstream) == GoUpstream::Proxy => {
+            mirrors(&gomod.mirrors)
+        }
         Plan::Fetch(_) => mirrors(&gomod.sumdb_mirrors),
     };
     format!("plan:     {name}\n{what}\n")

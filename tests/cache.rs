@@ -58,7 +58,7 @@ async fn the_graph_is_served_from_the_cache_alone() {
     let log = gateway.log_when(|l| l.contains("cache=\"hit\"")).await;
     assert!(log.contains("cache=\"hit\""), "{log}");
 
-    drop(gateway);
+    gateway.kill().await;
     let file = format!("file://{}", work.cache().display());
     download_all(&work.go("file", None, &file, &key)).await;
 }
@@ -242,7 +242,7 @@ async fn lists_are_revalidated_and_ride_out_outages() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(stale, "{}", gateway.log());
-    drop(gateway);
+    gateway.kill().await;
 
     let counting = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
     let offline = work.config(&[counting.url()], &[], "offline = true");
@@ -436,5 +436,5 @@ async fn a_full_disk_stops_storing_not_serving() {
         0,
         "a .part was left"
     );
-    drop(gateway);
+    gateway.kill().await;
 }

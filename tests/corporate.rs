@@ -52,7 +52,7 @@ async fn a_mirror_resigned_by_the_firewall_is_trusted_through_upstream_ca_file()
         .unwrap_or_default();
     assert!(line.contains(" down ") && line.contains(CORP_CA), "{said}");
     assert!(line.contains("upstream.ca_file"), "{said}");
-    drop(gateway);
+    gateway.kill().await;
 
     // With upstream.ca_file: the go command downloads the whole graph.
     let extra = format!("[upstream]\nca_file = {ca:?}\n");

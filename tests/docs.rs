@@ -88,3 +88,30 @@ fn every_option_has_help() {
         }
     }
 }
+
+/// The cache core knows no ecosystem: nothing under src/cache/ names one
+/// (Go's modules and checksum databases live in src/gomod/ and src/sumdb/,
+/// and reach the cache through its `Ecosystem`, `Source` and `Checker`).
+#[test]
+fn the_cache_core_imports_no_ecosystem() {
+    let mut files = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cache")];
+    let mut offending = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = !line.trim_start().starts_with("//");
+            if code
+                && ["gomod::", "sumdb::", "pypi::", "npm::"]
+                    .iter()
+                    .any(|e| line.contains(e))
+            {
+                offending.push(format!("{}:{}: {line}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(offending.is_empty(), "{}", offending.join("\n"));
+}

@@ -560,7 +560,7 @@ async fn cache_commands_look_after_the_bucket() {
     download_all(&work.go("lookups", None, &endpoint, &sumdb.key)).await;
     downloads_landed(gateway.admin_addr().await, None).await;
     uploaded(&bucket, &work.cache()).await;
-    drop(gateway);
+    gateway.kill().await;
     let verify = modgate_cli(&["cache", "verify", "--shared", "--config", config]).await;
     let report = said(&verify);
     assert!(verify.status.success(), "{report}");

@@ -431,7 +431,7 @@ async fn a_second_writer_of_a_cache_directory_is_refused() {
         let out = modgate(args);
         assert!(out.status.success(), "{args:?}: {}", text(&out));
     }
-    drop(gateway);
+    gateway.kill().await;
 }
 
 /// A full disk degrades to serving without storing: with the cache on a
@@ -486,7 +486,7 @@ async fn a_full_disk_serves_verified_zips_without_storing() {
     let log = gateway.log_when(|l| l.contains("storing again")).await;
     assert_eq!(log.matches("cache: cannot store:").count(), 1, "{log}");
     assert!(work.cache().join(&small[1..]).exists());
-    drop(gateway);
+    gateway.kill().await;
 }
 
 /// With `gomod.private` not set, module paths under the office's own

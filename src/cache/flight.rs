@@ -17,7 +17,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::sync::watch;
 
 use super::copy::{Copied, Release, Start, Writing, copy};
-use super::key::{Key, Kind};
+use super::key::Key;
 use super::store::{Meta, unix_secs};
 use super::stream::{Progress, SharedFile};
 use super::{Blame, Fetched, Inner, Miss};
@@ -270,9 +270,10 @@ async fn fly(
         Some(Check { tap, verdict }) => (tap, Some(verdict)),
         None => (None, None),
     };
-    // Only a zip may be too large to hold whole: every other kind (a go.mod,
-    // a lookup) is held until checked, whatever the mirror says of its length.
-    let whole = key.kind != Kind::Zip || expected.is_some_and(|length| length <= CHECK_WHOLE);
+    // Only an archive (a module zip) may be too large to hold whole: every
+    // other kind (a go.mod, a lookup) is held until checked, whatever the
+    // mirror says of its length.
+    let whole = !key.kind.archive || expected.is_some_and(|length| length <= CHECK_WHOLE);
     let release = match (&check, expected) {
         (Some(_), _) if whole => Release::Checked { hold: None },
         (Some(_), _) => Release::Checked { hold: Some(HOLD) },

@@ -68,23 +68,24 @@ pub fn victims<'a>(candidates: &[Candidate<'a>], total: u64, max: u64) -> Vec<&'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::key::testing::{ARCHIVE, FILE, INDEX};
 
     #[test]
     fn freshness() {
         let ttl = Duration::from_secs(60);
         let s = Duration::from_secs;
         let table = [
-            (Kind::Zip, s(86_400 * 365), false, Use::Fresh),
-            (Kind::Tile, s(86_400), false, Use::Fresh),
-            (Kind::List, s(10), false, Use::Fresh),
-            (Kind::List, s(60), false, Use::Fresh),
-            (Kind::List, s(61), false, Use::StaleRevalidate),
-            (Kind::Latest, s(120), false, Use::StaleRevalidate),
-            (Kind::Query, s(121), false, Use::Refetch),
-            (Kind::SumdbLatest, s(3600), false, Use::Refetch),
-            (Kind::SumdbLatest, s(3600), true, Use::StaleOffline),
-            (Kind::List, s(30), true, Use::Fresh),
-            (Kind::Zip, s(86_400), true, Use::Fresh),
+            (ARCHIVE, s(86_400 * 365), false, Use::Fresh),
+            (FILE, s(86_400), false, Use::Fresh),
+            (INDEX, s(10), false, Use::Fresh),
+            (INDEX, s(60), false, Use::Fresh),
+            (INDEX, s(61), false, Use::StaleRevalidate),
+            (INDEX, s(120), false, Use::StaleRevalidate),
+            (INDEX, s(121), false, Use::Refetch),
+            (INDEX, s(3600), false, Use::Refetch),
+            (INDEX, s(3600), true, Use::StaleOffline),
+            (INDEX, s(30), true, Use::Fresh),
+            (ARCHIVE, s(86_400), true, Use::Fresh),
         ];
         for (kind, age, offline, want) in table {
             assert_eq!(judge(kind, age, ttl, offline), want, "{kind:?} {age:?}");

@@ -44,6 +44,8 @@ pub struct Totals {
 pub struct Index {
     inner: Mutex<Inner>,
     max_size: u64,
+    /// Every kind the cache's ecosystems keep, for the totals.
+    kinds: Vec<Kind>,
 }
 
 /// Keeps a file from eviction while it is streamed; released on drop.
@@ -53,10 +55,11 @@ pub struct Pin {
 }
 
 impl Index {
-    pub fn new(max_size: u64) -> Index {
+    pub fn new(max_size: u64, kinds: Vec<Kind>) -> Index {
         Index {
             inner: Mutex::new(Inner::default()),
             max_size,
+            kinds,
         }
     }
 
@@ -179,7 +182,11 @@ impl Index {
     }
 
     pub fn totals(&self) -> Totals {
-        totals(self.lock().entries.values().map(|s| (s.kind, s.size)))
+        let inner = self.lock();
+        totals(
+            inner.entries.values().map(|s| (s.kind, s.size)),
+            &self.kinds,
+        )
     }
 
     /// Takes `file` out of the index (it is being removed).
@@ -191,9 +198,10 @@ impl Index {
     }
 }
 
-/// Sums `(kind, size)` pairs.
-pub fn totals(items: impl Iterator<Item = (Kind, u64)>) -> Totals {
-    let mut per_kind: Vec<(Kind, u64, u64)> = Kind::ALL.iter().map(|k| (*k, 0, 0)).collect();
+/// Sums `(kind, size)` pairs, per kind in the order of `kinds` (each
+/// listed, none or not).
+pub fn totals(items: impl Iterator<Item = (Kind, u64)>, kinds: &[Kind]) -> Totals {
+    let mut per_kind: Vec<(Kind, u64, u64)> = kinds.iter().map(|k| (*k, 0, 0)).collect();
     let mut all = Totals::default();
     for (kind, size) in items {
         all.entries += 1;
@@ -228,16 +236,17 @@ fn now_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::key::testing::{ARCHIVE, FILE};
 
     #[test]
     fn eviction_waits_for_the_scan_and_spares_pinned_files() {
-        let index = Arc::new(Index::new(100));
-        index.record("a", Kind::Zip, 80);
-        index.record("b", Kind::Zip, 80);
+        let index = Arc::new(Index::new(100, vec![ARCHIVE, FILE]));
+        index.record("a", ARCHIVE, 80);
+        index.record("b", ARCHIVE, 80);
         assert!(index.evict().is_empty(), "scan not in yet");
         index.load(vec![Scanned {
             file: "old".into(),
-            kind: Kind::Mod,
+            kind: FILE,
             size: 10,
             last_used: 1,
         }]);
@@ -245,7 +254,7 @@ mod tests {
         assert_eq!(index.evict(), ["old", "b"]);
         assert_eq!(index.totals().bytes, 80);
         drop(pin);
-        index.record("c", Kind::Info, 30);
+        index.record("c", FILE, 30);
         assert_eq!(index.evict(), ["a"]);
         assert_eq!(index.totals().entries, 1);
     }
@@ -253,14 +262,14 @@ mod tests {
     /// Downloads' temporary files take space too: stored files make room.
     #[test]
     fn temporary_files_count_toward_the_size() {
-        let index = Index::new(100);
+        let index = Index::new(100, vec![ARCHIVE, FILE]);
         index.load(Vec::new());
-        index.record("a", Kind::Zip, 60);
+        index.record("a", ARCHIVE, 60);
         assert!(index.evict().is_empty());
         index.temp_grew(50);
         assert_eq!(index.evict(), ["a"]);
         index.temp_gone(50);
-        index.record("b", Kind::Zip, 60);
+        index.record("b", ARCHIVE, 60);
         assert!(index.evict().is_empty());
     }
 }

@@ -1,88 +1,60 @@
-//! Which module requests the cache keeps, where in the GOPROXY tree each one
-//! lives, and which of them never change. Pure.
-//!
-//! The tree is the one `GOPROXY=file://<dir>` reads: `<module>/@v/list`,
-//! `<module>/@v/<version>.{info,mod,zip}`, `<module>/@latest` (module paths
-//! case-encoded as the go command sends them), and a checksum database
-//! under `sumdb/<name>/{lookup,tile,latest}`.
+//! What the cache keeps, as the package ecosystems describe it. The cache
+//! knows no ecosystem: a [`Key`] names a file in the tree, its [`Kind`]
+//! says how the cache treats it (kept forever or for `mutable_ttl`, its
+//! size limit, its content type), and its [`Upstream`] says which of the
+//! ecosystem's mirror sets serves it, for the ecosystem's own source to
+//! read. Only an [`Ecosystem`] makes keys. Pure.
 
-/// What a cached file is.
+use std::sync::Arc;
+
+/// A kind of cached file, as its ecosystem defines it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// `@v/<canonical>.info`.
-    Info,
-    /// `@v/<canonical>.mod`.
-    Mod,
-    /// `@v/<canonical>.zip`.
-    Zip,
-    /// `@v/list`.
-    List,
-    /// `@latest`.
-    Latest,
-    /// `@v/<query>.info` for a query that is not a canonical version (a branch, `v1`).
-    Query,
-    /// A checksum database's `lookup/<module>@<version>`.
-    Lookup,
-    /// A checksum database's `tile/…` (full or partial).
-    Tile,
-    /// A checksum database's `latest` signed tree head.
-    SumdbLatest,
+pub struct Kind {
+    /// The ecosystem's name (`go`).
+    pub ecosystem: &'static str,
+    /// Its name for this kind (`zip`), in `/metrics` and `cache stats`.
+    pub name: &'static str,
+    /// Kept forever: its content never changes. Otherwise fresh for
+    /// `cache.mutable_ttl`.
+    pub immutable: bool,
+    /// The most bytes such a file may have: a mirror sending more is
+    /// lying, and the download is cut there.
+    pub limit: u64,
+    /// What it is served as.
+    pub content_type: &'static str,
+    /// A package archive (a module zip): too large to hold whole while it
+    /// is checked (it streams, held back near its end), and read from the
+    /// shared tier before the mirrors are asked.
+    pub archive: bool,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
-        Kind::Info,
-        Kind::Mod,
-        Kind::Zip,
-        Kind::List,
-        Kind::Latest,
-        Kind::Query,
-        Kind::Lookup,
-        Kind::Tile,
-        Kind::SumdbLatest,
-    ];
-
-    /// Kept forever: the module's content and the database's records never change.
     pub fn immutable(self) -> bool {
-        matches!(
-            self,
-            Kind::Info | Kind::Mod | Kind::Zip | Kind::Lookup | Kind::Tile
-        )
+        self.immutable
     }
 
-    /// The most bytes a file of this kind may have: the go command's own
-    /// limits (a module zip at most 500 MiB, a go.mod 16 MiB); a mirror
-    /// sending more is lying, and the download is cut there.
     pub fn limit(self) -> u64 {
-        match self {
-            Kind::Zip => 500 << 20,
-            _ => 16 << 20,
-        }
+        self.limit
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Kind::Info => "info",
-            Kind::Mod => "mod",
-            Kind::Zip => "zip",
-            Kind::List => "list",
-            Kind::Latest => "latest",
-            Kind::Query => "query",
-            Kind::Lookup => "lookup",
-            Kind::Tile => "tile",
-            Kind::SumdbLatest => "sumdb_latest",
-        }
+        self.name
     }
 }
 
-/// Where upstream a key is fetched from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Upstream {
-    /// The module proxy mirrors; the suffix is the request path.
-    Proxy,
-    /// The checksum database mirrors of database `db`; the suffix is the
-    /// path inside the database (`/lookup/…`).
-    Sumdb { db: String },
+/// Which of an ecosystem's mirror sets a key is fetched from: a name only
+/// that ecosystem reads.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Upstream(pub Arc<str>);
+
+impl Upstream {
+    pub fn new(name: &str) -> Self {
+        Upstream(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// One cacheable request.
@@ -94,268 +66,110 @@ pub struct Key {
     pub upstream: Upstream,
     /// Appended to a mirror's base URL.
     pub suffix: String,
+    /// An empty file the tree must also hold for it to be served as it
+    /// stands (a checksum database's `supported`), written to the shared
+    /// tier once.
+    pub companion: Option<String>,
 }
 
-/// The key for a module proxy request path (`/<module>/@v/…`), or `None`
-/// when the request is not cached (a query string, a non-canonical `.mod`
-/// or `.zip`, a path the tree cannot hold).
-pub fn proxy_key(path: &str) -> Option<Key> {
-    let file = tree_path(path)?;
-    let kind = if let Some(module) = file.strip_suffix("/@latest") {
-        module_path(module)?;
-        Kind::Latest
-    } else {
-        let (module, file_name) = file.rsplit_once("/@v/")?;
-        module_path(module)?;
-        version_file_kind(file_name)?
-    };
-    Some(Key {
-        suffix: format!("/{file}"),
-        file,
-        kind,
-        upstream: Upstream::Proxy,
-    })
+/// What the cache asks of a package ecosystem (Go modules, …): the files
+/// it owns in the tree. How its requests map to keys, how its files are
+/// checked and where its mirrors are stay with the ecosystem.
+pub trait Ecosystem: Send + Sync + 'static {
+    /// Its name, as [`Kind::ecosystem`] gives it.
+    fn name(&self) -> &'static str;
+
+    /// Every kind of file it keeps, in the order `cache stats` lists them.
+    fn kinds(&self) -> &'static [Kind];
+
+    /// The key a file found in the tree stands for (the start-up scan,
+    /// `modgate cache` commands); `None` when it is not one of its files.
+    fn key_of_file(&self, file: &str) -> Option<Key>;
 }
 
-/// The key for a request to checksum database `db` (`/lookup/M@V`,
-/// `/tile/…`, `/latest`), or `None` when it is not cached.
-pub fn sumdb_key(db: &str, path: &str) -> Option<Key> {
-    if !is_host_name(db) {
-        return None;
+/// The ecosystems a cache holds files of.
+#[derive(Clone, Default)]
+pub struct Ecosystems(Vec<Arc<dyn Ecosystem>>);
+
+impl Ecosystems {
+    pub fn new(all: Vec<Arc<dyn Ecosystem>>) -> Self {
+        Ecosystems(all)
     }
-    let rest = tree_path(path)?;
-    let kind = if rest == "latest" {
-        Kind::SumdbLatest
-    } else if let Some(lookup) = rest.strip_prefix("lookup/") {
-        let (module, version) = lookup.rsplit_once('@')?;
-        module_path(module)?;
-        canonical(version)?;
-        Kind::Lookup
-    } else if let Some(tile) = rest.strip_prefix("tile/") {
-        tile_path(tile)?;
-        Kind::Tile
-    } else {
-        return None;
-    };
-    Some(Key {
-        file: format!("sumdb/{db}/{rest}"),
-        kind,
-        upstream: Upstream::Sumdb { db: db.to_string() },
-        suffix: format!("/{rest}"),
-    })
-}
 
-/// The key a file found in the cache directory stands for (start-up scan,
-/// `modgate cache` commands); `None` for anything else.
-pub fn key_of_file(file: &str) -> Option<Key> {
-    if let Some(rest) = file.strip_prefix("sumdb/") {
-        let (db, path) = rest.split_once('/')?;
-        return sumdb_key(db, &format!("/{path}"));
+    /// The key a file in the tree stands for, by the first ecosystem that
+    /// owns it.
+    pub fn key_of_file(&self, file: &str) -> Option<Key> {
+        self.0.iter().find_map(|e| e.key_of_file(file))
     }
-    proxy_key(&format!("/{file}"))
-}
 
-/// The `.info`, `.mod` or `.zip` kind of `<version>.<ext>` or `list`.
-fn version_file_kind(file_name: &str) -> Option<Kind> {
-    if file_name == "list" {
-        return Some(Kind::List);
-    }
-    let (version, ext) = file_name.rsplit_once('.')?;
-    let canonical = canonical(version).is_some();
-    match ext {
-        "info" if canonical => Some(Kind::Info),
-        "info" if !version.is_empty() && !version.contains('/') => Some(Kind::Query),
-        "mod" if canonical => Some(Kind::Mod),
-        "zip" if canonical => Some(Kind::Zip),
-        _ => None,
-    }
-}
-
-/// `path` without its leading `/`, `%21` decoded, checked so that it can
-/// only name a file inside the tree: no query, no empty, `.`-leading or
-/// `..` element, and only the characters module paths, versions and tile
-/// names use (upper case arrives `!`-encoded).
-fn tree_path(path: &str) -> Option<String> {
-    let path = path.strip_prefix('/')?;
-    if path.contains('?') || path.len() > 1024 {
-        return None;
-    }
-    let decoded = crate::percent::decode(path).and_then(|b| String::from_utf8(b).ok())?;
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._~!+@/".contains(c);
-    let sound = decoded.chars().all(allowed)
-        && decoded
-            .split('/')
-            .all(|element| !element.is_empty() && !element.starts_with('.'));
-    sound.then_some(decoded)
-}
-
-/// A module path as the tree holds it: no `@`, and `!` only before a letter.
-fn module_path(module: &str) -> Option<()> {
-    let bytes = module.as_bytes();
-    let escapes_ok = bytes
-        .iter()
-        .enumerate()
-        .all(|(i, b)| *b != b'!' || bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase));
-    (!module.is_empty() && !module.contains('@') && escapes_ok).then_some(())
-}
-
-/// `tile/<H>/<L|data>/<N>[.p/<W>]`: numbers only, N in groups of which all
-/// but the last are `x`-prefixed.
-fn tile_path(tile: &str) -> Option<()> {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let elements: Vec<&str> = tile.split('/').collect();
-    let [height, level, rest @ ..] = elements.as_slice() else {
-        return None;
-    };
-    let (groups, width) = match rest {
-        [groups @ .., last_group, width] if last_group.ends_with(".p") => {
-            let mut groups = groups.to_vec();
-            groups.push(last_group.strip_suffix(".p")?);
-            (groups, Some(*width))
-        }
-        _ => (rest.to_vec(), None),
-    };
-    let (last, leading) = groups.split_last()?;
-    let ok = digits(height)
-        && (digits(level) || *level == "data")
-        && digits(last)
-        && leading
+    /// Every kind of every ecosystem.
+    pub fn kinds(&self) -> Vec<Kind> {
+        self.0
             .iter()
-            .all(|g| g.strip_prefix('x').is_some_and(digits))
-        && width.is_none_or(digits);
-    ok.then_some(())
+            .flat_map(|e| e.kinds().iter().copied())
+            .collect()
+    }
 }
 
-/// A host name (a checksum database's name): lower-case labels.
-fn is_host_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
+impl std::fmt::Debug for Ecosystems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|e| e.name()))
+            .finish()
+    }
 }
 
-/// `Some` when `version` (as sent: upper case `!`-encoded) is a canonical
-/// semantic version the go command uses for immutable files:
-/// `vMAJOR.MINOR.PATCH[-prerelease][+incompatible]`, no leading zeros.
-pub fn canonical(version: &str) -> Option<()> {
-    let version = version.replace('!', "");
-    let rest = version.strip_prefix('v')?;
-    let rest = rest.strip_suffix("+incompatible").unwrap_or(rest);
-    let (core, pre) = match rest.split_once('-') {
-        Some((core, pre)) => (core, Some(pre)),
-        None => (rest, None),
-    };
-    let number = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
-    };
-    let mut parts = core.split('.');
-    let core_ok = (0..3).all(|_| parts.next().is_some_and(number)) && parts.next().is_none();
-    let pre_ok = pre.is_none_or(|pre| {
-        pre.split('.').all(|id| {
-            !id.is_empty()
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && (!id.bytes().all(|b| b.is_ascii_digit()) || number(id))
-        })
-    });
-    (core_ok && pre_ok).then_some(())
-}
-
+/// Kinds and an ecosystem for the cache's own tests: `.zip` files are
+/// archives, `.mod` files other immutable files, `list` files mutable.
 #[cfg(test)]
-mod tests {
+pub mod testing {
     use super::*;
 
-    fn kind(path: &str) -> Option<Kind> {
-        proxy_key(path).map(|k| k.kind)
-    }
-
-    #[test]
-    fn proxy_requests() {
-        let table: &[(&str, Option<Kind>)] = &[
-            ("/example.com/!acme/lib/@v/v1.0.0.zip", Some(Kind::Zip)),
-            ("/example.com/%21acme/lib/@v/v1.0.0.mod", Some(Kind::Mod)),
-            ("/example.com/m/@v/v1.0.0.info", Some(Kind::Info)),
-            ("/example.com/m/@v/v2.0.0+incompatible.zip", Some(Kind::Zip)),
-            (
-                "/example.com/m/@v/v0.0.0-20260102030405-abcdefabcdef.mod",
-                Some(Kind::Mod),
-            ),
-            ("/example.com/m/@v/v1.0.0-!r!c.1.info", Some(Kind::Info)),
-            ("/example.com/m/@v/master.info", Some(Kind::Query)),
-            ("/example.com/m/@v/v1.info", Some(Kind::Query)),
-            ("/example.com/m/@v/list", Some(Kind::List)),
-            ("/example.com/m/@latest", Some(Kind::Latest)),
-            ("/example.com/m/@v/v1.zip", None),
-            ("/example.com/m/@v/v01.0.0.mod", None),
-            ("/example.com/m/@v/v1.0.0.tar", None),
-            ("/example.com/m/@v/list?x=1", None),
-            ("/example.com/../etc/@v/list", None),
-            ("/example.com/.modgate/@v/list", None),
-            ("/example.com//m/@v/list", None),
-            ("/example.com/Acme/@v/list", None),
-            ("/example.com/%2e%2e/@v/list", None),
-            ("/example.com/m/@v/", None),
-            ("/@v/list", None),
-            ("/example.com/a@b/@v/list", None),
-            ("/example.com/m!/@v/list", None),
-            ("/healthz", None),
-        ];
-        for (path, want) in table {
-            assert_eq!(kind(path), *want, "{path}");
+    const fn kind(name: &'static str, immutable: bool, archive: bool) -> Kind {
+        Kind {
+            ecosystem: "test",
+            name,
+            immutable,
+            limit: 1 << 20,
+            content_type: "application/octet-stream",
+            archive,
         }
-        let key = proxy_key("/example.com/%21acme/@v/v1.0.0.zip").unwrap();
-        assert_eq!(key.file, "example.com/!acme/@v/v1.0.0.zip");
-        assert_eq!(key.suffix, "/example.com/!acme/@v/v1.0.0.zip");
     }
 
-    #[test]
-    fn sumdb_requests() {
-        let k = |p: &str| sumdb_key("sum.golang.org", p).map(|k| (k.kind, k.file));
-        assert_eq!(
-            k("/lookup/example.com/!acme@v1.0.0"),
-            Some((
-                Kind::Lookup,
-                "sumdb/sum.golang.org/lookup/example.com/!acme@v1.0.0".into()
-            ))
-        );
-        assert_eq!(k("/latest").map(|x| x.0), Some(Kind::SumdbLatest));
-        assert_eq!(k("/tile/8/0/001").map(|x| x.0), Some(Kind::Tile));
-        assert_eq!(k("/tile/8/1/x001/234.p/5").map(|x| x.0), Some(Kind::Tile));
-        assert_eq!(k("/tile/8/data/x002/003").map(|x| x.0), Some(Kind::Tile));
-        assert_eq!(k("/tile/8/0/x001"), None);
-        assert_eq!(k("/tile/8/a/001"), None);
-        assert_eq!(k("/lookup/example.com/m@master"), None);
-        assert_eq!(k("/supported"), None);
-        assert_eq!(k("/lookup/../x@v1.0.0"), None);
-        assert_eq!(sumdb_key("Sum.example", "/latest"), None);
-        assert_eq!(sumdb_key("a/b", "/latest"), None);
-    }
+    pub const ARCHIVE: Kind = kind("archive", true, true);
+    pub const FILE: Kind = kind("file", true, false);
+    pub const INDEX: Kind = kind("index", false, false);
+    const ALL: [Kind; 3] = [ARCHIVE, FILE, INDEX];
 
-    #[test]
-    fn files_map_back_to_their_keys() {
-        for path in [
-            "example.com/!acme/@v/v1.0.0.zip",
-            "example.com/m/@v/list",
-            "example.com/m/@latest",
-            "sumdb/sum.golang.org/tile/8/0/001",
-            "sumdb/sum.golang.org/latest",
-        ] {
-            assert_eq!(key_of_file(path).unwrap().file, path);
+    pub struct Test;
+
+    impl Ecosystem for Test {
+        fn name(&self) -> &'static str {
+            "test"
         }
-        assert_eq!(key_of_file(".modgate/meta/x"), None);
-        assert_eq!(key_of_file("sumdb/sum.golang.org/supported"), None);
+
+        fn kinds(&self) -> &'static [Kind] {
+            &ALL
+        }
+
+        fn key_of_file(&self, file: &str) -> Option<Key> {
+            let kind = match file.rsplit_once('.').map(|(_, ext)| ext) {
+                Some("zip") => ARCHIVE,
+                Some("mod") => FILE,
+                _ if file.ends_with("/list") => INDEX,
+                _ => return None,
+            };
+            Some(Key {
+                file: file.to_string(),
+                kind,
+                upstream: Upstream::new("mirrors"),
+                suffix: format!("/{file}"),
+                companion: None,
+            })
+        }
     }
 
-    #[test]
-    fn immutability() {
-        let kept: Vec<&str> = Kind::ALL
-            .iter()
-            .filter(|k| k.immutable())
-            .map(|k| k.name())
-            .collect();
-        assert_eq!(kept, ["info", "mod", "zip", "lookup", "tile"]);
+    pub fn ecosystems() -> Ecosystems {
+        Ecosystems::new(vec![Arc::new(Test)])
     }
 }

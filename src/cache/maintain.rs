@@ -4,11 +4,8 @@
 
 use super::fresh::{Candidate, victims};
 use super::index::{Totals, totals};
-use super::key::Kind;
+use super::key::Ecosystems;
 use super::store::{Store, sha256_of};
-use crate::gomod::dirhash::check_file;
-use crate::gomod::path::case_decode;
-use crate::sumdb::lookup;
 
 /// What `verify` found.
 #[derive(Debug, Default)]
@@ -18,39 +15,24 @@ pub struct Verified {
     pub damaged: Vec<(String, String)>,
     /// Immutable files with no record to check against (copied in by hand).
     pub unrecorded: Vec<String>,
-    /// `.mod`/`.zip` files checked against the go.sum lines of a cached
-    /// (proved when stored) checksum database lookup.
-    pub summed: u64,
 }
 
-pub fn stats(store: &Store) -> Totals {
-    totals(store.scan().into_iter().map(|s| (s.kind, s.size)))
+pub fn stats(store: &Store, ecosystems: &Ecosystems) -> Totals {
+    let scanned = store.scan(ecosystems).into_iter();
+    totals(scanned.map(|s| (s.kind, s.size)), &ecosystems.kinds())
 }
 
 /// Re-hashes every immutable file against the size and SHA-256 recorded
-/// when it was stored, and every `.mod`/`.zip` against the go.sum lines of
-/// its cached checksum database lookup.
-pub fn verify(store: &Store) -> Verified {
+/// when it was stored (each ecosystem checks its files against its own
+/// records too).
+pub fn verify(store: &Store, ecosystems: &Ecosystems) -> Verified {
     let mut report = Verified::default();
     for link in store.links() {
         let problem = "a symbolic link: never served or followed; remove it".to_string();
         report.damaged.push((link, problem));
     }
     let records = store.records();
-    for entry in store.scan().into_iter().filter(|s| s.kind.immutable()) {
-        if matches!(entry.kind, Kind::Mod | Kind::Zip)
-            && let Some(sum) = go_sum_of(store, &entry.file)
-        {
-            report.summed += 1;
-            if let Err(problem) =
-                check_file(&store.path(&entry.file), &sum, entry.kind == Kind::Mod)
-            {
-                report.damaged.push((
-                    entry.file.clone(),
-                    format!("against the checksum database: {problem}"),
-                ));
-            }
-        }
+    for entry in (store.scan(ecosystems).into_iter()).filter(|s| s.kind.immutable()) {
         let Some(meta) = records.get(&entry.file) else {
             report.unrecorded.push(entry.file);
             continue;
@@ -72,24 +54,10 @@ pub fn verify(store: &Store) -> Verified {
     report
 }
 
-/// The `h1:` hash a cached lookup gives for a cached `.mod`/`.zip` file.
-fn go_sum_of(store: &Store, file: &str) -> Option<String> {
-    let (module, name) = file.rsplit_once("/@v/")?;
-    let (version, ext) = name.rsplit_once('.')?;
-    let (path, real_version) = (case_decode(module)?, case_decode(version)?);
-    let databases = std::fs::read_dir(store.root().join("sumdb")).ok()?;
-    databases.flatten().find_map(|db| {
-        let answer =
-            std::fs::read(db.path().join("lookup").join(format!("{module}@{version}"))).ok()?;
-        let parsed = lookup::parse(&answer).ok()?;
-        lookup::hash_of(parsed.record, &path, &real_version, ext == "mod")
-    })
-}
-
 /// Removes the least recently used files until the cache holds at most
 /// `to` bytes; returns how many files and bytes went.
-pub fn prune(store: &Store, to: u64) -> (u64, u64) {
-    let scanned = store.scan();
+pub fn prune(store: &Store, ecosystems: &Ecosystems, to: u64) -> (u64, u64) {
+    let scanned = store.scan(ecosystems);
     let total = scanned.iter().map(|s| s.size).sum();
     let candidates: Vec<Candidate<'_>> = scanned
         .iter()

@@ -1,7 +1,9 @@
-//! The office module cache: each module file is fetched from a mirror once
-//! and served from disk after that, through mirror outages too. The cache
-//! directory is itself a GOPROXY tree. Pure parts: [`key`] (what is cached,
-//! where, what never changes) and [`fresh`] (TTL and eviction decisions);
+//! The office package cache: each file is fetched from a mirror once and
+//! served from disk after that, through mirror outages too. It knows no
+//! ecosystem: each one (Go modules in `gomod`) maps its requests to keys
+//! in the tree, says what never changes, checks its files and fetches
+//! them from its mirrors ([`key::Ecosystem`], [`Source`], [`Checker`]).
+//! Pure parts: [`key`] (what a key is) and [`fresh`] (TTL and eviction decisions);
 //! [`store`] owns the disk, [`index`] the accounting, [`flight`] the
 //! coalesced downloads and [`stream`] the bytes to each client.
 
@@ -19,7 +21,6 @@ pub mod shared;
 pub mod storage;
 pub mod store;
 pub mod stream;
-pub mod warm;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,7 +40,7 @@ use bytes::Bytes;
 use flight::{Downloaded, Flight, MakeCheck, Takeoff};
 use fresh::{Use, judge};
 use index::Index;
-use key::{Key, Kind, Upstream};
+use key::{Ecosystems, Key, Kind, Upstream};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use store::{Found, Meta, Store};
@@ -176,6 +177,8 @@ pub struct Cache {
 pub struct Inner {
     store: Arc<Store>,
     index: Arc<Index>,
+    /// Whose files the tree holds.
+    ecosystems: Ecosystems,
     /// Where files come from and what checks them: swapped on reload.
     wiring: ArcSwap<Wiring>,
     settings: Settings,
@@ -211,6 +214,7 @@ impl Cache {
     /// removed, sizes counted) in the background.
     pub fn open(
         settings: Settings,
+        ecosystems: Ecosystems,
         source: Arc<dyn Source>,
         meters: Meters,
     ) -> std::io::Result<Cache> {
@@ -218,7 +222,8 @@ impl Cache {
         let inner = Arc::new(Inner {
             hasher: hasher::Hasher::start(store.clone())?,
             store,
-            index: Arc::new(Index::new(settings.max_size)),
+            index: Arc::new(Index::new(settings.max_size, ecosystems.kinds())),
+            ecosystems,
             wiring: ArcSwap::from_pointee(Wiring {
                 source,
                 checker: None,
@@ -235,7 +240,9 @@ impl Cache {
             if let Err(e) = scanning.store.compact() {
                 tracing::warn!(error = %e, "cache: cannot compact the records log");
             }
-            scanning.index.load(scanning.store.scan());
+            scanning
+                .index
+                .load(scanning.store.scan(&scanning.ecosystems));
             let totals = scanning.index.totals();
             tracing::info!(
                 dir = %scanning.store.root().display(), entries = totals.entries,
@@ -548,7 +555,9 @@ impl Inner {
                 .ok_or_else(|| std::io::Error::other("no download file"))
                 .and_then(|handle| {
                     handle.sync_all()?;
-                    inner.store.commit(&temp, &key.file)?;
+                    inner
+                        .store
+                        .commit(&temp, &key.file, key.companion.as_deref())?;
                     handle.try_clone()
                 });
             let handle = stored.map_err(|e| (Some(temp), e))?;
@@ -669,12 +678,7 @@ fn response(body: Body, content_type: HeaderValue, length: Option<u64>) -> Respo
     response
 }
 
-/// What the module proxy protocol serves each kind as.
+/// What each kind is served as.
 fn content_type(kind: Kind) -> HeaderValue {
-    HeaderValue::from_static(match kind {
-        Kind::Zip => "application/zip",
-        Kind::Info | Kind::Latest | Kind::Query => "application/json",
-        Kind::Tile => "application/octet-stream",
-        Kind::Mod | Kind::List | Kind::Lookup | Kind::SumdbLatest => "text/plain; charset=utf-8",
-    })
+    HeaderValue::from_static(kind.content_type)
 }

@@ -29,7 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::stats::ResultLabel;
 
-use super::key::{Key, Kind, Upstream};
+use super::key::{Key, Upstream};
 use super::lease::{Fleet, Lease};
 use super::storage::{Storage, Written};
 use super::{Blame, Fetched, Source};
@@ -73,7 +73,7 @@ pub struct Shared {
     uploads: Arc<tokio::sync::Semaphore>,
     /// Files whose bucket copy failed its check here: fetched from mirrors.
     refused: Mutex<HashSet<String>>,
-    /// Checksum databases whose `supported` marker is in the bucket.
+    /// Companions (checksum databases' `supported`) known to be in the bucket.
     marked: Arc<Mutex<HashSet<String>>>,
     /// Objects the bucket held at the start-up probe (`None`: not counted).
     counted: Mutex<Option<usize>>,
@@ -131,14 +131,13 @@ impl Shared {
         super::lease::take(self.storage.as_ref(), &self.fleet, self.timeout, &key.file).await
     }
 
-    /// A checksum database's `supported` marker, which `GOPROXY=file://`
-    /// (or a static web site) serving the bucket's tree is asked for.
+    /// `key`'s companion (a checksum database's `supported`, which
+    /// `GOPROXY=file://` or a static web site serving the bucket's tree is
+    /// asked for), unless it is known to be in the bucket.
     fn marker(&self, key: &Key) -> Option<String> {
-        let Upstream::Sumdb { db } = &key.upstream else {
-            return None;
-        };
-        let known = self.marked.lock().is_ok_and(|m| m.contains(db));
-        (!known).then(|| db.clone())
+        let companion = key.companion.as_ref()?;
+        let known = self.marked.lock().is_ok_and(|m| m.contains(companion));
+        (!known).then(|| companion.clone())
     }
 
     /// The bucket and how long a client may wait on it.
@@ -271,7 +270,7 @@ impl Source for Shared {
             if !key.kind.immutable() || self.was_refused(&key.file) {
                 return self.mirrors.fetch(key).await;
             }
-            if key.kind != Kind::Zip {
+            if !key.kind.archive {
                 return self.race(key).await;
             }
             match self.read_bucket(key).await {
@@ -332,13 +331,11 @@ impl Source for Shared {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
-            if let Some(db) = marker {
-                let supported = format!("sumdb/{db}/supported");
-                if storage.put_new(&supported, Bytes::new()).await.is_ok()
-                    && let Ok(mut marked) = marked.lock()
-                {
-                    marked.insert(db);
-                }
+            if let Some(companion) = marker
+                && storage.put_new(&companion, Bytes::new()).await.is_ok()
+                && let Ok(mut marked) = marked.lock()
+            {
+                marked.insert(companion);
             }
             let put = tokio::time::timeout(UPLOAD_LIMIT, storage.put_file(&name, file, size)).await;
             if let (Ok(Ok(_)), Some(lease)) = (&put, lease) {

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::key::{Kind, key_of_file};
+use super::key::{Ecosystems, Kind};
 use super::nofollow::{Access, Tree};
 
 const STATE_DIR: &str = ".modgate";
@@ -174,20 +174,20 @@ impl Store {
         Ok((file, path))
     }
 
-    /// Makes the complete, fsynced download at `temp` the entry `file`.
-    /// (Its record is appended separately, by [`Store::record`].)
-    /// Directories are made, and the file moved, without following a link.
-    pub fn commit(&self, temp: &Path, file: &str) -> io::Result<()> {
+    /// Makes the complete, fsynced download at `temp` the entry `file`,
+    /// with its empty `companion` (a checksum database's `supported`,
+    /// which `GOPROXY=file://<dir>` asks for first) beside it. (Its record
+    /// is appended separately, by [`Store::record`].) Directories are
+    /// made, and the file moved, without following a link.
+    pub fn commit(&self, temp: &Path, file: &str, companion: Option<&str>) -> io::Result<()> {
         let name = temp
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| io::Error::other("not a temporary file of this cache"))?;
         let from = format!("{STATE_DIR}/tmp/{name}");
         self.tree.rename(&from, file).map_err(|e| linked(file, e))?;
-        if let Some(db_dir) = sumdb_dir(file) {
-            // `GOPROXY=file://<dir>` asks for this before using the database.
-            let supported = format!("{db_dir}/supported");
-            match self.tree.create_file(&supported, 0o644) {
+        if let Some(companion) = companion {
+            match self.tree.create_file(companion, 0o644) {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
                 _ => {}
             }
@@ -257,9 +257,9 @@ impl Store {
         Ok(())
     }
 
-    /// Every entry in the tree (files that are not module or checksum
-    /// database requests are left alone and not listed).
-    pub fn scan(&self) -> Vec<Scanned> {
+    /// Every entry in the tree (files none of `ecosystems` owns are left
+    /// alone and not listed).
+    pub fn scan(&self, ecosystems: &Ecosystems) -> Vec<Scanned> {
         let walk = walkdir::WalkDir::new(&self.root)
             .into_iter()
             .filter_entry(|e| e.depth() != 1 || e.file_name() != STATE_DIR);
@@ -268,7 +268,7 @@ impl Store {
             .filter_map(|e| {
                 let relative = e.path().strip_prefix(&self.root).ok()?;
                 let file = relative.to_str()?.replace(std::path::MAIN_SEPARATOR, "/");
-                let key = key_of_file(&file)?;
+                let key = ecosystems.key_of_file(&file)?;
                 let metadata = e.metadata().ok()?;
                 Some(Scanned {
                     file,
@@ -357,13 +357,6 @@ fn linked(file: &str, e: io::Error) -> io::Error {
     }
 }
 
-/// `sumdb/<name>` for a checksum database file.
-fn sumdb_dir(file: &str) -> Option<String> {
-    let rest = file.strip_prefix("sumdb/")?;
-    let (db, _) = rest.split_once('/')?;
-    Some(format!("sumdb/{db}"))
-}
-
 /// The SHA-256 of a file's content, in lower-case hex.
 pub fn sha256_of(path: &Path) -> io::Result<String> {
     sha256_read(File::open(path)?)
@@ -371,8 +364,7 @@ pub fn sha256_of(path: &Path) -> io::Result<String> {
 
 /// The SHA-256 of everything `reader` gives, in lower-case hex.
 pub fn sha256_read(reader: impl io::Read) -> io::Result<String> {
-    use crate::gomod::dirhash::{hex, sha256_stream};
-    Ok(hex(&sha256_stream(reader)?))
+    Ok(crate::sha256::hex(&crate::sha256::stream(reader)?))
 }
 
 pub fn unix_secs(time: Option<SystemTime>) -> u64 {
@@ -415,14 +407,15 @@ mod tests {
         let (mut temp, temp_path) = store.temp().unwrap();
         temp.write_all(b"zip").unwrap();
         assert!(store.lookup(file).unwrap().is_none());
-        assert_eq!(store.scan().len(), 0);
-        store.commit(&temp_path, file).unwrap();
+        let ecosystems = super::super::key::testing::ecosystems();
+        assert_eq!(store.scan(&ecosystems).len(), 0);
+        store.commit(&temp_path, file, None).unwrap();
         store.record(&meta(file, 3)).unwrap();
         assert_eq!(store.lookup(file).unwrap().unwrap().size, 3);
         assert_eq!(store.records().get(file), Some(&meta(file, 3)));
-        let scanned = store.scan();
+        let scanned = store.scan(&ecosystems);
         assert_eq!(scanned.len(), 1);
-        assert_eq!(scanned[0].kind, Kind::Zip);
+        assert_eq!(scanned[0].kind, super::super::key::testing::ARCHIVE);
         store.remove(file).unwrap();
         assert!(store.lookup(file).unwrap().is_none());
         store.compact().unwrap();
@@ -440,12 +433,13 @@ mod tests {
     }
 
     #[test]
-    fn sumdb_entries_mark_the_database_supported() {
+    fn a_companion_is_made_beside_its_entry() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (_, temp_path) = store.temp().unwrap();
+        let companion = Some("sumdb/sum.example/supported");
         store
-            .commit(&temp_path, "sumdb/sum.example/latest")
+            .commit(&temp_path, "sumdb/sum.example/latest", companion)
             .unwrap();
         assert!(dir.path().join("sumdb/sum.example/supported").exists());
     }

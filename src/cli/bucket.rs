@@ -14,7 +14,8 @@ use modgate::config::units::parse_duration;
 /// Objects and bytes in the bucket, by kind.
 pub fn stats(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let bucket = bucket(config)?;
-    let totals = runtime()?.block_on(modgate::cache::bucket::stats(&bucket))?;
+    let all = modgate::ecosystems::all();
+    let totals = runtime()?.block_on(modgate::cache::bucket::stats(&bucket, &all))?;
     super::cache::print_totals(&bucket.describe(), &totals);
     Ok(ExitCode::SUCCESS)
 }
@@ -41,7 +42,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Every .mod and .zip in the bucket against its lookup; exit 1 on damage.
 pub fn verify(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let bucket = bucket(config)?;
-    let report = runtime()?.block_on(modgate::cache::bucket::verify(&bucket))?;
+    let report = runtime()?.block_on(modgate::gomod::audit::bucket(&bucket))?;
     for (file, problem) in &report.damaged {
         println!("DAMAGED {file}: {problem}");
     }
@@ -63,7 +64,8 @@ pub fn verify(config: Option<&Path>) -> anyhow::Result<ExitCode> {
 pub fn prune(config: Option<&Path>, age: &str) -> anyhow::Result<ExitCode> {
     let older_than = parse_duration(age).map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
     let bucket = bucket(config)?;
-    let pruned = modgate::cache::bucket::prune_older(&bucket, older_than);
+    let all = modgate::ecosystems::all();
+    let pruned = modgate::cache::bucket::prune_older(&bucket, &all, older_than);
     let (files, bytes) = runtime()?.block_on(pruned)?;
     println!(
         "{}: removed {files} files, {bytes} bytes written more than {age} ago",

@@ -9,9 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use modgate::cache::How;
 use modgate::cache::maintain::{prune, stats, verify};
 use modgate::cache::store::Store;
-use modgate::cache::warm::{Want, fetch, parse_list};
 use modgate::config::Config;
 use modgate::config::units::parse_size;
+use modgate::ecosystems;
+use modgate::gomod::warm::{Want, fetch, parse_list};
 
 /// Files fetched at once by `warm`.
 const WARM_PARALLEL: usize = 8;
@@ -21,7 +22,8 @@ pub fn stats_command(config: Option<PathBuf>, shared: bool) -> anyhow::Result<Ex
         return super::bucket::stats(config.as_deref());
     }
     let store = open_read_only(config.as_deref())?;
-    print_totals(&store.root().display().to_string(), &stats(&store));
+    let totals = stats(&store, &ecosystems::all());
+    print_totals(&store.root().display().to_string(), &totals);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -40,7 +42,9 @@ pub fn verify_command(config: Option<PathBuf>, shared: bool) -> anyhow::Result<E
         return super::bucket::verify(config.as_deref());
     }
     let store = open_read_only(config.as_deref())?;
-    let report = verify(&store);
+    let mut report = verify(&store, &ecosystems::all());
+    let go = modgate::gomod::audit::local(&store);
+    report.damaged.extend(go.damaged);
     for (file, problem) in &report.damaged {
         println!("DAMAGED {file}: {problem}");
     }
@@ -52,7 +56,7 @@ pub fn verify_command(config: Option<PathBuf>, shared: bool) -> anyhow::Result<E
         report.checked,
         report.damaged.len(),
         report.unrecorded.len(),
-        report.summed
+        go.checked
     );
     Ok(if report.damaged.is_empty() {
         ExitCode::SUCCESS
@@ -79,7 +83,7 @@ pub fn prune_command(
         Some(text) => parse_size(&text).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
         None => config.cache.max_size,
     };
-    let (files, bytes) = prune(&store, to);
+    let (files, bytes) = prune(&store, &ecosystems::all(), to);
     println!("removed {files} entries, {bytes} bytes; the cache is now at most {to} bytes");
     Ok(ExitCode::SUCCESS)
 }

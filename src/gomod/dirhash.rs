@@ -7,6 +7,9 @@ use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
 use aws_lc_rs::digest;
+
+use crate::sha256::to_array;
+pub use crate::sha256::{hex, stream as sha256_stream};
 use base64::Engine;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,33 +105,8 @@ pub fn compare(got: &str, expected: &str) -> Result<(), String> {
     }
 }
 
-/// The SHA-256 of everything `reader` gives.
-pub fn sha256_stream(mut reader: impl Read) -> std::io::Result<[u8; 32]> {
-    let mut hash = digest::Context::new(&digest::SHA256);
-    let mut buffer = vec![0u8; 256 << 10];
-    loop {
-        let n = reader.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buffer[..n]);
-    }
-    Ok(to_array(hash.finish()))
-}
-
 fn sha256(content: &[u8]) -> [u8; 32] {
     to_array(digest::digest(&digest::SHA256, content))
-}
-
-pub(super) fn to_array(d: digest::Digest) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use http::header::RETRY_AFTER;
 use http_body_util::BodyExt;
 
 use super::mirrors::{MirrorSet, retry_after};
+use super::tree::GoUpstream;
 use crate::cache::key::Upstream;
 use crate::cache::{Blame, Fetched, Miss, Source};
 use crate::message::headers::strip_hop_by_hop;
@@ -29,9 +30,9 @@ pub struct Mirrors {
 
 impl Mirrors {
     pub async fn fetch(&self, upstream: &Upstream, suffix: &str) -> Fetched {
-        let (set, host) = match upstream {
-            Upstream::Proxy => (&self.proxy, self.proxy_host.as_str()),
-            Upstream::Sumdb { db } => (&self.sumdb, db.as_str()),
+        let (set, host) = match GoUpstream::of(upstream) {
+            GoUpstream::Proxy => (&self.proxy, self.proxy_host.as_str()),
+            GoUpstream::Sumdb(db) => (&self.sumdb, db),
         };
         let mut misses = Vec::new();
         let mut any_failed = false;
@@ -148,9 +149,9 @@ impl Source for Mirrors {
     }
 
     fn failed(&self, upstream: &Upstream, file: &str, mirror: &str, why: Blame<'_>) {
-        let set = match upstream {
-            Upstream::Proxy => &self.proxy,
-            Upstream::Sumdb { .. } => &self.sumdb,
+        let set = match GoUpstream::of(upstream) {
+            GoUpstream::Proxy => &self.proxy,
+            GoUpstream::Sumdb(_) => &self.sumdb,
         };
         let reason = match why {
             Blame::Refused(reason) => {

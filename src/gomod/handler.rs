@@ -112,7 +112,8 @@ impl Gomod {
                             downloads: stats.cache_downloads.clone(),
                             storing: stats.cache_storing.clone(),
                         };
-                        Cache::open(settings, source.clone(), meters).map_err(|source| {
+                        let all = crate::ecosystems::all();
+                        Cache::open(settings, all, source.clone(), meters).map_err(|source| {
                             GomodError::Cache {
                                 dir: dir.clone(),
                                 source,

@@ -6,7 +6,8 @@
 
 use http::StatusCode;
 
-use crate::cache::key::{Key, Kind, Upstream, proxy_key, sumdb_key};
+use super::tree::{GoUpstream, kind, proxy_key, sumdb_key};
+use crate::cache::key::Key;
 
 /// What modgate does with one module request: the single decision the
 /// gomod handler acts on and `modgate explain` prints.
@@ -40,7 +41,9 @@ impl Plan {
             Plan::Own(Own::Private { .. }) => "private",
             Plan::Own(Own::Supported) => "supported",
             Plan::Own(Own::NotServed(_)) => "not_served",
-            Plan::Fetch(key) if key.upstream == Upstream::Proxy => "proxy_mirrors",
+            Plan::Fetch(key) if GoUpstream::of(&key.upstream) == GoUpstream::Proxy => {
+                "proxy_mirrors"
+            }
             Plan::Fetch(_) => "sumdb_mirrors",
         }
     }
@@ -124,12 +127,12 @@ fn typed(host: &str, path: &str, sumdb_names: &[String]) -> Result<Key, Own> {
 /// `!`-encoded): a proxy file's, or a checksum database lookup's.
 fn module_of(key: &Key) -> Option<&str> {
     match key.kind {
-        Kind::Lookup => {
+        kind::LOOKUP => {
             let lookup = key.suffix.strip_prefix("/lookup/")?;
             Some(lookup.rsplit_once('@').map_or(lookup, |(m, _)| m))
         }
-        Kind::Tile | Kind::SumdbLatest => None,
-        Kind::Latest => key.file.strip_suffix("/@latest"),
+        kind::TILE | kind::SUMDB_LATEST => None,
+        kind::LATEST => key.file.strip_suffix("/@latest"),
         _ => key.file.rsplit_once("/@v/").map(|(m, _)| m),
     }
 }

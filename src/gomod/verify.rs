@@ -13,8 +13,9 @@ use std::time::Duration;
 use super::check::module_file;
 use super::path::{case_decode, case_encode};
 use super::shared_head::SharedHead;
+use super::tree::{GoUpstream, kind, sumdb_key};
 use crate::cache::flight::{Check, MakeCheck, Refusal};
-use crate::cache::key::{Key, Kind, Upstream, sumdb_key};
+use crate::cache::key::{Key, Upstream};
 use crate::cache::storage::Storage;
 use crate::cache::{Cache, Checker, lock};
 use crate::rules::Private;
@@ -338,7 +339,7 @@ impl Verifier {
 impl Checker for Verifier {
     fn check_for(&self, cache: &Cache, key: &Key) -> Option<MakeCheck> {
         match key.kind {
-            Kind::Info => {
+            kind::INFO => {
                 // No go.sum line covers a .info: it must at least name the
                 // version asked for.
                 let (_, version) = module_version(&key.file)?;
@@ -349,15 +350,15 @@ impl Checker for Verifier {
                     })
                 }))
             }
-            Kind::Mod | Kind::Zip => {
+            kind::MOD | kind::ZIP => {
                 let (module, version) = module_version(&key.file)?;
                 if !self.looked_up(&module) {
                     return None;
                 }
-                let go_mod = key.kind == Kind::Mod;
+                let go_mod = key.kind == kind::MOD;
                 Some(self.file_check(cache, module, version, go_mod))
             }
-            Kind::Lookup if self.own(&key.upstream) => {
+            kind::LOOKUP if self.own(&key.upstream) => {
                 let lookup = key.file.rsplit_once("/lookup/")?.1;
                 let (module, version) = lookup.rsplit_once('@')?;
                 let (module, version) = (case_decode(module)?, case_decode(version)?);
@@ -371,7 +372,7 @@ impl Checker for Verifier {
                     })
                 }))
             }
-            Kind::SumdbLatest if self.own(&key.upstream) => {
+            kind::SUMDB_LATEST if self.own(&key.upstream) => {
                 let (me, cache) = (self.clone(), cache.clone());
                 Some(Arc::new(move || {
                     let (me, cache) = (me.clone(), cache.clone());
@@ -417,7 +418,7 @@ impl Verifier {
 
     /// Whether `upstream` is this verifier's database.
     fn own(&self, upstream: &Upstream) -> bool {
-        matches!(upstream, Upstream::Sumdb { db } if *db == self.inner.db)
+        GoUpstream::of(upstream) == GoUpstream::Sumdb(&self.inner.db)
     }
 }
 

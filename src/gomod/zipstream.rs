@@ -17,7 +17,8 @@ use aws_lc_rs::digest;
 use crc32fast::Hasher as Crc;
 use flate2::{Decompress, FlushDecompress, Status};
 
-use super::dirhash::{HashError, UNZIPPED_LIMIT, hash_zip, hash_zip_bytes, hash1, to_array};
+use super::dirhash::{HashError, UNZIPPED_LIMIT, hash_zip, hash_zip_bytes, hash1};
+use crate::sha256::to_array;
 
 const LOCAL_HEADER: u32 = 0x0403_4b50;
 const CENTRAL_HEADER: u32 = 0x0201_4b50;

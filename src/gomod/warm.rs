@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use super::flight::{Check, MakeCheck, Refusal};
-use super::key::{Key, proxy_key};
-use super::{Cache, How};
-use crate::gomod::check::module_file;
-use crate::gomod::path::case_encode;
+use super::check::module_file;
+use super::path::case_encode;
+use super::tree::proxy_key;
+use crate::cache::flight::{Check, MakeCheck, Refusal};
+use crate::cache::key::Key;
+use crate::cache::{Cache, How};
 
 /// One file to fetch.
 #[derive(Clone, Debug, PartialEq, Eq)]
