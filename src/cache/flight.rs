@@ -176,7 +176,7 @@ pub fn launch(inner: Arc<Inner>, key: Key, check: Option<MakeCheck>) -> Arc<Flig
                         Blame::Broke(&reason)
                     };
                     inner
-                        .source()
+                        .source(&key)
                         .failed(&key.upstream, &key.file, &mirror, why);
                     if attempt == ATTEMPTS {
                         fail(&report, reason);
@@ -254,7 +254,7 @@ async fn fly(
     report: &Report,
     (temp, check): (Option<PathBuf>, Option<MakeCheck>),
 ) -> Flown {
-    let (response, mirror) = match inner.source().fetch(key).await {
+    let (response, mirror) = match inner.source(key).fetch(key).await {
         Fetched::Found { response, mirror } => (response, mirror),
         Fetched::Missed(miss) => {
             if let Miss::NotFound(reason) = &miss {
@@ -390,7 +390,7 @@ async fn land(landing: Landing<'_>, copied: Copied, check: Option<Verdict>) -> F
             }
             let why = Blame::Refused(&reason);
             inner
-                .source()
+                .source(key)
                 .failed(&key.upstream, &key.file, &mirror, why);
             fail(report, reason);
             Flown::Done(downloaded.temp())
@@ -409,7 +409,7 @@ async fn land(landing: Landing<'_>, copied: Copied, check: Option<Verdict>) -> F
             tracing::warn!(file = %key.file, %mirror, %reason, "cache: download failed; nothing stored");
             let why = Blame::Broke(&reason);
             inner
-                .source()
+                .source(key)
                 .failed(&key.upstream, &key.file, &mirror, why);
             fail(report, reason);
             Flown::Done(downloaded.temp())

@@ -179,7 +179,8 @@ pub struct Inner {
     index: Arc<Index>,
     /// Whose files the tree holds.
     ecosystems: Ecosystems,
-    /// Where files come from and what checks them: swapped on reload.
+    /// Where each ecosystem's files come from and what checks them:
+    /// swapped on reload.
     wiring: ArcSwap<Wiring>,
     settings: Settings,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
@@ -200,10 +201,26 @@ pub struct Meters {
     pub storing: Gauge,
 }
 
-/// The mirrors and the checker a cache uses now.
-struct Wiring {
+/// The mirrors and the checker a cache uses now, per ecosystem.
+#[derive(Clone, Default)]
+struct Wiring(HashMap<&'static str, Wired>);
+
+#[derive(Clone)]
+struct Wired {
     source: Arc<dyn Source>,
     checker: Option<Arc<dyn Checker>>,
+}
+
+/// The source of an ecosystem nothing wired: it has no mirrors.
+struct Unwired;
+
+impl Source for Unwired {
+    fn fetch<'a>(&'a self, key: &'a Key) -> StdPin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
+        let why = format!("no mirrors for {} files", key.kind.ecosystem);
+        Box::pin(async move { Fetched::Missed(Miss::Failed(why.into())) })
+    }
+
+    fn failed(&self, _: &Upstream, _: &str, _: &str, _: Blame<'_>) {}
 }
 
 /// Remembered 404s beyond this many are dropped (oldest TTLs first are not tracked).
@@ -215,7 +232,6 @@ impl Cache {
     pub fn open(
         settings: Settings,
         ecosystems: Ecosystems,
-        source: Arc<dyn Source>,
         meters: Meters,
     ) -> std::io::Result<Cache> {
         let store = Arc::new(Store::open(&settings.dir)?);
@@ -224,10 +240,7 @@ impl Cache {
             store,
             index: Arc::new(Index::new(settings.max_size, ecosystems.kinds())),
             ecosystems,
-            wiring: ArcSwap::from_pointee(Wiring {
-                source,
-                checker: None,
-            }),
+            wiring: ArcSwap::from_pointee(Wiring::default()),
             settings,
             flights: Mutex::new(HashMap::new()),
             not_found: Mutex::new(HashMap::new()),
@@ -262,12 +275,24 @@ impl Cache {
         self.inner.index.totals()
     }
 
-    /// Sets where new downloads come from and what checks them (at start,
-    /// and on reload: downloads in flight finish as they began).
-    pub fn rewire(&self, source: Arc<dyn Source>, checker: Option<Arc<dyn Checker>>) {
-        self.inner
-            .wiring
-            .store(Arc::new(Wiring { source, checker }));
+    /// Sets where `ecosystem`'s new downloads come from and what checks
+    /// them (at start, and on reload: downloads in flight finish as they
+    /// began).
+    pub fn rewire(
+        &self,
+        ecosystem: &'static str,
+        source: Arc<dyn Source>,
+        checker: Option<Arc<dyn Checker>>,
+    ) {
+        self.inner.wiring.rcu(|wiring| {
+            let mut wiring = Wiring::clone(wiring);
+            let wired = Wired {
+                source: source.clone(),
+                checker: checker.clone(),
+            };
+            wiring.0.insert(ecosystem, wired);
+            wiring
+        });
     }
 
     /// Completes once no download is in flight (bounded: 10 minutes) and
@@ -280,12 +305,18 @@ impl Cache {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.inner.source().settled().await;
+        let sources: Vec<_> = (self.inner.wiring.load().0.values())
+            .map(|w| w.source.clone())
+            .collect();
+        for source in sources {
+            source.settled().await;
+        }
     }
 
     /// The check `key`'s download must pass, by the checker.
     fn check_for(&self, key: &Key) -> Option<MakeCheck> {
-        let checker = self.inner.wiring.load().checker.clone()?;
+        let wiring = self.inner.wiring.load();
+        let checker = wiring.0.get(key.kind.ecosystem)?.checker.clone()?;
         checker.check_for(self, key)
     }
 
@@ -419,9 +450,12 @@ impl Cache {
 }
 
 impl Inner {
-    /// Where new downloads come from now.
-    fn source(&self) -> Arc<dyn Source> {
-        self.wiring.load().source.clone()
+    /// Where `key`'s new downloads come from now.
+    fn source(&self, key: &Key) -> Arc<dyn Source> {
+        match self.wiring.load().0.get(key.kind.ecosystem) {
+            Some(wired) => wired.source.clone(),
+            None => Arc::new(Unwired),
+        }
     }
 
     fn flight(&self, file: &str) -> Option<Arc<Flight>> {
@@ -564,7 +598,7 @@ impl Inner {
             inner.index.temp_gone(counted);
             inner.index.record(&key.file, key.kind, meta.size);
             let handle = Arc::new(handle);
-            let source = inner.source();
+            let source = inner.source(&key);
             source.stored(&key, &meta.mirror, handle.clone(), meta.size);
             inner.hasher.submit(hasher::Job { file: handle, meta });
             inner.evict_blocking();

@@ -113,17 +113,15 @@ impl Gomod {
                             storing: stats.cache_storing.clone(),
                         };
                         let all = crate::ecosystems::all();
-                        Cache::open(settings, all, source.clone(), meters).map_err(|source| {
-                            GomodError::Cache {
-                                dir: dir.clone(),
-                                source,
-                            }
+                        Cache::open(settings, all, meters).map_err(|source| GomodError::Cache {
+                            dir: dir.clone(),
+                            source,
                         })?
                     }
                 };
                 let fleet = shared_tier.as_ref().map(|t| t.storage());
                 let checker = verifier(config, cache.settings(), fleet)?;
-                cache.rewire(source, checker);
+                cache.rewire(super::tree::GO, source, checker);
                 Some(cache)
             }
         };

@@ -95,12 +95,15 @@ impl<'a> GoUpstream<'a> {
     }
 }
 
+/// The Go ecosystem's name in the cache ([`Kind::ecosystem`]).
+pub const GO: &str = "go";
+
 /// Go modules, as the cache sees them.
 pub struct Go;
 
 impl Ecosystem for Go {
     fn name(&self) -> &'static str {
-        "go"
+        GO
     }
 
     fn kinds(&self) -> &'static [Kind] {
