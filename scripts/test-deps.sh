@@ -12,6 +12,8 @@ done
 [ -x /usr/sbin/squid ] && [ -x /usr/lib/squid/ntlm_fake_auth ] || missing+=(squid-openssl)
 # MIT Kerberos's KDC and admin tools, for a realm of the tests' own (Negotiate logins).
 [ -x /usr/sbin/krb5kdc ] && [ -x /usr/sbin/kadmin.local ] && command -v kinit >/dev/null || missing+=(krb5-kdc krb5-admin-server krb5-user)
+# Debian's Python with venv and pip: the pip the PyPI tests drive.
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 # golang.org/x/mod (zip, sumdb) for the checksum database helper in tests/tools/sumdb.
 xmod=/usr/share/gocode/src/golang.org/x/mod
 [ -d "$xmod/sumdb" ] || missing+=(golang-golang-x-mod-dev)
@@ -54,6 +56,12 @@ fi
 if ! "$tools/venv/bin/python" -c "import prometheus_client" 2>/dev/null; then
   echo "test-deps: installing prometheus_client into $tools/venv" >&2
   "$tools/venv/bin/pip" install -q prometheus_client==0.26.0 >&2
+fi
+
+# A real PyPI server as the mirror of the PyPI tests: PyPI's pypiserver.
+if [ ! -x "$tools/venv/bin/pypi-server" ]; then
+  echo "test-deps: installing pypiserver into $tools/venv" >&2
+  "$tools/venv/bin/pip" install -q pypiserver==2.4.2 >&2
 fi
 
 # promtool, to check and unit-test deploy/prometheus/modgate-alerts.yml: taken

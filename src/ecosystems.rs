@@ -6,5 +6,8 @@ use std::sync::Arc;
 use crate::cache::key::Ecosystems;
 
 pub fn all() -> Ecosystems {
-    Ecosystems::new(vec![Arc::new(crate::gomod::tree::Go)])
+    Ecosystems::new(vec![
+        Arc::new(crate::pypi::tree::Pypi),
+        Arc::new(crate::gomod::tree::Go),
+    ])
 }

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod message;
 pub mod percent;
 pub mod proxy;
+pub mod pypi;
 pub mod rules;
 pub mod server;
 pub mod sha256;

@@ -100,3 +100,44 @@ pub fn log(stats: &Stats, record: &Record<'_>) {
         record.kind.name()
     );
 }
+
+/// A package request (an intercepted or endpoint one, of any ecosystem),
+/// logged once its answer is sent.
+pub struct Line {
+    pub client: SocketAddr,
+    pub user: Option<std::sync::Arc<str>>,
+    pub method: http::Method,
+    pub target: String,
+    /// `intercept` or `endpoint`.
+    pub entry: &'static str,
+    /// What was done with it (`proxy_mirrors`, `private`, …).
+    pub plan: &'static str,
+    pub cache: Option<&'static str>,
+    pub mirror: Option<std::sync::Arc<str>>,
+    pub status: u16,
+    pub started: std::time::Instant,
+}
+
+impl Line {
+    pub fn log(&self, stats: &Stats, bytes_down: u64) {
+        let record = Record {
+            kind: Kind::Module,
+            client: self.client,
+            user: self.user.as_deref(),
+            method: self.method.as_str(),
+            target: &self.target,
+            original: None,
+            decision: self.entry,
+            rule: self.plan,
+            mirror: self.mirror.as_deref(),
+            cache: self.cache,
+            status: self.status,
+            bytes_up: 0,
+            bytes_down,
+            duration: self.started.elapsed(),
+            side: if self.status == 502 { "mirror" } else { "-" },
+            end: "sent",
+        };
+        log(stats, &record);
+    }
+}

@@ -225,7 +225,7 @@ async fn read_batches(
         pace.arrived(end - first)?;
         if end > limit {
             return Err(format!(
-                "more than {limit} bytes, more than the go command accepts"
+                "more than {limit} bytes, more than a file of its kind may have"
             ));
         }
         publish(progress, first, &batch, release.open(end, ended));

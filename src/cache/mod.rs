@@ -81,6 +81,22 @@ pub enum Fetched {
     Missed(Miss),
 }
 
+impl Fetched {
+    /// A mirror's 2xx answer as the cache takes it: hop-by-hop headers
+    /// gone, spoken as HTTP/1.1, its body still to come.
+    pub fn from_mirror(response: Response<hyper::body::Incoming>, mirror: String) -> Fetched {
+        use http_body_util::BodyExt;
+        let (mut parts, body) = response.into_parts();
+        crate::message::headers::strip_hop_by_hop(&mut parts.headers, None);
+        parts.version = http::Version::HTTP_11;
+        let body = body.map_err(Into::into).boxed();
+        Fetched::Found {
+            response: Response::from_parts(parts, body),
+            mirror,
+        }
+    }
+}
+
 /// Where files come from: the mirrors (`gomod`), with their failover,
 /// and the shared tier in front of them when there is one.
 pub trait Source: Send + Sync + 'static {

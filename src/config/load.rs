@@ -12,8 +12,8 @@ use super::reader::{Reader, Table};
 use super::units::{parse_duration, parse_size};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, GomodConfig, InterceptConfig, LogConfig,
-    LogFormat, OnMirrorFailure, Origin, PLACED_KEYS, ProxyConfig, SUMDB_KEY, TransparentConfig,
-    UpstreamConfig, Verification,
+    LogFormat, OnMirrorFailure, Origin, PLACED_KEYS, ProxyConfig, PypiConfig, SUMDB_KEY,
+    TransparentConfig, UpstreamConfig, Verification,
 };
 use crate::rules::{NoProxy, PortRange, Private, mask_userinfo};
 
@@ -47,7 +47,13 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let upstream = upstream_section(&mut r, &mut root);
     let intercept = intercept_section(&mut r, &mut root);
     let mut gomod = gomod_section(&mut r, &mut root, intercept.enabled, &upstream.no_proxy);
+    let pypi = pypi_section(&mut r, &mut root);
+    let pypi_place = root.place_of("pypi");
     let mut cache = cache_section(&mut r, &mut root, gomod.verification.verify);
+    if pypi.enabled && !(cache.enabled && intercept.enabled) {
+        let why = "pypi.enabled needs cache.enabled (files are checked and kept there) and intercept.enabled";
+        r.error(pypi_place, why);
+    }
     // upstream.ca_file is trusted by every TLS connection modgate opens.
     gomod.upstream_ca_file = upstream.ca_file.clone();
     if let Some(shared) = &mut cache.shared {
@@ -64,6 +70,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
             upstream,
             intercept,
             gomod,
+            pypi,
             cache,
             admin,
             log,
@@ -400,6 +407,35 @@ fn gomod_section<'i>(
 }
 
 /// A GOPRIVATE-syntax list of module path patterns.
+/// `[pypi]`: off unless enabled; mirrors are PEP 503 simple API bases.
+fn pypi_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> PypiConfig {
+    let mut t = r.section(root, "pypi");
+    let enabled = r.boolean(&mut t, "enabled").is_some_and(|b| *b.get_ref());
+    let place = t.place_of("mirrors");
+    let mirrors = mirror_urls(r, &mut t, "mirrors", &["https://mirrors.aliyun.com/pypi"]);
+    if mirrors.iter().any(|m| m == "origin") {
+        r.error(
+            place,
+            "pypi.mirrors: \"origin\" is for gomod; name each PyPI mirror's base URL",
+        );
+    }
+    let private = match r.string(&mut t, "private") {
+        None => Private::default(),
+        Some(s) => Private::parse(&s.get_ref().to_lowercase()).unwrap_or_else(|errors| {
+            for e in errors {
+                r.error(s.span(), format!("pypi.private: {e}"));
+            }
+            Private::default()
+        }),
+    };
+    r.finish(t);
+    PypiConfig {
+        enabled,
+        mirrors,
+        private,
+    }
+}
+
 fn module_patterns<'i>(r: &mut Reader<'i>, t: &mut Table<'i>, key: &str) -> Private {
     match r.string(t, key) {
         None => Private::default(),

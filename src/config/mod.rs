@@ -32,6 +32,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub intercept: InterceptConfig,
     pub gomod: GomodConfig,
+    pub pypi: PypiConfig,
     pub cache: CacheConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -97,6 +98,17 @@ pub struct InterceptConfig {
     pub bypass: NoProxy,
     /// Clients never intercepted.
     pub bypass_clients: Vec<IpNet>,
+}
+
+/// `[pypi]`: Python packages from domestic mirrors, through the cache.
+#[derive(Clone, Debug)]
+pub struct PypiConfig {
+    pub enabled: bool,
+    /// Base URLs (their `/simple/<project>/` is the index), no trailing slash.
+    pub mirrors: Vec<String>,
+    /// Project names never asked of a mirror (globs, matched against the
+    /// normalized name).
+    pub private: Private,
 }
 
 #[derive(Clone, Debug)]

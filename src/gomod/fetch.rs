@@ -8,13 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use http::header::RETRY_AFTER;
-use http_body_util::BodyExt;
 
 use super::mirrors::{MirrorSet, retry_after};
 use super::tree::GoUpstream;
 use crate::cache::key::Upstream;
 use crate::cache::{Blame, Fetched, Miss, Source};
-use crate::message::headers::strip_hop_by_hop;
 use crate::stats::Stats;
 use crate::upstream::MirrorClient;
 
@@ -63,7 +61,7 @@ impl Mirrors {
             if status.is_success() {
                 self.stats.mirror_result(base, "ok");
                 set.restore(index);
-                return found(response, base.to_string());
+                return Fetched::from_mirror(response, base.to_string());
             }
             let (miss, failed) = self.unanswered(set, index, &response);
             any_failed |= failed;
@@ -108,19 +106,6 @@ impl Mirrors {
     }
 }
 
-/// A 2xx answer from `mirror` as the cache takes it: hop-by-hop headers
-/// gone, spoken as HTTP/1.1, its body still to come.
-fn found(response: http::Response<hyper::body::Incoming>, mirror: String) -> Fetched {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers, None);
-    parts.version = http::Version::HTTP_11;
-    let body = body.map_err(Into::into).boxed();
-    Fetched::Found {
-        response: http::Response::from_parts(parts, body),
-        mirror,
-    }
-}
-
 impl Source for Mirrors {
     fn fetch<'a>(
         &'a self,
@@ -138,7 +123,7 @@ impl Source for Mirrors {
             let url = format!("{base}{}", key.suffix);
             match self.client.get(&url).await {
                 Ok(response) if response.status().is_success() => {
-                    found(response, format!("peer {base}"))
+                    Fetched::from_mirror(response, format!("peer {base}"))
                 }
                 Ok(response) => {
                     Fetched::Missed(Miss::Failed(format!("{url}: {}", response.status()).into()))

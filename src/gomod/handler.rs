@@ -239,7 +239,7 @@ impl Gomod {
             status,
         };
         self.stats.module_requests.get_or_create(&labels).inc();
-        let line = Line {
+        let line = access::Line {
             client,
             user: req.extensions().get::<User>().map(|u| u.0.clone()),
             method: req.method().clone(),
@@ -329,43 +329,6 @@ fn verifier(
 }
 
 /// A module request's access line, written when its body has been sent.
-struct Line {
-    client: SocketAddr,
-    user: Option<Arc<str>>,
-    method: Method,
-    target: String,
-    entry: &'static str,
-    plan: &'static str,
-    cache: Option<&'static str>,
-    mirror: Option<Arc<str>>,
-    status: u16,
-    started: Instant,
-}
-
-impl Line {
-    fn log(&self, stats: &Stats, bytes_down: u64) {
-        let record = access::Record {
-            kind: access::Kind::Module,
-            client: self.client,
-            user: self.user.as_deref(),
-            method: self.method.as_str(),
-            target: &self.target,
-            original: None,
-            decision: self.entry,
-            rule: self.plan,
-            mirror: self.mirror.as_deref(),
-            cache: self.cache,
-            status: self.status,
-            bytes_up: 0,
-            bytes_down,
-            duration: self.started.elapsed(),
-            side: if self.status == 502 { "mirror" } else { "-" },
-            end: "sent",
-        };
-        access::log(stats, &record);
-    }
-}
-
 /// The mirror sets and their client. "origin" names the real hosts, which
 /// the admin named too (allowed past `deny_destinations` like any mirror).
 /// The mirrors; `peers` (the fleet's gateways) are admin-named too.

@@ -35,6 +35,8 @@ pub struct Mitm {
     pub tls: Arc<rustls::ServerConfig>,
     pub leaves: Arc<Leaves>,
     pub gomod: Arc<Gomod>,
+    /// `[pypi]`, when enabled.
+    pub pypi: Option<Arc<crate::pypi::Pypi>>,
 }
 
 impl std::fmt::Debug for Mitm {

@@ -227,6 +227,10 @@ async fn goproxy_endpoint(
         )
         .response();
     };
+    let path = req.uri().path().to_string();
+    if let (Some(pypi), Some(rest)) = (&intercept.with.pypi, path.strip_prefix("/pypi")) {
+        return pypi.serve(client, "endpoint", rest, req).await;
+    }
     let host = intercept
         .hosts
         .first()

@@ -287,10 +287,28 @@ fn mitm(
         stats.clone(),
         running_cache,
     )?;
+    let pypi = match (config.pypi.enabled, gomod.cache()) {
+        (true, Some(cache)) => {
+            let timeouts = (config.gomod.mirror_timeout, config.gomod.demote_for);
+            let way_out = (dialer.clone(), via(config, &dialer));
+            let ca_files = config.gomod.ca_files();
+            let pypi = crate::pypi::Pypi::new(
+                &config.pypi,
+                &ca_files,
+                cache,
+                way_out,
+                stats.clone(),
+                timeouts,
+            );
+            Some(Arc::new(pypi.map_err(StartError::Pypi)?))
+        }
+        _ => None,
+    };
     Ok(Mitm {
         tls: crate::tls::leaves::server_config(leaves.clone())?,
         leaves,
         gomod: Arc::new(gomod),
+        pypi,
     })
 }
 
