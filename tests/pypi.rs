@@ -6,7 +6,8 @@
 mod common;
 
 use common::gateway::Work;
-use common::pypi::{PypiServer, packages, pip_install, venv, version_of};
+use common::gomod::{Behaviour, Mirror};
+use common::pypi::{PypiServer, packages, packages_with_big, pip_install, venv, version_of};
 use common::{curl, stdout};
 
 /// A gateway in `work` with PyPI on, from `mirrors`; `extra` goes in [pypi].
@@ -66,4 +67,138 @@ async fn pip_installs_through_the_endpoint_then_from_the_cache_alone() {
     assert!(out.status.success(), "{}\n{}", text(&out), gateway.log());
     assert_eq!(version_of(&second, "beta"), "2.0");
     assert_eq!(version_of(&second, "gamma"), "3.0");
+}
+
+/// Acceptance 3: a mirror whose page gives one sha256 and whose file has
+/// other bytes. The file is not stored, a security event names package,
+/// version and mirror, and with a second, honest mirror pip succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_wheel_is_refused_and_the_honest_mirror_serves_it() {
+    let work = Work::new();
+    let (honest_dir, tampered_dir) = (work.path("honest"), work.path("tampered"));
+    packages(&honest_dir, Some(&tampered_dir));
+    let honest = PypiServer::start(&honest_dir, &work.path("honest.log"));
+    // The lying mirror: the honest pages (their hashes), the tampered files.
+    let lying_root = work.path("lying");
+    for project in ["alpha", "beta", "gamma"] {
+        let page = curl(&[&format!("{}/simple/{project}/", honest.url())]).await;
+        let dir = lying_root.join("simple").join(project);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), &page.stdout).unwrap();
+    }
+    let packages_dir = lying_root.join("packages");
+    std::fs::create_dir_all(&packages_dir).unwrap();
+    for entry in std::fs::read_dir(&tampered_dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), packages_dir.join(entry.file_name())).unwrap();
+    }
+    let lying = Mirror::start(lying_root, Behaviour::Serve).await;
+    let lying_url = format!("http://{}", lying.addr);
+    let gateway = pypi_gateway(&work, &[lying_url.clone(), honest.url()], "").await;
+    let index = format!("http://{}/pypi/simple/", gateway.addr("explicit proxy"));
+
+    let env = venv(&work.path("venv"));
+    let out = pip_install(&env, &index, &["alpha"], &[]).await;
+    assert!(out.status.success(), "{}\n{}", text(&out), gateway.log());
+    let installed = std::process::Command::new(env.join("bin/python"))
+        .args(["-c", "import alpha; print(open(alpha.__file__).read())"])
+        .output()
+        .unwrap();
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    assert!(
+        installed.contains("VERSION = '1.0'") && !installed.contains("tampered"),
+        "{installed}"
+    );
+    let log = gateway.log();
+    let event = log
+        .lines()
+        .find(|l| l.contains("security:"))
+        .unwrap_or_else(|| panic!("no security event:\n{log}"));
+    assert!(
+        event.contains("alpha") && event.contains("1.0") && event.contains(&lying_url),
+        "{event}"
+    );
+    assert!(
+        lying
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.starts_with("/packages/alpha")),
+        "the lying mirror was asked first"
+    );
+    // What is kept is the honest wheel.
+    let kept = std::fs::read_dir(work.cache().join("pypi/files/alpha"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let wheel = kept.join("alpha-1.0-py3-none-any.whl");
+    assert_eq!(
+        std::fs::read(&wheel).unwrap(),
+        std::fs::read(honest_dir.join("alpha-1.0-py3-none-any.whl")).unwrap()
+    );
+}
+
+/// Acceptance 4: a name under pypi.private is never asked of a mirror;
+/// pip's error names the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_name_never_reaches_a_mirror() {
+    let work = Work::new();
+    let dir = work.path("packages");
+    packages(&dir, None);
+    let mirror = PypiServer::start(&dir, &work.path("pypiserver.log"));
+    let gateway = pypi_gateway(&work, &[mirror.url()], "private = \"corp-*, alpha\"").await;
+    let index = format!("http://{}/pypi/simple/", gateway.addr("explicit proxy"));
+    let env = venv(&work.path("venv"));
+    let out = pip_install(&env, &index, &["Corp_Tools"], &[]).await;
+    assert!(!out.status.success());
+    let page = curl(&["-i", &format!("{index}corp-tools/")]).await;
+    let page = stdout(&page);
+    assert!(page.starts_with("HTTP/1.1 403"), "{page}");
+    assert!(
+        page.contains("pypi.private \"corp-*\"") && page.contains("--index-url"),
+        "{page}"
+    );
+    let out = pip_install(&env, &index, &["alpha"], &[]).await;
+    assert!(!out.status.success(), "alpha is private");
+    let log = mirror.log();
+    assert!(!log.contains("corp") && !log.contains("alpha"), "{log}");
+}
+
+/// Acceptance 5: 16 pip clients cold-installing one large wheel at once
+/// cause one download from the mirror.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_cold_pips_cause_one_mirror_download() {
+    let work = Work::new();
+    let dir = work.path("packages");
+    packages_with_big(&dir, None, 8 << 20);
+    let mirror = PypiServer::start(&dir, &work.path("pypiserver.log"));
+    let gateway = pypi_gateway(&work, &[mirror.url()], "").await;
+    let index = format!("http://{}/pypi/simple/", gateway.addr("explicit proxy"));
+    let venvs: Vec<std::path::PathBuf> = (0..16).map(|i| work.path(&format!("venv-{i}"))).collect();
+    let made: Vec<_> = venvs
+        .iter()
+        .cloned()
+        .map(|dir| std::thread::spawn(move || venv(&dir)))
+        .collect();
+    for thread in made {
+        thread.join().unwrap();
+    }
+    let installs = venvs.iter().map(|env| {
+        let index = index.clone();
+        let env = env.clone();
+        tokio::spawn(async move { pip_install(&env, &index, &["big"], &[]).await })
+    });
+    for install in futures_util::future::join_all(installs).await {
+        let out = install.unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let log = mirror.log();
+    let downloads = log
+        .lines()
+        .filter(|l| l.contains("GET /packages/big-1.0-py3-none-any.whl"))
+        .count();
+    assert_eq!(downloads, 1, "{log}");
 }

@@ -119,6 +119,43 @@ pub struct Line {
 }
 
 impl Line {
+    /// The line of `req` from `client` (for `target`, come by `entry`,
+    /// begun at `started`), what became of it still to be said.
+    pub fn new<B>(
+        client: SocketAddr,
+        req: &http::Request<B>,
+        target: String,
+        entry: &'static str,
+        started: std::time::Instant,
+    ) -> Line {
+        Line {
+            client,
+            user: req.extensions().get::<User>().map(|u| u.0.clone()),
+            method: req.method().clone(),
+            target,
+            entry,
+            plan: "",
+            cache: None,
+            mirror: None,
+            status: 0,
+            started,
+        }
+    }
+
+    /// `response`, this line logged once its body is sent.
+    pub fn on_sent(
+        mut self,
+        stats: std::sync::Arc<Stats>,
+        response: http::Response<crate::message::Body>,
+    ) -> http::Response<crate::message::Body> {
+        use http_body_util::BodyExt;
+        self.status = response.status().as_u16();
+        response.map(move |body| {
+            let log = move |bytes: u64| self.log(&stats, bytes);
+            crate::message::Metered::new(body, Default::default(), Some(Box::new(log))).boxed()
+        })
+    }
+
     pub fn log(&self, stats: &Stats, bytes_down: u64) {
         let record = Record {
             kind: Kind::Module,

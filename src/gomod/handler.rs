@@ -14,16 +14,15 @@ use super::fetch::Mirrors;
 use super::mirrors::{Health, MirrorSet};
 use super::path::{Plan, plan};
 use super::verify::{Verifier, VerifyError};
-use crate::access::{self, User};
+use crate::access;
 
 use crate::cache::{Cache, Fetched, How, Miss, Outcome, Settings};
 use crate::config::{GomodConfig, OnMirrorFailure};
-use crate::message::{Body, Metered, plain_text};
+use crate::message::{Body, plain_text};
 use crate::rules::Via;
 use crate::stats::{ModuleLabels, Stats};
 use crate::tls::roots::{RootsError, client_config};
 use crate::upstream::{Dialer, MirrorClient};
-use http_body_util::BodyExt;
 
 /// Everything the handler needs; built once per config.
 pub struct Gomod {
@@ -240,22 +239,12 @@ impl Gomod {
         };
         self.stats.module_requests.get_or_create(&labels).inc();
         let line = access::Line {
-            client,
-            user: req.extensions().get::<User>().map(|u| u.0.clone()),
-            method: req.method().clone(),
-            target: format!("{host}{path}"),
-            entry,
             plan: planned,
             cache,
             mirror: answer.mirror,
-            status,
-            started,
+            ..access::Line::new(client, &req, format!("{host}{path}"), entry, started)
         };
-        let stats = self.stats.clone();
-        answer.response.map(move |body| {
-            let log = move |bytes: u64| line.log(&stats, bytes);
-            Metered::new(body, Arc::default(), Some(Box::new(log))).boxed()
-        })
+        line.on_sent(self.stats.clone(), answer.response)
     }
 
     async fn carry_out(&self, plan: Plan) -> Answer {

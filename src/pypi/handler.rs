@@ -16,11 +16,12 @@ use super::check::Hashes;
 use super::page::{self, JSON};
 use super::source::Mirrors;
 use super::tree::{PYPI, file_key, normalize, page_key};
-use crate::access::{self, User};
+use crate::access;
+use crate::cache::key::Key;
 use crate::cache::{Cache, How, Miss, Outcome};
 use crate::config::PypiConfig;
 use crate::gomod::MirrorSet;
-use crate::message::{Body, Metered, plain_text, text};
+use crate::message::{Body, plain_text, text};
 use crate::rules::Via;
 use crate::stats::Stats;
 use crate::tls::roots::{RootsError, client_config};
@@ -34,6 +35,26 @@ pub struct Pypi {
     mirrors: Arc<Mirrors>,
     cache: Cache,
     stats: Arc<Stats>,
+}
+
+/// An answer, and what the access log says of it.
+struct Answer {
+    response: Response<Body>,
+    plan: &'static str,
+    /// `None`: the cache was not asked.
+    how: Option<How>,
+    mirror: Option<Arc<str>>,
+}
+
+impl Answer {
+    fn own(response: Response<Body>, plan: &'static str) -> Answer {
+        Answer {
+            response,
+            plan,
+            how: None,
+            mirror: None,
+        }
+    }
 }
 
 /// What a request is.
@@ -98,89 +119,94 @@ impl Pypi {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let started = Instant::now();
-        let (response, plan, how, mirror) =
-            if req.method() == Method::GET || req.method() == Method::HEAD {
-                let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-                self.answer(path, accept).await
-            } else {
-                let text = "modgate: package requests are GET or HEAD\n";
-                let response = plain_text(StatusCode::METHOD_NOT_ALLOWED, text);
-                (response, "refused", None, None)
-            };
+        let Answer {
+            response,
+            plan,
+            how,
+            mirror,
+        } = if req.method() == Method::GET || req.method() == Method::HEAD {
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+            self.answer(path, accept).await
+        } else {
+            let text = "modgate: package requests are GET or HEAD\n";
+            Answer::own(plain_text(StatusCode::METHOD_NOT_ALLOWED, text), "refused")
+        };
         let line = access::Line {
-            client,
-            user: req.extensions().get::<User>().map(|u| u.0.clone()),
-            method: req.method().clone(),
-            target: format!("pypi{path}"),
-            entry,
             plan,
             cache: how.map(How::name),
             mirror,
-            status: response.status().as_u16(),
-            started,
+            ..access::Line::new(client, &req, format!("pypi{path}"), entry, started)
         };
-        let stats = self.stats.clone();
-        response.map(move |body| {
-            let log = move |bytes: u64| line.log(&stats, bytes);
-            Metered::new(body, Arc::default(), Some(Box::new(log))).boxed()
-        })
+        line.on_sent(self.stats.clone(), response)
     }
 
-    #[allow(clippy::type_complexity)]
-    async fn answer(
-        &self,
-        path: &str,
-        accept: Option<&str>,
-    ) -> (Response<Body>, &'static str, Option<How>, Option<Arc<str>>) {
+    async fn answer(&self, path: &str, accept: Option<&str>) -> Answer {
         let project = match route(path) {
             Route::Page(project) => project,
             Route::File(project, sha256, filename) => {
                 return self.file(project, sha256, filename).await;
             }
             Route::Rename(project) => {
-                let mut moved = plain_text(
-                    StatusCode::MOVED_PERMANENTLY,
-                    "modgate: see the normalized name\n",
-                );
+                let text = "modgate: see the normalized name\n";
+                let mut moved = plain_text(StatusCode::MOVED_PERMANENTLY, text);
                 if let Ok(to) = HeaderValue::from_str(&format!("../{project}/")) {
                     moved.headers_mut().insert(LOCATION, to);
                 }
-                return (moved, "rename", None, None);
+                return Answer::own(moved, "rename");
             }
             Route::Unknown => {
                 let text =
                     "modgate: PyPI requests are /simple/<project>/ and the files its pages link\n";
-                return (
-                    plain_text(StatusCode::NOT_FOUND, text),
-                    "unknown",
-                    None,
-                    None,
-                );
+                return Answer::own(plain_text(StatusCode::NOT_FOUND, text), "unknown");
             }
         };
-        if let Some(rule) = self.config.private.find(&project) {
-            return (private(&project, rule), "private", None, None);
-        }
-        let Some(key) = page_key(&project) else {
-            return (
-                plain_text(StatusCode::NOT_FOUND, "modgate: not a project name\n"),
-                "unknown",
-                None,
-                None,
-            );
+        let key = match self.admitted(&project, page_key(&project)) {
+            Ok(key) => key,
+            Err(refused) => return *refused,
         };
-        match self.cache.get(&key).await {
+        let mut answer = self.through_cache(&key).await;
+        if answer.response.status().is_success() {
+            let response =
+                std::mem::replace(&mut answer.response, Response::new(crate::message::empty()));
+            let mirror = answer.mirror.clone();
+            answer.response = self
+                .rewritten(&project, response, mirror.as_deref(), accept)
+                .await;
+        }
+        answer
+    }
+
+    /// `key` of `project`, unless the name is private (403, never asked
+    /// of a mirror) or the request names no file modgate serves.
+    fn admitted(&self, project: &str, key: Option<Key>) -> Result<Key, Box<Answer>> {
+        if let Some(rule) = self.config.private.find(project) {
+            return Err(Box::new(Answer::own(private(project, rule), "private")));
+        }
+        key.ok_or_else(|| {
+            let text = "modgate: not a project page or a file its page links\n";
+            Box::new(Answer::own(
+                plain_text(StatusCode::NOT_FOUND, text),
+                "unknown",
+            ))
+        })
+    }
+
+    async fn through_cache(&self, key: &Key) -> Answer {
+        match self.cache.get(key).await {
             Outcome::Served {
                 response,
                 how,
                 mirror,
-            } => {
-                let served = self
-                    .rewritten(&project, response, mirror.as_deref(), accept)
-                    .await;
-                (served, "pypi_mirrors", Some(how), mirror)
-            }
-            Outcome::Missed(miss, how) => (missed(&miss), "pypi_mirrors", Some(how), None),
+            } => Answer {
+                response,
+                plan: "pypi_mirrors",
+                how: Some(how),
+                mirror,
+            },
+            Outcome::Missed(miss, how) => Answer {
+                how: Some(how),
+                ..Answer::own(missed(&miss), "pypi_mirrors")
+            },
         }
     }
 
@@ -229,32 +255,10 @@ impl Pypi {
         response
     }
 
-    #[allow(clippy::type_complexity)]
-    async fn file(
-        &self,
-        project: &str,
-        sha256: &str,
-        filename: &str,
-    ) -> (Response<Body>, &'static str, Option<How>, Option<Arc<str>>) {
-        if let Some(rule) = self.config.private.find(project) {
-            return (private(project, rule), "private", None, None);
-        }
-        let Some(key) = file_key(project, sha256, filename) else {
-            let text = "modgate: not a file modgate's index pages link\n";
-            return (
-                plain_text(StatusCode::NOT_FOUND, text),
-                "unknown",
-                None,
-                None,
-            );
-        };
-        match self.cache.get(&key).await {
-            Outcome::Served {
-                response,
-                how,
-                mirror,
-            } => (response, "pypi_mirrors", Some(how), mirror),
-            Outcome::Missed(miss, how) => (missed(&miss), "pypi_mirrors", Some(how), None),
+    async fn file(&self, project: &str, sha256: &str, filename: &str) -> Answer {
+        match self.admitted(project, file_key(project, sha256, filename)) {
+            Ok(key) => self.through_cache(&key).await,
+            Err(refused) => *refused,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use http::StatusCode;
 
 use super::page::{Link, links, resolve};
-use super::tree::{file_parts, kind};
+use super::tree::{file_parts, kind, name_and_version};
 use crate::cache::key::{Key, Upstream};
 use crate::cache::{Blame, Fetched, Miss, Source};
 use crate::gomod::MirrorSet;
@@ -213,9 +213,12 @@ impl Source for Mirrors {
     fn failed(&self, _: &Upstream, file: &str, mirror: &str, why: Blame<'_>) {
         let reason = match why {
             Blame::Refused(reason) => {
+                let filename = file.rsplit('/').next().unwrap_or(file);
+                let (name, version) = name_and_version(filename).unwrap_or((filename, "?"));
+                tracing::error!(package = name, version, %mirror, reason, "security: a PyPI file from a mirror failed its index page's sha256; not stored, the next mirror is tried");
                 self.stats.verification_failures.inc();
                 self.stats.security_event(format!(
-                    "verification failed: {file} from {mirror}: {reason}"
+                    "verification failed: {name} {version} ({filename}) from {mirror}: {reason}"
                 ));
                 reason
             }

@@ -120,6 +120,19 @@ pub fn file_key(project: &str, sha256: &str, filename: &str) -> Option<Key> {
     })
 }
 
+/// The distribution and version a file name says: `<name>-<version>-…whl`
+/// for a wheel, `<name>-<version>.<archive>` for an sdist.
+pub fn name_and_version(filename: &str) -> Option<(&str, &str)> {
+    if let Some(stem) = filename.strip_suffix(".whl") {
+        let mut parts = stem.split('-');
+        return Some((parts.next()?, parts.next()?));
+    }
+    let stem = [".tar.gz", ".tar.bz2", ".zip", ".tgz"]
+        .iter()
+        .find_map(|ext| filename.strip_suffix(ext))?;
+    stem.rsplit_once('-')
+}
+
 /// `(project, sha256, filename)` of a file key.
 pub fn file_parts(key: &Key) -> Option<(&str, &str, &str)> {
     let mut parts = key.file.strip_prefix("pypi/files/")?.split('/');
@@ -141,6 +154,20 @@ mod tests {
         assert_eq!(normalize("a/b"), None);
         assert_eq!(normalize(""), None);
         assert_eq!(normalize("---"), None);
+    }
+
+    #[test]
+    fn file_names_say_name_and_version() {
+        assert_eq!(
+            name_and_version("alpha-1.0-py3-none-any.whl"),
+            Some(("alpha", "1.0"))
+        );
+        assert_eq!(
+            name_and_version("zope.interface-6.0.tar.gz"),
+            Some(("zope.interface", "6.0"))
+        );
+        assert_eq!(name_and_version("my-pkg-2.1.zip"), Some(("my-pkg", "2.1")));
+        assert_eq!(name_and_version("README"), None);
     }
 
     #[test]

@@ -360,6 +360,12 @@ async fn answer(
     }
     let decoded = path.replace("%21", "!");
     let relative = decoded.trim_start_matches('/');
+    // A directory's page (a PEP 503 index page), as a static site serves it.
+    let relative = if relative.is_empty() || relative.ends_with('/') {
+        format!("{relative}index.html")
+    } else {
+        relative.to_string()
+    };
     if relative.contains("..") {
         return reply(StatusCode::BAD_REQUEST, Vec::new());
     }

@@ -19,8 +19,16 @@ fn repo(path: &str) -> PathBuf {
 /// Writes the test packages (alpha needs beta; gamma is an sdist) into
 /// `dir`, and into `tampered` the same names with other bytes for alpha.
 pub fn packages(dir: &Path, tampered: Option<&Path>) {
+    packages_with_big(dir, tampered, 0);
+}
+
+/// The same, with `big`, a wheel holding `big_bytes` random bytes.
+pub fn packages_with_big(dir: &Path, tampered: Option<&Path>, big_bytes: usize) {
     let mut command = Command::new(PYTHON);
-    command.arg(repo("tests/tools/pypi/packages.py")).arg(dir);
+    command
+        .arg(repo("tests/tools/pypi/packages.py"))
+        .arg(dir)
+        .env("MODGATE_BIG_WHEEL", big_bytes.to_string());
     if let Some(tampered) = tampered {
         command.arg(tampered);
     }

@@ -1,7 +1,8 @@
 """Test packages for modgate's PyPI tests, written into a directory that
 pypiserver then serves: two wheels (alpha needs beta) and an sdist (gamma).
 Usage: packages.py DIR [TAMPERED_DIR]: with TAMPERED_DIR, the same files
-with alpha's wheel changed (same name, other bytes)."""
+with alpha's wheel changed (same name, other bytes). With MODGATE_BIG_WHEEL
+set, also `big`, a wheel of that many random bytes."""
 
 import base64
 import hashlib
@@ -12,7 +13,7 @@ import tarfile
 import zipfile
 
 
-def wheel(directory, name, version, requires=(), payload=""):
+def wheel(directory, name, version, requires=(), payload="", blob=b""):
     dist = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": f"VERSION = {version!r}\n{payload}",
@@ -32,6 +33,9 @@ def wheel(directory, name, version, requires=(), payload=""):
         for path, text in sorted(files.items()):
             info = zipfile.ZipInfo(path, date_time=(2026, 1, 1, 0, 0, 0))
             archive.writestr(info, text)
+        if blob:
+            info = zipfile.ZipInfo(f"{name}/blob.bin", date_time=(2026, 1, 1, 0, 0, 0))
+            archive.writestr(info, blob)
 
 
 def sdist(directory, name, version):
@@ -57,6 +61,9 @@ def main():
     wheel(directory, "alpha", "1.0", ["beta"])
     wheel(directory, "beta", "2.0")
     sdist(directory, "gamma", "3.0")
+    big = int(os.environ.get("MODGATE_BIG_WHEEL", "0"))
+    if big:
+        wheel(directory, "big", "1.0", blob=os.urandom(big))
     if len(sys.argv) > 2:
         tampered = sys.argv[2]
         os.makedirs(tampered, exist_ok=True)
