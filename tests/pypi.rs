@@ -6,7 +6,7 @@
 mod common;
 
 use common::gateway::Work;
-use common::gomod::{Behaviour, Mirror};
+use common::gomod::{Behaviour, Mirror, cert_bundle};
 use common::pypi::{PypiServer, packages, packages_with_big, pip_install, venv, version_of};
 use common::{curl, stdout};
 
@@ -201,4 +201,41 @@ async fn sixteen_cold_pips_cause_one_mirror_download() {
         .filter(|l| l.contains("GET /packages/big-1.0-py3-none-any.whl"))
         .count();
     assert_eq!(downloads, 1, "{log}");
+}
+
+/// Acceptance 1, intercepted: pip with only HTTPS_PROXY and the CA
+/// (PIP_CERT) installs from pypi.org as it knows it; the gateway answers
+/// for pypi.org with its mirror's packages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pip_installs_from_pypi_org_intercepted() {
+    let work = Work::new();
+    let dir = work.path("packages");
+    packages(&dir, None);
+    let mirror = PypiServer::start(&dir, &work.path("pypiserver.log"));
+    let gateway = pypi_gateway(&work, &[mirror.url()], "").await;
+    let proxy = format!("http://{}", gateway.addr("explicit proxy"));
+    let bundle = cert_bundle(&work.path("certs/modgate-ca.pem"), &work.path("bundle.pem"));
+    let env = venv(&work.path("venv"));
+    let settings = [
+        ("HTTPS_PROXY", proxy.clone()),
+        ("https_proxy", proxy),
+        ("NO_PROXY", String::new()),
+        ("no_proxy", String::new()),
+        ("PIP_CERT", bundle.display().to_string()),
+    ];
+    let out = pip_install(
+        &env,
+        "https://pypi.org/simple/",
+        &["alpha", "gamma"],
+        &settings,
+    )
+    .await;
+    assert!(out.status.success(), "{}\n{}", text(&out), gateway.log());
+    assert_eq!(version_of(&env, "beta"), "2.0");
+    assert_eq!(version_of(&env, "gamma"), "3.0");
+    let log = gateway.log();
+    assert!(
+        log.contains("pypi/simple/alpha/") && log.contains("intercept"),
+        "{log}"
+    );
 }

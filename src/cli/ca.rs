@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject;
 pub fn init(config: Option<&Path>, force: bool) -> anyhow::Result<()> {
     let config = Config::load(config)?;
     let dir = &config.intercept.ca_dir;
-    let cert = modgate::tls::ca::init(dir, &config.gomod.hosts(), force)?;
+    let cert = modgate::tls::ca::init(dir, &config.intercepted_hosts(), force)?;
     println!("created {}", cert.display());
     print!("{}", modgate::tls::trust_hint(&cert));
     Ok(())
@@ -28,7 +28,7 @@ pub fn make_for_reload(config: &Config, pid: i32) -> anyhow::Result<()> {
         println!("{} already holds a CA; it is kept", dir.display());
         return Ok(());
     }
-    let cert = modgate::tls::ca::init(dir, &config.gomod.hosts(), false)?;
+    let cert = modgate::tls::ca::init(dir, &config.intercepted_hosts(), false)?;
     let owner = std::fs::metadata(format!("/proc/{pid}"))
         .with_context(|| format!("cannot see pid {pid}"))?;
     use std::os::unix::fs::MetadataExt;

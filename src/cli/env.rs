@@ -27,7 +27,7 @@ pub fn env(config: Option<&Path>, shell: Shell) -> anyhow::Result<()> {
     let bundle = bundle_path()?;
     // The CA `run` will use (created now if this comes first).
     let (ca, created) =
-        modgate::tls::Ca::load_or_init(&config.intercept.ca_dir, &config.gomod.hosts())?;
+        modgate::tls::Ca::load_or_init(&config.intercept.ca_dir, &config.intercepted_hosts())?;
     if created {
         eprintln!("modgate: created the CA at {}", ca.cert_path.display());
     }

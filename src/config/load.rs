@@ -411,6 +411,7 @@ fn gomod_section<'i>(
 fn pypi_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> PypiConfig {
     let mut t = r.section(root, "pypi");
     let enabled = r.boolean(&mut t, "enabled").is_some_and(|b| *b.get_ref());
+    let hosts = host_names(r, &mut t, "hosts", &["pypi.org", "files.pythonhosted.org"]);
     let place = t.place_of("mirrors");
     let mirrors = mirror_urls(r, &mut t, "mirrors", &["https://mirrors.aliyun.com/pypi"]);
     if mirrors.iter().any(|m| m == "origin") {
@@ -431,6 +432,7 @@ fn pypi_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> PypiConfig {
     r.finish(t);
     PypiConfig {
         enabled,
+        hosts,
         mirrors,
         private,
     }

@@ -104,6 +104,8 @@ pub struct InterceptConfig {
 #[derive(Clone, Debug)]
 pub struct PypiConfig {
     pub enabled: bool,
+    /// The hosts pip asks, intercepted when enabled.
+    pub hosts: Vec<String>,
     /// Base URLs (their `/simple/<project>/` is the index), no trailing slash.
     pub mirrors: Vec<String>,
     /// Project names never asked of a mirror (globs, matched against the
@@ -128,6 +130,17 @@ pub struct GomodConfig {
     pub mirror_timeout: Duration,
     /// How long a failing mirror is tried last.
     pub demote_for: Duration,
+}
+
+impl Config {
+    /// Every host interception answers for (and the CA's name
+    /// constraints cover): the Go hosts, and PyPI's when enabled.
+    pub fn intercepted_hosts(&self) -> Vec<String> {
+        let pypi = self.pypi.hosts.iter().filter(|_| self.pypi.enabled);
+        let mut hosts = self.gomod.hosts();
+        hosts.extend(pypi.cloned());
+        hosts
+    }
 }
 
 impl GomodConfig {

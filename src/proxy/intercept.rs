@@ -87,7 +87,7 @@ async fn serve_tls(
     };
     let asked = Arc::new(Notify::new());
     let service = requests(
-        mitm.gomod.clone(),
+        (mitm.gomod.clone(), mitm.pypi.clone()),
         inbound.client,
         inbound.user.clone(),
         host.into(),
@@ -135,11 +135,12 @@ async fn no_request_within(asked: &Notify, limit: Duration) {
     }
 }
 
-/// The intercepted connection's requests, served by the gomod handler as
+/// The intercepted connection's requests, served by the PyPI handler
+/// for PyPI's hosts and by the gomod handler otherwise, as
 /// `client` (and `user`) asking `host`; each one tells `asked`; a head
 /// over `max_header_size` gets 431.
 fn requests(
-    gomod: Arc<Gomod>,
+    (gomod, pypi): (Arc<Gomod>, Option<Arc<crate::pypi::Pypi>>),
     client: SocketAddr,
     user: Option<User>,
     host: Arc<str>,
@@ -154,6 +155,7 @@ fn requests(
         asked.notify_one();
         let refused = super::head_too_large(max_header_size, client, &req);
         let gomod = gomod.clone();
+        let pypi = pypi.clone().filter(|p| p.serves(&host));
         let host = host.clone();
         if let Some(user) = &user {
             req.extensions_mut().insert(user.clone());
@@ -162,7 +164,13 @@ fn requests(
             if let Some(refused) = refused {
                 return Ok(refused);
             }
-            let response = gomod.serve(client, &host, "intercept", req).await;
+            let response = match pypi {
+                Some(pypi) => {
+                    let path = req.uri().path().to_string();
+                    pypi.serve(client, "intercept", &path, req).await
+                }
+                None => gomod.serve(client, &host, "intercept", req).await,
+            };
             Ok::<_, Infallible>(response)
         }
     })

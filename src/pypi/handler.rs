@@ -109,6 +109,15 @@ impl Pypi {
         })
     }
 
+    /// Whether `host` is one of PyPI's (`pypi.hosts`), which interception
+    /// hands here.
+    pub fn serves(&self, host: &str) -> bool {
+        self.config
+            .hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+    }
+
     /// Serves `req` (its path `path`, relative to the index root) from
     /// `client`, which came by `entry`.
     pub async fn serve(

@@ -260,7 +260,7 @@ fn mitm(
     stats: &Arc<Stats>,
     running_cache: Option<&crate::cache::Cache>,
 ) -> Result<Mitm, StartError> {
-    let hosts = config.gomod.hosts();
+    let hosts = config.intercepted_hosts();
     let (ca, created) = Ca::load_or_init(&config.intercept.ca_dir, &hosts)?;
     if created {
         announce_ca(config, &ca.cert_path);
@@ -410,7 +410,7 @@ pub fn policy<I>(config: &Config, egress: Egress, with: Option<I>) -> Policy<I> 
             pac: None,
         },
         intercept: with.map(|with| Intercept {
-            hosts: config.gomod.hosts(),
+            hosts: config.intercepted_hosts(),
             bypass: config.intercept.bypass.clone(),
             bypass_clients: config.intercept.bypass_clients.clone(),
             with,

@@ -44,7 +44,7 @@ pub fn rows(config: &Config, started: &Started<'_>) -> Vec<(&'static str, String
     listening.extend(admin.map(|addr| format!("admin {addr}")));
     line("listening", listening.join(", "));
     let intercepting = if config.intercept.enabled {
-        format!("intercepting {}", config.gomod.hosts().join(", "))
+        format!("intercepting {}", config.intercepted_hosts().join(", "))
     } else {
         "not intercepting (intercept.enabled = false)".into()
     };

@@ -137,8 +137,11 @@ pub async fn pip_install(
         ])
         .args(["--index-url", index, "--timeout", "20", "--retries", "0"])
         .args(packages)
-        .env_remove("PIP_INDEX_URL")
-        .env_remove("PIP_EXTRA_INDEX_URL")
+        // Nothing of this machine's pip settings (indexes, find-links,
+        // certificate bundles that override --cert): only what the test says.
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", venv)
         .env("PIP_CONFIG_FILE", "/dev/null")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true);
