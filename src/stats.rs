@@ -65,9 +65,12 @@ impl Drop for Held {
     }
 }
 
-/// A module request's outcome: how the cache served it, and the status.
+/// A package request's outcome: its ecosystem, how the cache served it,
+/// and the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModuleLabels {
+    /// `go` or `pypi`.
+    pub ecosystem: &'static str,
     /// `hit`, `miss`, `joined`, `revalidating`, `stale`, `negative`, or `none`.
     pub cache: &'static str,
     pub status: u16,
@@ -262,7 +265,7 @@ impl Stats {
     fn register_families(&self, registry: &mut Registry) {
         registry.register(
             "module_requests",
-            "Module requests by cache outcome and status",
+            "Package requests (Go modules, PyPI) by ecosystem, cache outcome and status",
             self.module_requests.clone(),
         );
         registry.register(
@@ -363,11 +366,18 @@ impl Stats {
         events.push_back((std::time::SystemTime::now(), what));
     }
 
-    /// Module requests served 200, and how many of them from the cache.
+    /// Package requests served 200, and how many of them from the cache.
     pub fn module_hits(&self) -> (u64, u64) {
         let count = |cache| {
-            let labels = ModuleLabels { cache, status: 200 };
-            self.module_requests.get_or_create(&labels).get()
+            let of = |ecosystem| {
+                let labels = ModuleLabels {
+                    ecosystem,
+                    cache,
+                    status: 200,
+                };
+                self.module_requests.get_or_create(&labels).get()
+            };
+            of("go") + of("pypi")
         };
         let all = ["hit", "miss", "joined", "revalidating", "stale", "none"]
             .into_iter()

@@ -30,11 +30,12 @@ pub fn stats_command(config: Option<PathBuf>, shared: bool) -> anyhow::Result<Ex
 /// The `cache stats` table for `place`.
 pub fn print_totals(place: &str, totals: &modgate::cache::index::Totals) {
     println!("cache {place}");
-    println!("{:<14}{:>10}{:>16}", "kind", "entries", "bytes");
+    println!("{:<18}{:>10}{:>16}", "kind", "entries", "bytes");
     for (kind, entries, bytes) in &totals.per_kind {
-        println!("{:<14}{entries:>10}{bytes:>16}", kind.name());
+        let name = format!("{}/{}", kind.ecosystem, kind.name());
+        println!("{name:<18}{entries:>10}{bytes:>16}");
     }
-    println!("{:<14}{:>10}{:>16}", "all", totals.entries, totals.bytes);
+    println!("{:<18}{:>10}{:>16}", "all", totals.entries, totals.bytes);
 }
 
 pub fn verify_command(config: Option<PathBuf>, shared: bool) -> anyhow::Result<ExitCode> {

@@ -234,6 +234,7 @@ impl Gomod {
         let status = answer.response.status().as_u16();
         let cache = answer.cache.map(How::name);
         let labels = ModuleLabels {
+            ecosystem: super::tree::GO,
             cache: cache.unwrap_or("none"),
             status,
         };

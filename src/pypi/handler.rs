@@ -140,6 +140,12 @@ impl Pypi {
             let text = "modgate: package requests are GET or HEAD\n";
             Answer::own(plain_text(StatusCode::METHOD_NOT_ALLOWED, text), "refused")
         };
+        let labels = crate::stats::ModuleLabels {
+            ecosystem: PYPI,
+            cache: how.map_or("none", How::name),
+            status: response.status().as_u16(),
+        };
+        self.stats.module_requests.get_or_create(&labels).inc();
         let line = access::Line {
             plan,
             cache: how.map(How::name),
