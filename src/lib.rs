@@ -11,6 +11,7 @@ pub mod config;
 pub mod ecosystems;
 pub mod explain;
 pub mod gomod;
+pub mod indexed;
 pub mod limits;
 pub mod listener;
 pub mod message;

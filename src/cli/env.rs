@@ -35,6 +35,11 @@ pub fn env(config: Option<&Path>, shell: Shell) -> anyhow::Result<()> {
     let ca = config.intercept.ca_dir.join(modgate::tls::ca::CERT_FILE);
     let no_proxy = no_proxy(&config.upstream.no_proxy);
     print!("{}", lines(&vars(&proxy, &no_proxy, &bundle, &ca), shell));
+    if config.pypi.enabled {
+        eprintln!(
+            "modgate: pip uses these as they are (pypi.org is answered by modgate); without the CA, point pip at the endpoint instead: PIP_INDEX_URL={proxy}/pypi/simple/"
+        );
+    }
     Ok(())
 }
 
@@ -98,9 +103,10 @@ pub fn vars(proxy: &str, no_proxy: &str, bundle: &Path, ca: &Path) -> Vec<(&'sta
     }
     vars.push(("NO_PROXY", no_proxy.to_string()));
     vars.push(("no_proxy", no_proxy.to_string()));
-    // Go, OpenSSL, Python requests, git, curl: a file with every root.
+    // Go, OpenSSL, pip, Python requests, git, curl: a file with every root.
     for name in [
         "SSL_CERT_FILE",
+        "PIP_CERT",
         "REQUESTS_CA_BUNDLE",
         "GIT_SSL_CAINFO",
         "CURL_CA_BUNDLE",
@@ -153,6 +159,7 @@ mod tests {
         assert!(sh.contains("export HTTPS_PROXY='http://127.0.0.1:3128'\n"));
         assert!(sh.contains("export SSL_CERT_FILE='/h/o'\\''k/b.pem'\n"));
         assert!(sh.contains("export NODE_EXTRA_CA_CERTS='/c.pem'\n"));
+        assert!(sh.contains("export PIP_CERT='/h/o'\\''k/b.pem'\n"));
         let fish = lines(&vars, Shell::Fish);
         assert!(fish.contains("set -gx no_proxy 'localhost,127.0.0.1,::1'\n"));
         let ps = lines(&vars, Shell::Powershell);

@@ -14,13 +14,13 @@ use hyper::body::Incoming;
 
 use super::check::Hashes;
 use super::page::{self, JSON};
-use super::source::Mirrors;
 use super::tree::{PYPI, file_key, normalize, page_key};
 use crate::access;
 use crate::cache::key::Key;
 use crate::cache::{Cache, How, Miss, Outcome};
 use crate::config::PypiConfig;
 use crate::gomod::MirrorSet;
+use crate::indexed::Mirrors;
 use crate::message::{Body, plain_text, text};
 use crate::rules::Via;
 use crate::stats::Stats;
@@ -32,7 +32,7 @@ const MAX_PAGE: usize = 64 << 20;
 
 pub struct Pypi {
     config: PypiConfig,
-    mirrors: Arc<Mirrors>,
+    mirrors: Arc<Mirrors<super::Index>>,
     cache: Cache,
     stats: Arc<Stats>,
 }
@@ -99,7 +99,7 @@ impl Pypi {
         let tls = client_config(ca_files)?;
         let client = MirrorClient::new(dialer, via, &config.mirrors, tls, timeout);
         let set = MirrorSet::new(&config.mirrors, demote_for);
-        let mirrors = Arc::new(Mirrors::new(set, client, stats.clone()));
+        let mirrors = Arc::new(Mirrors::new(super::Index, set, client, stats.clone()));
         cache.rewire(PYPI, mirrors.clone(), Some(Arc::new(Hashes)));
         Ok(Pypi {
             config: config.clone(),
@@ -256,7 +256,7 @@ impl Pypi {
             tracing::debug!(project, left_out, "pypi: links without a sha256 left out");
         }
         if let Some(base) = mirror {
-            self.mirrors.learn(base, project, &links);
+            self.mirrors.learn(base, project, &page_text);
         }
         let (content_type, body) = if page::wants_json(accept) {
             (JSON, page::json(project, &links))

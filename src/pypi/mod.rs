@@ -8,5 +8,43 @@ mod handler;
 
 pub use handler::Pypi;
 pub mod page;
-mod source;
 pub mod tree;
+
+use crate::cache::key::Key;
+
+/// PyPI as its mirrors serve it: a project's page lists its files by sha256.
+pub struct Index;
+
+impl crate::indexed::Index for Index {
+    fn index_url(&self, base: &str, project: &str) -> String {
+        format!("{base}/simple/{project}/")
+    }
+
+    fn locations(&self, url: &str, document: &str) -> Vec<(String, String)> {
+        let (links, _) = page::links(document).unwrap_or_default();
+        links
+            .into_iter()
+            .filter_map(|link| {
+                let at = page::resolve(url, &link.href)?.into_owned();
+                Some((link.sha256, at))
+            })
+            .collect()
+    }
+
+    fn file_of<'a>(&self, key: &'a Key) -> Option<(&'a str, &'a str)> {
+        let (project, sha256, _) = tree::file_parts(key)?;
+        Some((project, sha256))
+    }
+
+    fn package_of<'a>(&self, key: &'a Key) -> &'a str {
+        key.suffix.trim_matches('/').trim_start_matches("simple/")
+    }
+
+    fn describe(&self, file: &str) -> String {
+        let filename = file.rsplit('/').next().unwrap_or(file);
+        match tree::name_and_version(filename) {
+            Some((name, version)) => format!("{name} {version} ({filename})"),
+            None => filename.to_string(),
+        }
+    }
+}

@@ -1,8 +1,9 @@
-//! Where PyPI files come from: the mirrors in `pypi.mirrors`, in health
-//! order with failover. A project's page is the mirror's
-//! `/simple/<project>/`; a file is fetched from where a mirror's page
-//! links it (remembered from the pages modgate served; else that mirror's
-//! page is read again), so each mirror is asked only for what it listed.
+//! Where files of an indexed ecosystem (PyPI, npm) come from: its mirrors,
+//! in health order with failover. A package's index document (PyPI's
+//! project page, npm's packument) is the mirror's; a file, named by the
+//! hash its index gave, is fetched from where a mirror's index lists it
+//! (remembered from the indexes modgate served; else that mirror's index
+//! is read again), so each mirror is asked only for what it listed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,8 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 
-use super::page::{Link, links, resolve};
-use super::tree::{file_parts, kind, name_and_version};
 use crate::cache::key::{Key, Upstream};
 use crate::cache::{Blame, Fetched, Miss, Source};
 use crate::gomod::MirrorSet;
@@ -25,17 +24,38 @@ const MAX_KNOWN: usize = 200_000;
 /// The largest page read to find a file's location.
 const MAX_PAGE: usize = 64 << 20;
 
-pub struct Mirrors {
+/// What the mirrors of one ecosystem need to know of it.
+pub trait Index: Send + Sync + 'static {
+    /// The URL of `base`'s index document for `name`.
+    fn index_url(&self, base: &str, name: &str) -> String;
+
+    /// Each file an index document (fetched from `url`) lists: its hash
+    /// (as the file's key names it) and its absolute URL.
+    fn locations(&self, url: &str, document: &str) -> Vec<(String, String)>;
+
+    /// `(package, hash)` of a file's key; `None` for an index document's.
+    fn file_of<'a>(&self, key: &'a Key) -> Option<(&'a str, &'a str)>;
+
+    /// The package an index document's key is for.
+    fn package_of<'a>(&self, key: &'a Key) -> &'a str;
+
+    /// How a security event names the file `file` (its package and version).
+    fn describe(&self, file: &str) -> String;
+}
+
+pub struct Mirrors<I: Index> {
+    index: I,
     pub set: MirrorSet,
     pub client: MirrorClient,
     pub stats: Arc<Stats>,
-    /// sha256 → (mirror base, the file's URL there).
+    /// A file's hash → (mirror base, the file's URL there).
     known: Mutex<HashMap<String, (String, String)>>,
 }
 
-impl Mirrors {
-    pub fn new(set: MirrorSet, client: MirrorClient, stats: Arc<Stats>) -> Mirrors {
+impl<I: Index> Mirrors<I> {
+    pub fn new(index: I, set: MirrorSet, client: MirrorClient, stats: Arc<Stats>) -> Self {
         Mirrors {
+            index,
             set,
             client,
             stats,
@@ -43,29 +63,28 @@ impl Mirrors {
         }
     }
 
-    /// Remembers where `base`'s page for `project` links each file.
-    pub fn learn(&self, base: &str, project: &str, links: &[Link]) {
-        let page = page_url(base, project);
+    /// Remembers where `base`'s index document for `package` lists each file.
+    pub fn learn(&self, base: &str, package: &str, document: &str) {
+        let url = self.index.index_url(base, package);
+        let found = self.index.locations(&url, document);
         let Ok(mut known) = self.known.lock() else {
             return;
         };
-        if known.len() + links.len() > MAX_KNOWN {
+        if known.len() + found.len() > MAX_KNOWN {
             known.clear();
         }
-        for link in links {
-            if let Some(url) = resolve(&page, &link.href) {
-                known.insert(link.sha256.clone(), (base.to_string(), url.into_owned()));
-            }
+        for (hash, url) in found {
+            known.insert(hash, (base.to_string(), url));
         }
     }
 
-    /// `project`'s page from the mirrors, the first 2xx winning.
-    async fn page(&self, project: &str) -> Fetched {
+    /// `package`'s index document from the mirrors, the first 2xx winning.
+    async fn page(&self, package: &str) -> Fetched {
         let mut misses = Vec::new();
         let mut any_failed = false;
         for index in self.set.order() {
             let base = self.set.base(index);
-            match self.get(index, &page_url(base, project)).await {
+            match self.get(index, &self.index.index_url(base, package)).await {
                 Ok(response) => return Fetched::from_mirror(response, base.to_string()),
                 Err((miss, failed)) => {
                     any_failed |= failed;
@@ -76,14 +95,14 @@ impl Mirrors {
         missed(misses, any_failed)
     }
 
-    /// The file `sha256` of `project` from the first mirror that lists it
+    /// The file `hash` of `package` from the first mirror that lists it
     /// and serves it.
-    async fn file(&self, project: &str, sha256: &str) -> Fetched {
+    async fn file(&self, package: &str, hash: &str) -> Fetched {
         let mut misses = Vec::new();
         let mut any_failed = false;
         for index in self.set.order() {
             let base = self.set.base(index).to_string();
-            let url = match self.location(index, project, sha256).await {
+            let url = match self.location(index, package, hash).await {
                 Ok(url) => url,
                 Err((miss, failed)) => {
                     any_failed |= failed;
@@ -102,33 +121,34 @@ impl Mirrors {
         missed(misses, any_failed)
     }
 
-    /// Where mirror `index` has file `sha256`: remembered, or read from
-    /// its page for `project`.
+    /// Where mirror `index` has file `hash`: remembered, or read from
+    /// its index of `package`.
     async fn location(
         &self,
         index: usize,
-        project: &str,
-        sha256: &str,
+        package: &str,
+        hash: &str,
     ) -> Result<String, (String, bool)> {
         let base = self.set.base(index);
-        let remembered = self.known.lock().ok().and_then(|k| k.get(sha256).cloned());
-        if let Some((_, url)) = remembered.filter(|(from, _)| from == base) {
+        let remembered = || {
+            let known = self.known.lock().ok()?;
+            let (from, url) = known.get(hash)?;
+            (from == base).then(|| url.clone())
+        };
+        if let Some(url) = remembered() {
             return Ok(url);
         }
-        let response = self.get(index, &page_url(base, project)).await?;
+        let response = self
+            .get(index, &self.index.index_url(base, package))
+            .await?;
         let body = read(response)
             .await
             .map_err(|e| (format!("{base}: {e}"), true))?;
-        let (found, _) = links(&body).map_err(|e| (format!("{base}: {e}"), true))?;
-        self.learn(base, project, &found);
-        let remembered = self.known.lock().ok().and_then(|k| k.get(sha256).cloned());
-        match remembered.filter(|(from, _)| from == base) {
-            Some((_, url)) => Ok(url),
-            None => Err((
-                format!("{base}: its page for {project} lists no such file"),
-                false,
-            )),
-        }
+        self.learn(base, package, &body);
+        remembered().ok_or_else(|| {
+            let why = format!("{base}: its index of {package} lists no such file");
+            (why, false)
+        })
     }
 
     /// GETs `url` of mirror `index`: its 2xx answer, or why not and
@@ -173,11 +193,6 @@ impl Mirrors {
     }
 }
 
-/// The URL of `base`'s page for `project`.
-pub fn page_url(base: &str, project: &str) -> String {
-    format!("{base}/simple/{project}/")
-}
-
 fn missed(misses: Vec<String>, any_failed: bool) -> Fetched {
     let reason = misses.join("; ").into();
     Fetched::Missed(if any_failed {
@@ -187,25 +202,20 @@ fn missed(misses: Vec<String>, any_failed: bool) -> Fetched {
     })
 }
 
-/// A page's body, as text, up to [`MAX_PAGE`].
+/// An index document's body, as text, up to [`MAX_PAGE`].
 async fn read(response: http::Response<hyper::body::Incoming>) -> Result<String, String> {
     use http_body_util::{BodyExt, Limited};
     let body = Limited::new(response.into_body(), MAX_PAGE);
     let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    String::from_utf8(bytes.to_vec()).map_err(|_| "its page is not UTF-8".to_string())
+    String::from_utf8(bytes.to_vec()).map_err(|_| "its index is not UTF-8".to_string())
 }
 
-impl Source for Mirrors {
+impl<I: Index> Source for Mirrors<I> {
     fn fetch<'a>(&'a self, key: &'a Key) -> Pin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
         Box::pin(async move {
-            match file_parts(key) {
-                Some((project, sha256, _)) if key.kind == kind::FILE => {
-                    self.file(project, sha256).await
-                }
-                _ => {
-                    let project = key.suffix.trim_matches('/').trim_start_matches("simple/");
-                    self.page(project).await
-                }
+            match self.index.file_of(key) {
+                Some((package, hash)) => self.file(package, hash).await,
+                None => self.page(self.index.package_of(key)).await,
             }
         })
     }
@@ -213,12 +223,11 @@ impl Source for Mirrors {
     fn failed(&self, _: &Upstream, file: &str, mirror: &str, why: Blame<'_>) {
         let reason = match why {
             Blame::Refused(reason) => {
-                let filename = file.rsplit('/').next().unwrap_or(file);
-                let (name, version) = name_and_version(filename).unwrap_or((filename, "?"));
-                tracing::error!(package = name, version, %mirror, reason, "security: a PyPI file from a mirror failed its index page's sha256; not stored, the next mirror is tried");
+                let named = self.index.describe(file);
+                tracing::error!(file = %named, %mirror, reason, "security: a file from a mirror does not match its index's hash; not stored, the next mirror is tried");
                 self.stats.verification_failures.inc();
                 self.stats.security_event(format!(
-                    "verification failed: {name} {version} ({filename}) from {mirror}: {reason}"
+                    "verification failed: {named} from {mirror}: {reason}"
                 ));
                 reason
             }
