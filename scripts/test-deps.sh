@@ -52,6 +52,14 @@ if [ ! -f "$pac/node_modules/pac-resolver/package.json" ] || [ ! -f "$pac/node_m
   npm install --prefix "$pac" --no-audit --no-fund --silent pac-resolver@9.0.1 quickjs-wasi@2.2.0 >&2
 fi
 
+# A real npm registry as the mirror of the npm tests: npm's verdaccio.
+verdaccio="$tools/verdaccio"
+if [ ! -x "$verdaccio/node_modules/.bin/verdaccio" ]; then
+  echo "test-deps: installing verdaccio into $verdaccio" >&2
+  mkdir -p "$verdaccio"
+  npm install --prefix "$verdaccio" --no-audit --no-fund --silent verdaccio@6.2.4 >&2
+fi
+
 # A real Prometheus text-format parser for the metrics test: PyPI's prometheus_client.
 if ! "$tools/venv/bin/python" -c "import prometheus_client" 2>/dev/null; then
   echo "test-deps: installing prometheus_client into $tools/venv" >&2

@@ -8,6 +8,7 @@ use crate::cache::key::Ecosystems;
 pub fn all() -> Ecosystems {
     Ecosystems::new(vec![
         Arc::new(crate::pypi::tree::Pypi),
+        Arc::new(crate::npm::tree::Npm),
         Arc::new(crate::gomod::tree::Go),
     ])
 }

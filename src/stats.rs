@@ -377,7 +377,7 @@ impl Stats {
                 };
                 self.module_requests.get_or_create(&labels).get()
             };
-            of("go") + of("pypi")
+            of("go") + of("pypi") + of("npm")
         };
         let all = ["hit", "miss", "joined", "revalidating", "stale", "none"]
             .into_iter()

@@ -47,11 +47,24 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let upstream = upstream_section(&mut r, &mut root);
     let intercept = intercept_section(&mut r, &mut root);
     let mut gomod = gomod_section(&mut r, &mut root, intercept.enabled, &upstream.no_proxy);
-    let pypi = pypi_section(&mut r, &mut root);
+    let pypi_hosts: &[&str] = &["pypi.org", "files.pythonhosted.org"];
+    let pypi = packages_section(
+        &mut r,
+        &mut root,
+        "pypi",
+        (pypi_hosts, &["https://mirrors.aliyun.com/pypi"]),
+    );
+    let npm_hosts: &[&str] = &["registry.npmjs.org"];
+    let npm = packages_section(
+        &mut r,
+        &mut root,
+        "npm",
+        (npm_hosts, &["https://registry.npmmirror.com"]),
+    );
     let pypi_place = root.place_of("pypi");
     let mut cache = cache_section(&mut r, &mut root, gomod.verification.verify);
-    if pypi.enabled && !(cache.enabled && intercept.enabled) {
-        let why = "pypi.enabled needs cache.enabled (files are checked and kept there) and intercept.enabled";
+    if (pypi.enabled || npm.enabled) && !(cache.enabled && intercept.enabled) {
+        let why = "pypi.enabled and npm.enabled need cache.enabled (files are checked and kept there) and intercept.enabled";
         r.error(pypi_place, why);
     }
     // upstream.ca_file is trusted by every TLS connection modgate opens.
@@ -71,6 +84,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
             intercept,
             gomod,
             pypi,
+            npm,
             cache,
             admin,
             log,
@@ -407,24 +421,29 @@ fn gomod_section<'i>(
 }
 
 /// A GOPRIVATE-syntax list of module path patterns.
-/// `[pypi]`: off unless enabled; mirrors are PEP 503 simple API bases.
-fn pypi_section<'i>(r: &mut Reader<'i>, root: &mut Table<'i>) -> PypiConfig {
-    let mut t = r.section(root, "pypi");
+/// `[pypi]` or `[npm]` (`section`): off unless enabled; the hosts
+/// intercepted, the mirrors (index bases), the private names.
+fn packages_section<'i>(
+    r: &mut Reader<'i>,
+    root: &mut Table<'i>,
+    section: &str,
+    (hosts, mirrors): (&[&str], &[&str]),
+) -> PypiConfig {
+    let mut t = r.section(root, section);
     let enabled = r.boolean(&mut t, "enabled").is_some_and(|b| *b.get_ref());
-    let hosts = host_names(r, &mut t, "hosts", &["pypi.org", "files.pythonhosted.org"]);
+    let hosts = host_names(r, &mut t, "hosts", hosts);
     let place = t.place_of("mirrors");
-    let mirrors = mirror_urls(r, &mut t, "mirrors", &["https://mirrors.aliyun.com/pypi"]);
+    let mirrors = mirror_urls(r, &mut t, "mirrors", mirrors);
     if mirrors.iter().any(|m| m == "origin") {
-        r.error(
-            place,
-            "pypi.mirrors: \"origin\" is for gomod; name each PyPI mirror's base URL",
-        );
+        let why =
+            format!("{section}.mirrors: \"origin\" is for gomod; name each mirror's base URL");
+        r.error(place, why);
     }
     let private = match r.string(&mut t, "private") {
         None => Private::default(),
         Some(s) => Private::parse(&s.get_ref().to_lowercase()).unwrap_or_else(|errors| {
             for e in errors {
-                r.error(s.span(), format!("pypi.private: {e}"));
+                r.error(s.span(), format!("{section}.private: {e}"));
             }
             Private::default()
         }),

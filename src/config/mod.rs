@@ -33,6 +33,8 @@ pub struct Config {
     pub intercept: InterceptConfig,
     pub gomod: GomodConfig,
     pub pypi: PypiConfig,
+    /// `[npm]`: the same shape as `[pypi]`.
+    pub npm: PypiConfig,
     pub cache: CacheConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -100,7 +102,7 @@ pub struct InterceptConfig {
     pub bypass_clients: Vec<IpNet>,
 }
 
-/// `[pypi]`: Python packages from domestic mirrors, through the cache.
+/// `[pypi]` (and `[npm]`): packages from domestic mirrors, through the cache.
 #[derive(Clone, Debug)]
 pub struct PypiConfig {
     pub enabled: bool,
@@ -137,8 +139,9 @@ impl Config {
     /// constraints cover): the Go hosts, and PyPI's when enabled.
     pub fn intercepted_hosts(&self) -> Vec<String> {
         let pypi = self.pypi.hosts.iter().filter(|_| self.pypi.enabled);
+        let npm = self.npm.hosts.iter().filter(|_| self.npm.enabled);
         let mut hosts = self.gomod.hosts();
-        hosts.extend(pypi.cloned());
+        hosts.extend(pypi.chain(npm).cloned());
         hosts
     }
 }

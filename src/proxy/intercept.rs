@@ -37,6 +37,8 @@ pub struct Mitm {
     pub gomod: Arc<Gomod>,
     /// `[pypi]`, when enabled.
     pub pypi: Option<Arc<crate::pypi::Pypi>>,
+    /// `[npm]`, when enabled.
+    pub npm: Option<Arc<crate::npm::Npm>>,
 }
 
 impl std::fmt::Debug for Mitm {
@@ -87,7 +89,7 @@ async fn serve_tls(
     };
     let asked = Arc::new(Notify::new());
     let service = requests(
-        (mitm.gomod.clone(), mitm.pypi.clone()),
+        (mitm.gomod.clone(), mitm.pypi.clone(), mitm.npm.clone()),
         inbound.client,
         inbound.user.clone(),
         host.into(),
@@ -140,7 +142,11 @@ async fn no_request_within(asked: &Notify, limit: Duration) {
 /// `client` (and `user`) asking `host`; each one tells `asked`; a head
 /// over `max_header_size` gets 431.
 fn requests(
-    (gomod, pypi): (Arc<Gomod>, Option<Arc<crate::pypi::Pypi>>),
+    (gomod, pypi, npm): (
+        Arc<Gomod>,
+        Option<Arc<crate::pypi::Pypi>>,
+        Option<Arc<crate::npm::Npm>>,
+    ),
     client: SocketAddr,
     user: Option<User>,
     host: Arc<str>,
@@ -156,6 +162,7 @@ fn requests(
         let refused = super::head_too_large(max_header_size, client, &req);
         let gomod = gomod.clone();
         let pypi = pypi.clone().filter(|p| p.serves(&host));
+        let npm = npm.clone().filter(|n| n.serves(&host));
         let host = host.clone();
         if let Some(user) = &user {
             req.extensions_mut().insert(user.clone());
@@ -164,12 +171,14 @@ fn requests(
             if let Some(refused) = refused {
                 return Ok(refused);
             }
-            let response = match pypi {
-                Some(pypi) => {
-                    let path = req.uri().path().to_string();
-                    pypi.serve(client, "intercept", &path, req).await
+            let path = req.uri().path().to_string();
+            let response = match (pypi, npm) {
+                (Some(pypi), _) => pypi.serve(client, "intercept", &path, req).await,
+                (_, Some(npm)) => {
+                    let base = format!("https://{host}");
+                    npm.serve(client, ("intercept", &base), &path, req).await
                 }
-                None => gomod.serve(client, &host, "intercept", req).await,
+                _ => gomod.serve(client, &host, "intercept", req).await,
             };
             Ok::<_, Infallible>(response)
         }

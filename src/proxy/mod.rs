@@ -228,8 +228,25 @@ async fn goproxy_endpoint(
         .response();
     };
     let path = req.uri().path().to_string();
-    if let (Some(pypi), Some(rest)) = (&intercept.with.pypi, path.strip_prefix("/pypi")) {
-        return pypi.serve(client, "endpoint", rest, req).await;
+    if let (Some(pypi), Some(rest)) = (&intercept.with.pypi, path.strip_prefix("/pypi/")) {
+        return pypi
+            .serve(client, "endpoint", &format!("/{rest}"), req)
+            .await;
+    }
+    if let (Some(npm), Some(rest)) = (&intercept.with.npm, path.strip_prefix("/npm/")) {
+        // Tarballs are pointed back at the name the client used for modgate.
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let authority = host.filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+        let base = format!("http://{}/npm", authority.unwrap_or("localhost"));
+        return npm
+            .serve(client, ("endpoint", &base), &format!("/{rest}"), req)
+            .await;
     }
     let host = intercept
         .hosts

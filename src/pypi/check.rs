@@ -3,12 +3,12 @@
 //! stored or its last bytes reach a client. A mismatch is the mirror's
 //! fault, a security event, and the next mirror is tried.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_lc_rs::digest;
 
 use super::tree::{file_parts, kind};
-use crate::cache::flight::{Check, MakeCheck, Refusal};
+use crate::cache::flight::MakeCheck;
 use crate::cache::key::Key;
 use crate::cache::{Cache, Checker};
 
@@ -21,37 +21,8 @@ impl Checker for Hashes {
         }
         let (_, want, _) = file_parts(key)?;
         let want = want.to_string();
-        Some(Arc::new(move || sha256_check(want.clone())))
-    }
-}
-
-fn sha256_check(want: String) -> Check {
-    let running = Arc::new(Mutex::new(Some(digest::Context::new(&digest::SHA256))));
-    let tapped = running.clone();
-    let tap = Box::new(move |bytes: &[u8]| {
-        if let Ok(mut context) = tapped.lock()
-            && let Some(context) = context.as_mut()
-        {
-            context.update(bytes);
-        }
-    });
-    let verdict = Box::new(move |_| {
-        let got = running.lock().ok().and_then(|mut c| c.take());
-        Box::pin(async move {
-            let got = got.ok_or_else(|| Refusal::Unchecked("the file was not hashed".into()))?;
-            let got = crate::sha256::hex(got.finish().as_ref());
-            if got == want {
-                Ok(())
-            } else {
-                Err(Refusal::Bad(format!(
-                    "sha256 {got}, but its index page gave {want}"
-                )))
-            }
-        })
-            as std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refusal>> + Send>>
-    });
-    Check {
-        tap: Some(tap),
-        verdict,
+        Some(Arc::new(move || {
+            crate::indexed::hash_check(&digest::SHA256, want.clone(), "its index page")
+        }))
     }
 }

@@ -287,20 +287,34 @@ fn mitm(
         stats.clone(),
         running_cache,
     )?;
+    let timeouts = (config.gomod.mirror_timeout, config.gomod.demote_for);
+    let ca_files = config.gomod.ca_files();
+    let way_out = || (dialer.clone(), via(config, &dialer));
     let pypi = match (config.pypi.enabled, gomod.cache()) {
         (true, Some(cache)) => {
-            let timeouts = (config.gomod.mirror_timeout, config.gomod.demote_for);
-            let way_out = (dialer.clone(), via(config, &dialer));
-            let ca_files = config.gomod.ca_files();
             let pypi = crate::pypi::Pypi::new(
                 &config.pypi,
                 &ca_files,
                 cache,
-                way_out,
+                way_out(),
                 stats.clone(),
                 timeouts,
             );
             Some(Arc::new(pypi.map_err(StartError::Pypi)?))
+        }
+        _ => None,
+    };
+    let npm = match (config.npm.enabled, gomod.cache()) {
+        (true, Some(cache)) => {
+            let npm = crate::npm::Npm::new(
+                &config.npm,
+                &ca_files,
+                cache,
+                way_out(),
+                stats.clone(),
+                timeouts,
+            );
+            Some(Arc::new(npm.map_err(StartError::Pypi)?))
         }
         _ => None,
     };
@@ -309,6 +323,7 @@ fn mitm(
         leaves,
         gomod: Arc::new(gomod),
         pypi,
+        npm,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod handshake;
 pub mod kerberos;
 pub mod metrics;
 pub mod netns;
+pub mod npm;
 pub mod pypi;
 pub mod s3;
 pub mod squid;

@@ -10,6 +10,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use crate::cache::flight::{Check, Refusal};
+
+mod front;
+
+pub use front::{Answer, Front, read_document};
+
 use http::StatusCode;
 
 use crate::cache::key::{Key, Upstream};
@@ -239,5 +245,43 @@ impl<I: Index> Source for Mirrors<I> {
         if let Some(index) = self.set.bases().position(|base| base == mirror) {
             self.demote(index, &format!("{mirror}: {reason}"));
         }
+    }
+}
+
+/// A check that the bytes hash (by `algorithm`) to `want` (lower-case
+/// hex), as `source` (the index that gave it) says: hashed as they stream.
+pub fn hash_check(
+    algorithm: &'static aws_lc_rs::digest::Algorithm,
+    want: String,
+    source: &'static str,
+) -> Check {
+    use aws_lc_rs::digest;
+    let running = Arc::new(Mutex::new(Some(digest::Context::new(algorithm))));
+    let tapped = running.clone();
+    let tap = Box::new(move |bytes: &[u8]| {
+        if let Ok(mut context) = tapped.lock()
+            && let Some(context) = context.as_mut()
+        {
+            context.update(bytes);
+        }
+    });
+    let verdict = Box::new(move |_| {
+        let got = running.lock().ok().and_then(|mut c| c.take());
+        Box::pin(async move {
+            let got = got.ok_or_else(|| Refusal::Unchecked("the file was not hashed".into()))?;
+            let got = crate::sha256::hex(got.finish().as_ref());
+            if got == want {
+                Ok(())
+            } else {
+                Err(Refusal::Bad(format!(
+                    "hash {got}, but {source} gave {want}"
+                )))
+            }
+        })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refusal>> + Send>>
+    });
+    Check {
+        tap: Some(tap),
+        verdict,
     }
 }

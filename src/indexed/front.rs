@@ -1,0 +1,179 @@
+//! What the PyPI and npm handlers share: their mirrors and checks wired
+//! into the cache, the private-name guard, an answer served through the
+//! cache, and each answer counted and logged.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::{Index, Mirrors};
+use crate::access;
+use crate::cache::key::Key;
+use crate::cache::{Cache, Checker, How, Miss, Outcome};
+use crate::config::PypiConfig;
+use crate::gomod::MirrorSet;
+use crate::message::{Body, plain_text};
+use crate::rules::Via;
+use crate::stats::{ModuleLabels, Stats};
+use crate::tls::roots::{RootsError, client_config};
+use crate::upstream::{Dialer, MirrorClient};
+
+/// The largest index document read whole.
+const MAX_DOCUMENT: usize = 256 << 20;
+
+/// One ecosystem's side of the gateway.
+pub struct Front<I: Index> {
+    pub ecosystem: &'static str,
+    pub config: PypiConfig,
+    pub mirrors: Arc<Mirrors<I>>,
+    pub cache: Cache,
+    stats: Arc<Stats>,
+}
+
+/// An answer, and what the access log says of it.
+pub struct Answer {
+    pub response: Response<Body>,
+    pub plan: &'static str,
+    /// `None`: the cache was not asked.
+    pub how: Option<How>,
+    pub mirror: Option<Arc<str>>,
+}
+
+impl Answer {
+    /// An answer modgate makes itself (`plan` says why).
+    pub fn own(response: Response<Body>, plan: &'static str) -> Answer {
+        Answer {
+            response,
+            plan,
+            how: None,
+            mirror: None,
+        }
+    }
+}
+
+impl<I: Index> Front<I> {
+    /// `ecosystem`'s mirrors from `config` (read by `index`), through the
+    /// gateway's way out, wired into `cache` with `checker`.
+    pub fn new(
+        (ecosystem, index, checker): (&'static str, I, Arc<dyn Checker>),
+        config: &PypiConfig,
+        ca_files: &[&std::path::Path],
+        cache: &Cache,
+        (dialer, via): (Arc<Dialer>, Via),
+        (stats, timeout, demote_for): (Arc<Stats>, std::time::Duration, std::time::Duration),
+    ) -> Result<Self, RootsError> {
+        let tls = client_config(ca_files)?;
+        let client = MirrorClient::new(dialer, via, &config.mirrors, tls, timeout);
+        let set = MirrorSet::new(&config.mirrors, demote_for);
+        let mirrors = Arc::new(Mirrors::new(index, set, client, stats.clone()));
+        cache.rewire(ecosystem, mirrors.clone(), Some(checker));
+        Ok(Front {
+            ecosystem,
+            config: config.clone(),
+            mirrors,
+            cache: cache.clone(),
+            stats,
+        })
+    }
+
+    /// Whether `host` is one of this ecosystem's, which interception hands here.
+    pub fn serves(&self, host: &str) -> bool {
+        (self.config.hosts.iter()).any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// `key` of `name`, unless the name is private (`refuse` says so with
+    /// the rule; never asked of a mirror) or names nothing modgate serves.
+    pub fn admitted(
+        &self,
+        name: &str,
+        key: Option<Key>,
+        refuse: fn(&str, &str) -> Response<Body>,
+    ) -> Result<Key, Box<Answer>> {
+        if let Some(rule) = self.config.private.find(&name.to_lowercase()) {
+            return Err(Box::new(Answer::own(refuse(name, rule), "private")));
+        }
+        key.ok_or_else(|| {
+            let text = "modgate: not a package or a file its index lists\n";
+            Box::new(Answer::own(
+                plain_text(StatusCode::NOT_FOUND, text),
+                "unknown",
+            ))
+        })
+    }
+
+    pub async fn through_cache(&self, key: &Key) -> Answer {
+        let plan = "mirrors";
+        match self.cache.get(key).await {
+            Outcome::Served {
+                response,
+                how,
+                mirror,
+            } => Answer {
+                response,
+                plan,
+                how: Some(how),
+                mirror,
+            },
+            Outcome::Missed(miss, how) => Answer {
+                how: Some(how),
+                ..Answer::own(missed(&miss), plan)
+            },
+        }
+    }
+
+    /// `answer` to `req` (for `path`, come by `entry` from `client`,
+    /// begun at `started`), counted and logged once sent.
+    pub fn finish<B>(
+        &self,
+        (client, entry, started): (SocketAddr, &'static str, Instant),
+        req: &Request<B>,
+        path: &str,
+        answer: Answer,
+    ) -> Response<Body> {
+        let labels = ModuleLabels {
+            ecosystem: self.ecosystem,
+            cache: answer.how.map_or("none", How::name),
+            status: answer.response.status().as_u16(),
+        };
+        self.stats.module_requests.get_or_create(&labels).inc();
+        let target = format!("{}{path}", self.ecosystem);
+        let line = access::Line {
+            plan: answer.plan,
+            cache: answer.how.map(How::name),
+            mirror: answer.mirror,
+            ..access::Line::new(client, req, target, entry, started)
+        };
+        line.on_sent(self.stats.clone(), answer.response)
+    }
+}
+
+/// An index document's whole body, up to [`MAX_DOCUMENT`] bytes.
+pub async fn read_document(mut body: Body) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_DOCUMENT {
+                return Err(format!("larger than {MAX_DOCUMENT} bytes"));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn missed(miss: &Miss) -> Response<Body> {
+    match miss {
+        Miss::NotFound(reason) => plain_text(
+            StatusCode::NOT_FOUND,
+            format!("modgate: not found ({reason})\n"),
+        ),
+        Miss::Failed(reason) => plain_text(
+            StatusCode::BAD_GATEWAY,
+            format!("modgate: every mirror failed ({reason})\n"),
+        ),
+    }
+}
