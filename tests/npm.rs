@@ -6,7 +6,7 @@
 mod common;
 
 use common::gateway::Work;
-use common::gomod::cert_bundle;
+use common::gomod::{Behaviour, Mirror, cert_bundle};
 use common::npm::{Verdaccio, npm_install, required};
 use common::{curl, stdout};
 
@@ -102,4 +102,65 @@ async fn a_private_scope_never_reaches_a_mirror() {
     );
     let asked = mirror.log()[published..].to_string();
     assert!(!asked.contains("corp-test"), "{asked}");
+}
+
+/// Acceptance 3: a mirror whose packument gives one hash and whose
+/// tarball has other bytes. The tarball is not stored, a security event
+/// names package, version and mirror, and the honest second mirror serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_tarball_is_refused_and_the_honest_mirror_serves_it() {
+    let work = Work::new();
+    let honest = Verdaccio::start(&work.path("verdaccio"));
+    let lying = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lying_url = format!("http://{}", lying.local_addr().unwrap());
+    // The lying mirror: the honest packuments (their hashes), tarballs of its own.
+    let root = work.path("lying");
+    std::fs::create_dir_all(root.join("tarballs")).unwrap();
+    for (name, tarball, tampered) in [
+        ("@corp-test/lib", "lib-1.0.0.tgz", true),
+        ("plain-dep", "plain-dep-2.0.0.tgz", false),
+    ] {
+        let encoded = name.replace('/', "%2f");
+        let doc = stdout(&curl(&[&format!("{}/{encoded}", honest.url())]).await);
+        let mut doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        let version = doc["versions"]
+            .as_object_mut()
+            .unwrap()
+            .values_mut()
+            .next()
+            .unwrap();
+        let original = version["dist"]["tarball"].as_str().unwrap().to_string();
+        version["dist"]["tarball"] = format!("{lying_url}/tarballs/{tarball}").into();
+        std::fs::write(root.join(&encoded), doc.to_string()).unwrap();
+        let bytes = if tampered {
+            b"not the published tarball".to_vec()
+        } else {
+            curl(&[&original]).await.stdout
+        };
+        std::fs::write(root.join("tarballs").join(tarball), bytes).unwrap();
+    }
+    let lying = Mirror::serve(lying, root, Behaviour::Serve);
+    let gateway = npm_gateway(&work, &[lying_url.clone(), honest.url()], "").await;
+    let registry = format!("http://{}/npm/", gateway.addr("explicit proxy"));
+    let app = work.path("app");
+    let out = npm_install(&app, &registry, &["@corp-test/lib"], &[]).await;
+    assert!(out.status.success(), "{}\n{}", text(&out), gateway.log());
+    assert_eq!(required(&app, "@corp-test/lib"), "@corp-test/lib 1.0.0");
+    let log = gateway.log();
+    let event = log
+        .lines()
+        .find(|l| l.contains("security:"))
+        .unwrap_or_else(|| panic!("no security event:\n{log}"));
+    assert!(
+        event.contains("@corp-test/lib 1.0.0") && event.contains(&lying_url),
+        "{event}"
+    );
+    assert!(
+        lying
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.contains("lib-1.0.0.tgz"))
+    );
 }
