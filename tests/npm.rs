@@ -12,6 +12,12 @@ use common::{curl, stdout};
 
 /// A gateway in `work` with npm on, from `mirrors`; `extra` goes in [npm].
 async fn npm_gateway(work: &Work, mirrors: &[String], extra: &str) -> common::netns::Modgate {
+    let config = npm_config(work, mirrors, extra);
+    work.gateway(&config).await
+}
+
+/// Its config file.
+fn npm_config(work: &Work, mirrors: &[String], extra: &str) -> std::path::PathBuf {
     let toml = format!(
         "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n\
          [intercept]\nca_dir = {:?}\n\
@@ -22,7 +28,7 @@ async fn npm_gateway(work: &Work, mirrors: &[String], extra: &str) -> common::ne
     );
     let config = work.path("modgate.toml");
     std::fs::write(&config, toml).unwrap();
-    work.gateway(&config).await
+    config
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -163,4 +169,47 @@ async fn a_tampered_tarball_is_refused_and_the_honest_mirror_serves_it() {
             .iter()
             .any(|p| p.contains("lib-1.0.0.tgz"))
     );
+}
+
+/// `modgate cache warm` takes a package-lock.json: its packuments and
+/// tarballs (checked against their integrity) are fetched; npm then
+/// installs with the mirror gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_warm_takes_a_package_lock() {
+    let work = Work::new();
+    let mut mirror = Verdaccio::start(&work.path("verdaccio"));
+    // The lockfile npm writes, installing straight from the mirror.
+    let straight = work.path("app-straight");
+    let out = npm_install(
+        &straight,
+        &format!("{}/", mirror.url()),
+        &["@corp-test/lib"],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let config = npm_config(&work, &[mirror.url()], "");
+    let lock = straight.join("package-lock.json");
+    let args = [
+        "cache",
+        "warm",
+        lock.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let out = common::run_modgate(&args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("4 fetched, 0 already cached, 0 failed"),
+        "{}",
+        text(&out)
+    );
+
+    mirror.stop();
+    let gateway = work.gateway(&config).await;
+    let registry = format!("http://{}/npm/", gateway.addr("explicit proxy"));
+    let app = work.path("app");
+    let out = npm_install(&app, &registry, &["@corp-test/lib"], &[]).await;
+    assert!(out.status.success(), "{}\n{}", text(&out), gateway.log());
+    assert_eq!(required(&app, "plain-dep"), "plain-dep 2.0.0");
 }

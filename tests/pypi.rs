@@ -12,6 +12,12 @@ use common::{curl, stdout};
 
 /// A gateway in `work` with PyPI on, from `mirrors`; `extra` goes in [pypi].
 async fn pypi_gateway(work: &Work, mirrors: &[String], extra: &str) -> common::netns::Modgate {
+    let config = pypi_config(work, mirrors, extra);
+    work.gateway(&config).await
+}
+
+/// Its config file.
+fn pypi_config(work: &Work, mirrors: &[String], extra: &str) -> std::path::PathBuf {
     let toml = format!(
         "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n\
          [intercept]\nca_dir = {:?}\n\
@@ -22,7 +28,7 @@ async fn pypi_gateway(work: &Work, mirrors: &[String], extra: &str) -> common::n
     );
     let config = work.path("modgate.toml");
     std::fs::write(&config, toml).unwrap();
-    work.gateway(&config).await
+    config
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -255,4 +261,50 @@ async fn pip_installs_from_pypi_org_intercepted() {
         log.contains("pypi/simple/alpha/") && log.contains("intercept"),
         "{log}"
     );
+}
+
+/// `modgate cache warm` takes a requirements file in pip's hash-checking
+/// form: the files with those hashes are fetched and checked; pip then
+/// installs them with the mirror gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_warm_takes_a_hashed_requirements_file() {
+    let work = Work::new();
+    let dir = work.path("packages");
+    packages(&dir, None);
+    let mut mirror = PypiServer::start(&dir, &work.path("pypiserver.log"));
+    let config = pypi_config(&work, &[mirror.url()], "");
+    let mut requirements = String::from("# pinned\n");
+    for (name, version) in [("alpha", "1.0"), ("beta", "2.0")] {
+        let wheel = dir.join(format!("{name}-{version}-py3-none-any.whl"));
+        let sum = std::process::Command::new("sha256sum")
+            .arg(&wheel)
+            .output()
+            .unwrap();
+        let sha = String::from_utf8_lossy(&sum.stdout)[..64].to_string();
+        requirements.push_str(&format!("{name}=={version} \\\n    --hash=sha256:{sha}\n"));
+    }
+    let list = work.path("requirements.txt");
+    std::fs::write(&list, requirements).unwrap();
+    let args = [
+        "cache",
+        "warm",
+        list.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let out = common::run_modgate(&args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("2 fetched, 0 already cached, 0 failed"),
+        "{}",
+        text(&out)
+    );
+
+    mirror.stop();
+    let gateway = work.gateway(&config).await;
+    let index = format!("http://{}/pypi/simple/", gateway.addr("explicit proxy"));
+    let env = venv(&work.path("venv"));
+    let out = pip_install(&env, &index, &["alpha"], &[]).await;
+    assert!(out.status.success(), "{}\n{}", text(&out), gateway.log());
+    assert_eq!(version_of(&env, "beta"), "2.0");
 }

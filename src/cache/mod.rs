@@ -435,6 +435,15 @@ impl Cache {
 
     /// Downloads `key` into the cache (unless it is there) and waits for the
     /// outcome; `check` must pass before anything is stored.
+    /// [`Cache::fill`] with the check its ecosystem wired for `key` (none
+    /// when it wired none).
+    pub async fn fill_wired(&self, key: &Key) -> Result<How, String> {
+        let check = self
+            .check_for(key)
+            .unwrap_or_else(|| Arc::new(|| flight::Check::new(|_| async { Ok(()) })));
+        self.fill(key, check).await
+    }
+
     pub async fn fill(&self, key: &Key, check: MakeCheck) -> Result<How, String> {
         if self.inner.lookup(key).is_some() {
             return Ok(How::Hit);

@@ -6,13 +6,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use modgate::cache::Cache;
 use modgate::cache::How;
+use modgate::cache::flight::MakeCheck;
+use modgate::cache::key::Key;
 use modgate::cache::maintain::{prune, stats, verify};
 use modgate::cache::store::Store;
 use modgate::config::Config;
 use modgate::config::units::parse_size;
 use modgate::ecosystems;
-use modgate::gomod::warm::{Want, fetch, parse_list};
+use modgate::gomod::warm::{Want, check, parse_list};
+use modgate::pypi::warm::Requirement;
 
 /// Files fetched at once by `warm`.
 const WARM_PARALLEL: usize = 8;
@@ -94,15 +98,12 @@ pub fn warm_command(config: Option<PathBuf>, list: &Path) -> anyhow::Result<Exit
     same_owner(&config.cache.dir)?;
     let text =
         std::fs::read_to_string(list).with_context(|| format!("cannot read {}", list.display()))?;
-    let (wants, bad) = parse_list(&text);
+    let (wanted, bad) = parse_any(list, &text)?;
     for line in &bad {
-        eprintln!(
-            "{}:{line}: not a go.sum or modules.txt line; skipped",
-            list.display()
-        );
+        eprintln!("{}:{line}: skipped", list.display());
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let failed = runtime.block_on(warm(&config, wants))?;
+    let failed = runtime.block_on(warm(&config, wanted))?;
     Ok(if failed == 0 && bad.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -110,36 +111,123 @@ pub fn warm_command(config: Option<PathBuf>, list: &Path) -> anyhow::Result<Exit
     })
 }
 
+/// What a list names: Go modules (go.sum, modules.txt), pinned Python
+/// requirements with hashes, or an npm lockfile's tarballs.
+enum Wanted {
+    Go(Vec<Want>),
+    Pypi(Vec<Requirement>),
+    Npm(Vec<Key>),
+}
+
+/// The list at `path` (its `text`), by what it is: a JSON file is an npm
+/// lockfile, `--hash=sha256:` lines are pip's, anything else Go's.
+fn parse_any(path: &Path, text: &str) -> anyhow::Result<(Wanted, Vec<String>)> {
+    if path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{') {
+        let (keys, bad) = modgate::npm::warm::parse_lock(text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        return Ok((Wanted::Npm(keys), bad));
+    }
+    if text.contains("--hash=sha256:") {
+        let (requirements, bad) = modgate::pypi::warm::parse_requirements(text);
+        let bad = bad
+            .into_iter()
+            .map(|b| format!("{b} (pip's name==version --hash=sha256: form is needed)"));
+        return Ok((Wanted::Pypi(requirements), bad.collect()));
+    }
+    let (wants, bad) = parse_list(text);
+    let bad = bad
+        .into_iter()
+        .map(|b| format!("{b} (not a go.sum or modules.txt line)"));
+    Ok((Wanted::Go(wants), bad.collect()))
+}
+
+/// One file to fetch: how it is named, its key, and its check (none: the
+/// one its ecosystem wired).
+type Job = (String, Result<Key, String>, Option<MakeCheck>);
+
+/// The files `wanted` names; a pip requirement is looked up on its
+/// project's page (through the cache) for the files with its hashes.
+async fn jobs(cache: &Cache, wanted: Wanted) -> Vec<Job> {
+    match wanted {
+        Wanted::Go(wants) => wants
+            .iter()
+            .map(|w| {
+                let key = w
+                    .key()
+                    .ok_or_else(|| "not a module version the cache can hold".to_string());
+                (w.describe(), key, Some(check(w)))
+            })
+            .collect(),
+        Wanted::Npm(keys) => {
+            // Each package's packument too, so installs resolve offline.
+            let mut names: Vec<&str> = keys.iter().filter_map(npm_name).collect();
+            names.sort_unstable();
+            names.dedup();
+            let packuments = names
+                .iter()
+                .filter_map(|n| modgate::npm::tree::packument_key(n))
+                .map(|k| (k.file.clone(), Ok(k), None));
+            let tarballs = keys.iter().map(|k| {
+                let name = k.file.trim_start_matches("npm/tarballs/").to_string();
+                (name, Ok(k.clone()), None)
+            });
+            packuments.chain(tarballs).collect()
+        }
+        Wanted::Pypi(requirements) => {
+            let mut jobs = Vec::new();
+            for r in requirements {
+                let name = format!("{}=={}", r.project, r.version);
+                match modgate::pypi::warm::keys(cache, &r).await {
+                    Ok(keys) => jobs.extend(keys.into_iter().map(|k| (name.clone(), Ok(k), None))),
+                    Err(why) => jobs.push((name, Err(why), None)),
+                }
+            }
+            jobs
+        }
+    }
+}
+
+/// The package a tarball key is of.
+fn npm_name(key: &Key) -> Option<&str> {
+    let path = key.file.strip_prefix("npm/tarballs/")?;
+    Some(modgate::npm::tree::split_tarball(path)?.0)
+}
+
 /// Fetches every wanted file, a few at a time; returns how many failed.
-async fn warm(config: &Config, wants: Vec<Want>) -> anyhow::Result<usize> {
+async fn warm(config: &Config, wanted: Wanted) -> anyhow::Result<usize> {
     let cache = modgate::server::standalone_cache(config)?;
-    let bar = ProgressBar::new(wants.len() as u64);
+    let jobs = jobs(&cache, wanted).await;
+    let bar = ProgressBar::new(jobs.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let permits = Arc::new(tokio::sync::Semaphore::new(WARM_PARALLEL));
     let mut tasks = tokio::task::JoinSet::new();
-    for want in wants {
+    for (name, key, check) in jobs {
         let cache = cache.clone();
         let permits = permits.clone();
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let outcome = fetch(&cache, &want).await;
-            (want, outcome)
+            let outcome = match (key, check) {
+                (Err(why), _) => Err(why),
+                (Ok(key), Some(check)) => cache.fill(&key, check).await,
+                (Ok(key), None) => cache.fill_wired(&key).await,
+            };
+            (name, outcome)
         });
     }
     let (mut fetched, mut present, mut failed) = (0, 0, 0);
     while let Some(joined) = tasks.join_next().await {
-        let (want, outcome) = joined.context("a warm task failed")?;
+        let (name, outcome) = joined.context("a warm task failed")?;
         bar.inc(1);
-        bar.set_message(want.describe());
+        bar.set_message(name.clone());
         match outcome {
             Ok(How::Hit) => present += 1,
             Ok(_) => fetched += 1,
             Err(reason) => {
                 failed += 1;
-                bar.suspend(|| println!("FAILED {}: {reason}", want.describe()));
+                bar.suspend(|| println!("FAILED {name}: {reason}"));
             }
         }
     }

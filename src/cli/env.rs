@@ -40,6 +40,11 @@ pub fn env(config: Option<&Path>, shell: Shell) -> anyhow::Result<()> {
             "modgate: pip uses these as they are (pypi.org is answered by modgate); without the CA, point pip at the endpoint instead: PIP_INDEX_URL={proxy}/pypi/simple/"
         );
     }
+    if config.npm.enabled {
+        eprintln!(
+            "modgate: npm trusts the CA through NODE_EXTRA_CA_CERTS (registry.npmjs.org is answered by modgate); without the CA: npm config set registry {proxy}/npm/"
+        );
+    }
     Ok(())
 }
 

@@ -113,8 +113,13 @@ pub async fn fetch(cache: &Cache, want: &Want) -> Result<How, String> {
     let key = want
         .key()
         .ok_or_else(|| "not a module version the cache can hold".to_string())?;
+    cache.fill(&key, check(want)).await
+}
+
+/// The check of `want`'s file: against its go.sum hash, when the list gave one.
+pub fn check(want: &Want) -> MakeCheck {
     let (expected, go_mod) = (want.hash.clone(), !want.zip);
-    let check: MakeCheck = Arc::new(move || {
+    Arc::new(move || {
         let Some(expected) = expected.clone() else {
             return Check::new(|_| async { Ok(()) });
         };
@@ -128,8 +133,7 @@ pub async fn fetch(cache: &Cache, want: &Want) -> Result<How, String> {
                 })
             })
         }
-    });
-    cache.fill(&key, check).await
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 mod handler;
 pub mod packument;
 pub mod tree;
+pub mod warm;
 
 pub use handler::Npm;
 

@@ -9,6 +9,7 @@ mod handler;
 pub use handler::Pypi;
 pub mod page;
 pub mod tree;
+pub mod warm;
 
 use crate::cache::key::Key;
 

@@ -287,36 +287,9 @@ fn mitm(
         stats.clone(),
         running_cache,
     )?;
-    let timeouts = (config.gomod.mirror_timeout, config.gomod.demote_for);
-    let ca_files = config.gomod.ca_files();
-    let way_out = || (dialer.clone(), via(config, &dialer));
-    let pypi = match (config.pypi.enabled, gomod.cache()) {
-        (true, Some(cache)) => {
-            let pypi = crate::pypi::Pypi::new(
-                &config.pypi,
-                &ca_files,
-                cache,
-                way_out(),
-                stats.clone(),
-                timeouts,
-            );
-            Some(Arc::new(pypi.map_err(StartError::Pypi)?))
-        }
-        _ => None,
-    };
-    let npm = match (config.npm.enabled, gomod.cache()) {
-        (true, Some(cache)) => {
-            let npm = crate::npm::Npm::new(
-                &config.npm,
-                &ca_files,
-                cache,
-                way_out(),
-                stats.clone(),
-                timeouts,
-            );
-            Some(Arc::new(npm.map_err(StartError::Pypi)?))
-        }
-        _ => None,
+    let (pypi, npm) = match gomod.cache() {
+        Some(cache) => packages(config, cache, &dialer, stats)?,
+        None => (None, None),
     };
     Ok(Mitm {
         tls: crate::tls::leaves::server_config(leaves.clone())?,
@@ -325,6 +298,51 @@ fn mitm(
         pypi,
         npm,
     })
+}
+
+/// The PyPI and npm handlers `config` enables, their mirrors and checks
+/// wired into `cache`.
+#[allow(clippy::type_complexity)]
+fn packages(
+    config: &Config,
+    cache: &crate::cache::Cache,
+    dialer: &Arc<Dialer>,
+    stats: &Arc<Stats>,
+) -> Result<(Option<Arc<crate::pypi::Pypi>>, Option<Arc<crate::npm::Npm>>), StartError> {
+    let timeouts = (config.gomod.mirror_timeout, config.gomod.demote_for);
+    let ca_files = config.gomod.ca_files();
+    let way_out = || (dialer.clone(), via(config, dialer));
+    let pypi = config
+        .pypi
+        .enabled
+        .then(|| {
+            let made = crate::pypi::Pypi::new(
+                &config.pypi,
+                &ca_files,
+                cache,
+                way_out(),
+                stats.clone(),
+                timeouts,
+            );
+            made.map(Arc::new).map_err(StartError::Pypi)
+        })
+        .transpose()?;
+    let npm = config
+        .npm
+        .enabled
+        .then(|| {
+            let made = crate::npm::Npm::new(
+                &config.npm,
+                &ca_files,
+                cache,
+                way_out(),
+                stats.clone(),
+                timeouts,
+            );
+            made.map(Arc::new).map_err(StartError::Pypi)
+        })
+        .transpose()?;
+    Ok((pypi, npm))
 }
 
 /// Says a new CA was made and how clients come to trust it: on a
@@ -371,10 +389,13 @@ pub fn standalone_cache(config: &Config) -> Result<crate::cache::Cache, StartErr
         cache_settings(&enabled),
         dialer.clone(),
         via(config, &dialer),
-        stats,
+        stats.clone(),
         None,
     )?;
-    gomod.cache().cloned().ok_or(StartError::NoCache)
+    let cache = gomod.cache().cloned().ok_or(StartError::NoCache)?;
+    // PyPI's and npm's mirrors and checks, wired into the cache.
+    packages(config, &cache, &dialer, &stats)?;
+    Ok(cache)
 }
 
 /// `[cache]` as the cache takes it, when enabled.
