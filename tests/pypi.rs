@@ -67,6 +67,19 @@ async fn pip_installs_through_the_endpoint_then_from_the_cache_alone() {
         "{page}"
     );
 
+    // The legacy JSON API, made from the page: files through modgate too.
+    let gateway_base = format!("http://{}/pypi", gateway.addr("explicit proxy"));
+    let doc = stdout(&curl(&[&format!("{gateway_base}/pypi/alpha/json")]).await);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["info"]["version"], "1.0");
+    let url = doc["urls"][0]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{gateway_base}/files/alpha/")),
+        "{url}"
+    );
+    let wheel = curl(&["-sf", url]).await;
+    assert!(wheel.status.success() && wheel.stdout.starts_with(b"PK"));
+
     // Counted by ecosystem: in the metrics and in `cache stats`.
     let metrics = common::metrics::scrape(gateway.admin_addr().await, None).await;
     let misses = metrics

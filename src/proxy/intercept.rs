@@ -173,7 +173,10 @@ fn requests(
             }
             let path = req.uri().path().to_string();
             let response = match (pypi, npm) {
-                (Some(pypi), _) => pypi.serve(client, "intercept", &path, req).await,
+                (Some(pypi), _) => {
+                    let base = format!("https://{host}");
+                    pypi.serve(client, ("intercept", &base), &path, req).await
+                }
                 (_, Some(npm)) => {
                     let base = format!("https://{host}");
                     npm.serve(client, ("intercept", &base), &path, req).await

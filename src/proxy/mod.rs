@@ -228,22 +228,26 @@ async fn goproxy_endpoint(
         .response();
     };
     let path = req.uri().path().to_string();
+    // The address clients named modgate by, for the URLs it hands back.
+    let named = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let authority = named
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .unwrap_or("localhost")
+        .to_string();
     if let (Some(pypi), Some(rest)) = (&intercept.with.pypi, path.strip_prefix("/pypi/")) {
+        let base = format!("http://{authority}/pypi");
         return pypi
-            .serve(client, "endpoint", &format!("/{rest}"), req)
+            .serve(client, ("endpoint", &base), &format!("/{rest}"), req)
             .await;
     }
     if let (Some(npm), Some(rest)) = (&intercept.with.npm, path.strip_prefix("/npm/")) {
-        // Tarballs are pointed back at the name the client used for modgate.
-        let host = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok());
-        let authority = host.filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-        });
-        let base = format!("http://{}/npm", authority.unwrap_or("localhost"));
+        let base = format!("http://{authority}/npm");
         return npm
             .serve(client, ("endpoint", &base), &format!("/{rest}"), req)
             .await;

@@ -33,6 +33,8 @@ enum Route<'a> {
     /// A name that is not normalized: pip is sent to the normalized one.
     Rename(String),
     File(&'a str, &'a str, &'a str),
+    /// The legacy JSON API (`/pypi/<project>[/<version>]/json`).
+    Json(String, Option<&'a str>),
     Unknown,
 }
 
@@ -44,6 +46,19 @@ fn route(path: &str) -> Route<'_> {
         return match normalize(name) {
             Some(project) if project == name => Route::Page(project),
             Some(project) => Route::Rename(project),
+            None => Route::Unknown,
+        };
+    }
+    if let Some(rest) = path
+        .strip_prefix("/pypi/")
+        .and_then(|p| p.strip_suffix("/json"))
+    {
+        let (name, version) = match rest.split_once('/') {
+            Some((name, version)) => (name, Some(version)),
+            None => (rest, None),
+        };
+        return match normalize(name) {
+            Some(project) => Route::Json(project, version),
             None => Route::Unknown,
         };
     }
@@ -79,18 +94,19 @@ impl Pypi {
     }
 
     /// Serves `req` (its path `path`, relative to the index root) from
-    /// `client`, which came by `entry`.
+    /// `client`, which came by `entry`; the legacy JSON API's file URLs
+    /// are at `base` (modgate as the client named it).
     pub async fn serve(
         &self,
         client: SocketAddr,
-        entry: &'static str,
+        (entry, base): (&'static str, &str),
         path: &str,
         req: Request<Incoming>,
     ) -> Response<Body> {
         let started = Instant::now();
         let answer = if req.method() == Method::GET || req.method() == Method::HEAD {
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-            self.answer(path, accept).await
+            self.answer(path, accept, base).await
         } else {
             let text = "modgate: package requests are GET or HEAD\n";
             Answer::own(plain_text(StatusCode::METHOD_NOT_ALLOWED, text), "refused")
@@ -99,9 +115,15 @@ impl Pypi {
             .finish((client, entry, started), &req, path, answer)
     }
 
-    async fn answer(&self, path: &str, accept: Option<&str>) -> Answer {
+    async fn answer(&self, path: &str, accept: Option<&str>, base: &str) -> Answer {
+        let mut legacy = None;
         let (project, key) = match route(path) {
             Route::Page(project) => {
+                let key = page_key(&project);
+                (project, key)
+            }
+            Route::Json(project, version) => {
+                legacy = Some(version);
                 let key = page_key(&project);
                 (project, key)
             }
@@ -135,21 +157,26 @@ impl Pypi {
             let empty = Response::new(crate::message::empty());
             let response = std::mem::replace(&mut answer.response, empty);
             let mirror = answer.mirror.clone();
+            let form = match legacy {
+                Some(version) => Form::Legacy(base, version),
+                None if page::wants_json(accept) => Form::Json,
+                None => Form::Html,
+            };
             answer.response = self
-                .rewritten(&project, response, mirror.as_deref(), accept)
+                .rewritten(&project, response, mirror.as_deref(), form)
                 .await;
         }
         answer
     }
 
     /// `project`'s page as the mirror (`mirror`) served it, rewritten for
-    /// the client, in the form its `accept` asks for.
+    /// the client, in `form`.
     async fn rewritten(
         &self,
         project: &str,
         response: Response<Body>,
         mirror: Option<&str>,
-        accept: Option<&str>,
+        form: Form<'_>,
     ) -> Response<Body> {
         let bad = |e: String| {
             let text = format!("modgate: the mirror's page for {project}: {e}\n");
@@ -169,10 +196,21 @@ impl Pypi {
         if let Some(base) = mirror {
             self.front.mirrors.learn(base, project, &page_text);
         }
-        let (content_type, body) = if page::wants_json(accept) {
-            (JSON, page::json(project, &links))
-        } else {
-            ("text/html; charset=utf-8", page::html(project, &links))
+        let (content_type, body) = match form {
+            Form::Json => (JSON, page::json(project, &links)),
+            Form::Html => ("text/html; charset=utf-8", page::html(project, &links)),
+            Form::Legacy(base, version) => {
+                let mut doc = page::legacy_json(project, &links, base);
+                if let Some(version) = version {
+                    let Some(files) = doc["releases"].get(version).cloned() else {
+                        let text = format!("modgate: {project} has no release {version}\n");
+                        return plain_text(StatusCode::NOT_FOUND, text);
+                    };
+                    doc["info"]["version"] = version.into();
+                    doc["urls"] = files;
+                }
+                ("application/json", doc.to_string())
+            }
         };
         let mut response = Response::new(text(body));
         response
@@ -180,6 +218,16 @@ impl Pypi {
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         response
     }
+}
+
+/// The form a project's page is served in.
+enum Form<'a> {
+    /// PEP 503.
+    Html,
+    /// PEP 691.
+    Json,
+    /// The legacy JSON API, its file URLs at the base, for one release or all.
+    Legacy(&'a str, Option<&'a str>),
 }
 
 /// The answer for a private name: never asked of a mirror.

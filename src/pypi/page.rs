@@ -147,6 +147,87 @@ pub fn json(project: &str, links: &[Link]) -> String {
     page.to_string()
 }
 
+/// The legacy JSON API's document (`/pypi/<project>/json`), made from
+/// the project's page: every release's files (at `base`, modgate's own
+/// address as the client named it), the newest release as `info.version`
+/// and `urls`. Only what the page says: no metadata beyond it.
+pub fn legacy_json(project: &str, links: &[Link], base: &str) -> serde_json::Value {
+    let mut releases = serde_json::Map::new();
+    for link in links {
+        let Some((_, version)) = super::tree::name_and_version(&link.filename) else {
+            continue;
+        };
+        let wheel = link.filename.ends_with(".whl");
+        let file = serde_json::json!({
+            "filename": link.filename,
+            "url": format!("{base}/files/{project}/{}/{}", link.sha256, link.filename),
+            "digests": { "sha256": link.sha256 },
+            "requires_python": link.requires_python,
+            "yanked": link.yanked.is_some(),
+            "yanked_reason": link.yanked.as_deref().filter(|r| !r.is_empty()),
+            "packagetype": if wheel { "bdist_wheel" } else { "sdist" },
+        });
+        let files = releases
+            .entry(version.to_string())
+            .or_insert_with(|| serde_json::json!([]));
+        if let Some(files) = files.as_array_mut() {
+            files.push(file);
+        }
+    }
+    // The newest final release (a pre-release only when there is no other).
+    let finals = releases.keys().filter(|v| is_final(v));
+    let newest = (finals.max_by(|a, b| version_order(a, b)))
+        .or_else(|| releases.keys().max_by(|a, b| version_order(a, b)))
+        .cloned();
+    let urls = newest
+        .as_ref()
+        .and_then(|v| releases.get(v).cloned())
+        .unwrap_or_else(|| serde_json::json!([]));
+    serde_json::json!({
+        "info": { "name": project, "version": newest },
+        "releases": releases,
+        "urls": urls,
+    })
+}
+
+/// A release that is not a pre-release or a development release.
+fn is_final(version: &str) -> bool {
+    let numeric = version.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    numeric.is_empty() || numeric.starts_with("post") || numeric.starts_with(".post")
+}
+
+/// Orders versions by their release numbers, a final release after its
+/// pre-releases and before its post-releases (`1.0rc1` < `1.0` < `1.0.post1`). An approximation of PEP 440 that is
+/// right for the common forms.
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |v: &str| {
+        let numeric: String = v
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let parts: Vec<u64> = numeric
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().unwrap_or(0))
+            .collect();
+        // Pre-releases, then the final release, then its post-releases.
+        let rest = v[numeric.len()..].trim_start_matches('.');
+        let rank = match rest {
+            "" => 1,
+            post if post.starts_with("post") => 2,
+            _ => 0,
+        };
+        (parts, rank)
+    };
+    let ((pa, fa), (pb, fb)) = (key(a), key(b));
+    let width = pa.len().max(pb.len());
+    let pad = |mut p: Vec<u64>| {
+        p.resize(width, 0);
+        p
+    };
+    (pad(pa), fa).cmp(&(pad(pb), fb))
+}
+
 /// Whether a client's `Accept` asks for PEP 691 JSON before HTML.
 pub fn wants_json(accept: Option<&str>) -> bool {
     let Some(accept) = accept else { return false };
@@ -211,6 +292,33 @@ mod tests {
             json["files"][0]["url"],
             format!("../../files/alpha/{SHA}/alpha-1.0-py3-none-any.whl")
         );
+    }
+
+    #[test]
+    fn the_legacy_json_api_from_the_page() {
+        let link = |filename: &str| Link {
+            filename: filename.into(),
+            href: format!("/p/{filename}"),
+            sha256: SHA.into(),
+            requires_python: None,
+            yanked: None,
+        };
+        let links = [
+            link("alpha-1.0-py3-none-any.whl"),
+            link("alpha-1.10.tar.gz"),
+            link("alpha-1.9-py3-none-any.whl"),
+            link("alpha-2.0rc1.tar.gz"),
+        ];
+        let doc = legacy_json("alpha", &links, "https://pypi.org");
+        assert_eq!(doc["info"]["version"], "1.10");
+        assert_eq!(doc["urls"][0]["packagetype"], "sdist");
+        assert_eq!(
+            doc["releases"]["1.0"][0]["url"],
+            format!("https://pypi.org/files/alpha/{SHA}/alpha-1.0-py3-none-any.whl")
+        );
+        assert_eq!(doc["releases"].as_object().unwrap().len(), 4);
+        assert!(version_order("2.0rc1", "2.0").is_lt());
+        assert!(version_order("1.0.post1", "1.0").is_gt());
     }
 
     #[test]
