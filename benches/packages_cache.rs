@@ -47,7 +47,7 @@ async fn gateway(dir: &Path, n: usize, (pypi, npm): (&str, &str)) -> Modgate {
     let config = dir.join(format!("modgate-{n}.toml"));
     let toml = format!(
         "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n[intercept]\nca_dir = {:?}\n\
-         [pypi]\nenabled = true\nmirrors = [{pypi:?}]\n[npm]\nenabled = true\nmirrors = [{npm:?}]\n\
+         [gomod]\nmirrors = []\nsumdb_mirrors = []\nverify = \"off\"\n[pypi]\nenabled = true\nmirrors = [{pypi:?}]\n[npm]\nenabled = true\nmirrors = [{npm:?}]\n\
          [cache]\ndir = {:?}\n",
         dir.join("certs"),
         dir.join(format!("cache-{n}")),

@@ -21,6 +21,7 @@ fn npm_config(work: &Work, mirrors: &[String], extra: &str) -> std::path::PathBu
     let toml = format!(
         "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n\
          [intercept]\nca_dir = {:?}\n\
+         [gomod]\nmirrors = []\nsumdb_mirrors = []\nverify = \"off\"\n\
          [npm]\nenabled = true\nmirrors = {mirrors:?}\n{extra}\n\
          [cache]\ndir = {:?}\n",
         work.path("certs"),

@@ -21,6 +21,7 @@ fn pypi_config(work: &Work, mirrors: &[String], extra: &str) -> std::path::PathB
     let toml = format!(
         "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n\
          [intercept]\nca_dir = {:?}\n\
+         [gomod]\nmirrors = []\nsumdb_mirrors = []\nverify = \"off\"\n\
          [pypi]\nenabled = true\nmirrors = {mirrors:?}\n{extra}\n\
          [cache]\ndir = {:?}\n",
         work.path("certs"),
@@ -320,4 +321,72 @@ async fn cache_warm_takes_a_hashed_requirements_file() {
     let out = pip_install(&env, &index, &["alpha"], &[]).await;
     assert!(out.status.success(), "{}\n{}", text(&out), gateway.log());
     assert_eq!(version_of(&env, "beta"), "2.0");
+}
+
+/// `modgate doctor` checks pip and npm when the machine has them: whether
+/// the bundle pip really uses holds modgate's CA (REQUESTS_CA_BUNDLE and
+/// CURL_CA_BUNDLE win over PIP_CERT), and whether Node trusts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_pip_and_npm() {
+    let work = Work::new();
+    let dir = work.path("packages");
+    packages(&dir, None);
+    let mirror = PypiServer::start(&dir, &work.path("pypiserver.log"));
+    let gateway = pypi_gateway(&work, &[mirror.url()], "").await;
+    let proxy = format!("http://{}", gateway.addr("explicit proxy"));
+    let bundle = cert_bundle(&work.path("certs/modgate-ca.pem"), &work.path("bundle.pem"));
+    let bundle = bundle.display().to_string();
+    let ca = work.path("certs/modgate-ca.pem").display().to_string();
+    let home = work.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let doctor = |extra: Vec<(&'static str, String)>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_modgate"));
+        command
+            .arg("doctor")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &home)
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .env("npm_config_userconfig", home.join("npmrc"))
+            // Not this machine's global npmrc (it may name a cafile).
+            .env("npm_config_globalconfig", "/dev/null")
+            .env("HTTPS_PROXY", &proxy)
+            .envs(extra)
+            .kill_on_drop(true);
+        async move { text(&command.output().await.unwrap()) }
+    };
+    let bare = doctor(vec![]).await;
+    assert!(
+        bare.contains("FAIL  pip trusts modgate's CA: pip uses its own bundle"),
+        "{bare}"
+    );
+    assert!(
+        bare.contains("FAIL  npm trusts modgate's CA: Node trusts only its own roots"),
+        "{bare}"
+    );
+    let set = doctor(vec![
+        ("PIP_CERT", bundle.clone()),
+        ("NODE_EXTRA_CA_CERTS", ca),
+    ])
+    .await;
+    assert!(
+        set.contains("ok    pip trusts modgate's CA: PIP_CERT"),
+        "{set}"
+    );
+    assert!(
+        set.contains("ok    npm trusts modgate's CA: NODE_EXTRA_CA_CERTS"),
+        "{set}"
+    );
+    let overridden = doctor(vec![
+        ("PIP_CERT", bundle),
+        (
+            "CURL_CA_BUNDLE",
+            "/etc/ssl/certs/ca-certificates.crt".into(),
+        ),
+    ])
+    .await;
+    assert!(
+        overridden.contains("FAIL  pip trusts modgate's CA: CURL_CA_BUNDLE /etc/ssl/certs/ca-certificates.crt does not hold"),
+        "{overridden}"
+    );
 }

@@ -99,6 +99,89 @@ async fn explicit(report: &mut Report, asked: Option<&str>, proxy: &str) {
         module_request(stream, roots).await,
     );
     report.check("the gateway's mirrors", mirrors(&addr).await);
+    tools(report, &ca_pem);
+}
+
+/// pip and npm, when this machine has them: do they trust modgate's CA?
+fn tools(report: &mut Report, ca: &CertificateDer<'_>) {
+    if on_path(&["pip3", "pip"]).is_some() {
+        report.check("pip trusts modgate's CA", pip_trust(ca));
+    }
+    if let Some(npm) = on_path(&["npm"]) {
+        report.check("npm trusts modgate's CA", npm_trust(&npm, ca));
+    }
+}
+
+/// The first of `names` in a directory of PATH.
+fn on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Whether the PEM file `file` (named by `source`) holds `ca`.
+fn holds(source: &str, file: &str, ca: &CertificateDer<'_>, fix: &str) -> Outcome {
+    let pem =
+        std::fs::read(file).map_err(|e| (format!("{source} {file}: {e}"), fix.to_string()))?;
+    if pem_certs(&pem).iter().any(|c| c.as_ref() == ca.as_ref()) {
+        Ok(format!("{source} {file} holds it"))
+    } else {
+        Err((
+            format!("{source} {file} does not hold modgate's CA"),
+            fix.to_string(),
+        ))
+    }
+}
+
+/// pip verifies against the first of REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE
+/// (Python requests lets them override pip's own setting), then PIP_CERT,
+/// then its config's `cert`, else a bundle of its own without modgate's CA.
+fn pip_trust(ca: &CertificateDer<'_>) -> Outcome {
+    let fix = "eval \"$(modgate env)\" (it sets PIP_CERT and REQUESTS_CA_BUNDLE to a bundle with modgate's CA)";
+    for name in ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT"] {
+        if let Some(file) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+            return holds(name, &file, ca, fix);
+        }
+    }
+    let configured = std::process::Command::new(on_path(&["pip3", "pip"]).unwrap_or_default())
+        .args(["config", "get", "global.cert"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|file| !file.is_empty());
+    match configured {
+        Some(file) => holds("pip's config cert", &file, ca, fix),
+        None => Err((
+            "pip uses its own bundle of roots, without modgate's CA".into(),
+            fix.into(),
+        )),
+    }
+}
+
+/// Node adds NODE_EXTRA_CA_CERTS to its roots; npm's `cafile` replaces them.
+fn npm_trust(npm: &std::path::Path, ca: &CertificateDer<'_>) -> Outcome {
+    let fix = "eval \"$(modgate env)\" (it sets NODE_EXTRA_CA_CERTS to modgate's CA)";
+    let cafile = std::process::Command::new(npm)
+        .args(["config", "get", "cafile"])
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|file| !file.is_empty() && file != "null" && file != "undefined");
+    if let Some(file) = cafile {
+        return holds("npm's cafile", &file, ca, fix);
+    }
+    match std::env::var("NODE_EXTRA_CA_CERTS")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(file) => holds("NODE_EXTRA_CA_CERTS", &file, ca, fix),
+        None => Err((
+            "Node trusts only its own roots (NODE_EXTRA_CA_CERTS is not set)".into(),
+            fix.into(),
+        )),
+    }
 }
 
 /// A client with no proxy variables: fine when its connections to the
