@@ -271,7 +271,8 @@ async fn forwarding_gateway(
 ) -> common::netns::Modgate {
     let toml = format!(
         "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n\
-         [upstream]\nno_proxy = \"\"\n{upstream}\n[cache]\ndir = {:?}\n",
+         [upstream]\nno_proxy = \"\"\n{upstream}\n\
+         [gomod]\nmirrors = []\nsumdb_mirrors = []\nverify = \"off\"\n[cache]\ndir = {:?}\n",
         work.cache()
     );
     let config = work.path("modgate.toml");
