@@ -28,33 +28,6 @@ async fn names(bucket: &S3Storage) -> Vec<String> {
     listed.into_iter().map(|l| l.name).collect()
 }
 
-/// `[cache]` lines putting a gateway on `server`'s bucket under `prefix`
-/// (credentials in a 0600 file in `work`).
-fn shared_lines(server: &S3Server, work: &Work, prefix: &str) -> String {
-    let file = work.path("s3-credentials.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "access_key_id = {:?}\nsecret_access_key = {:?}\n",
-            common::s3::ACCESS_KEY,
-            common::s3::SECRET_KEY
-        ),
-    )
-    .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(&file).unwrap().permissions(),
-        0o600,
-    );
-    let mut permissions = std::fs::metadata(&file).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
-    std::fs::set_permissions(&file, permissions).unwrap();
-    format!(
-        "shared = \"s3://{}/{prefix}\"\nshared_timeout = \"3s\"\n\
-         [cache.s3]\nendpoint = {:?}\npath_style = true\nallow_http = true\ncredentials_file = {file:?}\n",
-        server.bucket, server.endpoint
-    )
-}
-
 /// The immutable files of the cache directory `dir` (versions' `.info`,
 /// `.mod` and `.zip`, lookups and tiles), by name.
 fn immutable_files(dir: &std::path::Path) -> Vec<String> {
@@ -101,13 +74,13 @@ async fn what_one_gateway_fetched_every_gateway_serves() {
         &[mirror.url()],
         &[sumdb.url()],
         Some(&key),
-        &shared_lines(&server, &a, "go"),
+        &common::s3::shared_lines(&server, &a, "go"),
     );
     let config_b = b.config_keyed(
         &[mirror.url()],
         &[sumdb.url()],
         Some(&key),
-        &shared_lines(&server, &b, "go"),
+        &common::s3::shared_lines(&server, &b, "go"),
     );
     let gateway_a = a.gateway(&config_a).await;
     // The start-up summary names the bucket and what its probe found.
@@ -168,7 +141,7 @@ async fn a_tampered_bucket_copy_is_refused_and_replaced() {
     let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
     let key = sumdb.key.clone();
     let (a, b) = (Work::new(), Work::new());
-    let shared_a = shared_lines(&server, &a, "go");
+    let shared_a = common::s3::shared_lines(&server, &a, "go");
     let config_a = a.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&key), &shared_a);
     let gateway_a = a.gateway(&config_a).await;
     let zip = "/example.com/util/@v/v1.2.0.zip";
@@ -182,7 +155,7 @@ async fn a_tampered_bucket_copy_is_refused_and_replaced() {
     replace(&bucket, name, forged).await;
     let from_mirror = mirror.count(zip);
 
-    let shared_b = shared_lines(&server, &b, "go");
+    let shared_b = common::s3::shared_lines(&server, &b, "go");
     let config_b = b.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&key), &shared_b);
     let gateway_b = b.gateway(&config_b).await;
     let (status, body, _) = get(gateway_b.addr("explicit proxy"), zip).await;
@@ -214,7 +187,7 @@ async fn a_bucket_outage_never_holds_clients() {
     let tree = tree();
     let mirror = Mirror::start(tree.path().to_path_buf(), Behaviour::Serve).await;
     let work = Work::new();
-    let shared = shared_lines(&server, &work, "go").replace("\"3s\"", "\"1s\"");
+    let shared = common::s3::shared_lines(&server, &work, "go").replace("\"3s\"", "\"1s\"");
     let config = work.config(&[mirror.url()], &[], &shared);
     let gateway = work.gateway(&config).await;
     let (addr, admin) = (gateway.addr("explicit proxy"), gateway.admin_addr().await);
@@ -274,7 +247,7 @@ async fn a_gateway_killed_mid_upload_leaves_no_partial_object() {
         let prefix = format!("round{round}");
         let bucket = S3Storage::new(&server.settings(&prefix)).unwrap();
         let work = Work::new();
-        let shared = shared_lines(&server, &work, &prefix);
+        let shared = common::s3::shared_lines(&server, &work, &prefix);
         let gateway = work
             .gateway(&work.config(&[mirror.url()], &[], &shared))
             .await;
@@ -294,7 +267,7 @@ async fn a_gateway_killed_mid_upload_leaves_no_partial_object() {
         );
 
         let next = Work::new();
-        let shared = shared_lines(&server, &next, &prefix);
+        let shared = common::s3::shared_lines(&server, &next, &prefix);
         let gateway = next
             .gateway(&next.config(&[mirror.url()], &[], &shared))
             .await;
@@ -321,7 +294,7 @@ async fn a_fork_seen_by_one_gateway_is_refused_against_the_fleet_head() {
     let seed = ("SUMDB_SEED", "fleet fork");
     let honest = SumDb::start_with(None, tree.path(), "sum.golang.org", &[seed]).await;
     let a = Work::new();
-    let shared_a = shared_lines(&server, &a, "go");
+    let shared_a = common::s3::shared_lines(&server, &a, "go");
     let config_a = a.config_keyed(
         &[mirror.url()],
         &[honest.url()],
@@ -357,7 +330,7 @@ async fn a_fork_seen_by_one_gateway_is_refused_against_the_fleet_head() {
     .await;
     assert_eq!(forked.key, key, "the same key signs both histories");
     let b = Work::new();
-    let shared_b = shared_lines(&server, &b, "go");
+    let shared_b = common::s3::shared_lines(&server, &b, "go");
     let config_b = b.config_keyed(
         &[mirror.url()],
         &[forked.url()],
@@ -429,7 +402,7 @@ async fn two_gateways_download_one_zip_once() {
         // cache.peers, in [cache] (before [cache.s3]).
         let peers_line = format!("peers = [{}]\n[cache.s3]", peers.join(", "));
         // A lease is taken within shared_timeout: generous, on a loaded machine.
-        let extra = shared_lines(&server, &work, "go")
+        let extra = common::s3::shared_lines(&server, &work, "go")
             .replacen("[cache.s3]", &peers_line, 1)
             .replace("shared_timeout = \"3s\"", "shared_timeout = \"15s\"");
         let config = work.config(&[mirror.url()], &[], &extra);
@@ -515,7 +488,7 @@ async fn cache_commands_look_after_the_bucket() {
     let straight = work.go("straight", None, &mirror.url(), "off");
     download_all(&straight).await;
     let go_sum = straight.work.join("app/go.sum");
-    let shared = shared_lines(&server, &work, "go");
+    let shared = common::s3::shared_lines(&server, &work, "go");
     let config = work.config_keyed(&[mirror.url()], &[sumdb.url()], Some(&sumdb.key), &shared);
     let config = config.to_str().unwrap();
     let warm = modgate_cli(&[

@@ -390,3 +390,59 @@ async fn doctor_checks_pip_and_npm() {
         "{overridden}"
     );
 }
+
+/// PyPI's files go to the fleet's bucket too: what gateway A fetched,
+/// gateway B (its own directory, the mirror stopped) serves from the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_serves_pip_from_the_shared_bucket() {
+    let server = common::s3::S3Server::start("modgate-pypi").await;
+    let (a, b) = (Work::new(), Work::new());
+    let dir = a.path("packages");
+    packages(&dir, None);
+    let mut mirror = PypiServer::start(&dir, &a.path("pypiserver.log"));
+    let config = |work: &Work| {
+        let shared = common::s3::shared_lines(&server, work, "fleet");
+        let path = pypi_config(work, &[mirror.url()], "");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}{shared}")).unwrap();
+        path
+    };
+    let (config_a, config_b) = (config(&a), config(&b));
+    let gateway_a = a.gateway(&config_a).await;
+    let index_a = format!("http://{}/pypi/simple/", gateway_a.addr("explicit proxy"));
+    let out = pip_install(&venv(&a.path("venv")), &index_a, &["alpha"], &[]).await;
+    assert!(out.status.success(), "{}\n{}", text(&out), gateway_a.log());
+    // Uploads finish after the answers: wait for both wheels (bounded).
+    use modgate::cache::storage::Storage;
+    let storage = modgate::cache::storage::s3::S3Storage::new(&server.settings("fleet")).unwrap();
+    let mut wheels = 0;
+    for _ in 0..100 {
+        let listed = storage.list("pypi/files/").await.unwrap_or_default();
+        wheels = listed.iter().filter(|l| l.name.ends_with(".whl")).count();
+        if wheels == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(wheels, 2);
+    gateway_a.kill().await;
+
+    // B has the page from the mirror, then the mirror goes: files from the bucket.
+    let gateway_b = b.gateway(&config_b).await;
+    let index_b = format!("http://{}/pypi/simple/", gateway_b.addr("explicit proxy"));
+    let page = curl(&[
+        "-sf",
+        &format!("{index_b}alpha/"),
+        &format!("{index_b}beta/"),
+    ])
+    .await;
+    assert!(page.status.success());
+    mirror.stop();
+    let out = pip_install(&venv(&b.path("venv")), &index_b, &["alpha"], &[]).await;
+    assert!(out.status.success(), "{}\n{}", text(&out), gateway_b.log());
+    assert!(
+        gateway_b.log().contains("mirror=\"shared\""),
+        "{}",
+        gateway_b.log()
+    );
+}

@@ -94,7 +94,8 @@ impl Gomod {
             (None, _) => None,
             (Some(settings), running) => {
                 let dir = settings.dir.clone();
-                let (source, shared) = source_for(&settings, mirrors.clone(), &stats)?;
+                let (source, shared) =
+                    crate::ecosystems::source_for(&settings, mirrors.clone(), &stats)?;
                 shared_tier = shared;
                 let cache = match running {
                     Some(cache) => {
@@ -354,38 +355,4 @@ fn mirrors(
             .unwrap_or_else(|| "proxy.golang.org".into()),
         stats,
     })
-}
-
-/// Where the cache's files come from: the mirrors, behind the shared
-/// tier's bucket when `cache.shared` is set.
-type Sourced = (
-    Arc<dyn crate::cache::Source>,
-    Option<Arc<crate::cache::shared::Shared>>,
-);
-
-fn source_for(
-    settings: &Settings,
-    mirrors: Arc<Mirrors>,
-    stats: &Stats,
-) -> Result<Sourced, GomodError> {
-    let Some(shared) = &settings.shared else {
-        stats.cache_shared_up.set(0);
-        return Ok((mirrors, None));
-    };
-    let storage = crate::cache::storage::s3::S3Storage::new(&shared.s3)?;
-    let tier = crate::cache::shared::Shared::new(
-        Arc::new(storage),
-        mirrors,
-        shared.timeout,
-        crate::cache::shared::Meters {
-            up: stats.cache_shared_up.clone(),
-            uploads: stats.cache_shared_uploads.clone(),
-        },
-    );
-    let fleet = crate::cache::lease::Fleet {
-        me: settings.public_name.clone(),
-        peers: shared.peers.clone(),
-    };
-    let tier = Arc::new(tier.with_fleet(fleet));
-    Ok((tier.clone(), Some(tier)))
 }

@@ -24,6 +24,15 @@ use crate::upstream::{Dialer, MirrorClient};
 /// The largest index document read whole.
 const MAX_DOCUMENT: usize = 256 << 20;
 
+/// Why an ecosystem's side of the gateway cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontError {
+    #[error("a trusted CA file (upstream.ca_file or gomod.mirror_ca_file) {0}")]
+    Roots(#[from] RootsError),
+    #[error("cache.shared: {0}")]
+    Shared(#[from] crate::cache::storage::StorageError),
+}
+
 /// One ecosystem's side of the gateway.
 pub struct Front<I: Index> {
     pub ecosystem: &'static str,
@@ -64,12 +73,14 @@ impl<I: Index> Front<I> {
         cache: &Cache,
         (dialer, via): (Arc<Dialer>, Via),
         (stats, timeout, demote_for): (Arc<Stats>, std::time::Duration, std::time::Duration),
-    ) -> Result<Self, RootsError> {
+    ) -> Result<Self, FrontError> {
         let tls = client_config(ca_files)?;
         let client = MirrorClient::new(dialer, via, &config.mirrors, tls, timeout);
         let set = MirrorSet::new(&config.mirrors, demote_for);
         let mirrors = Arc::new(Mirrors::new(index, set, client, stats.clone()));
-        cache.rewire(ecosystem, mirrors.clone(), Some(checker));
+        // Behind the shared tier's bucket too, when the fleet has one.
+        let (source, _) = crate::ecosystems::source_for(cache.settings(), mirrors.clone(), &stats)?;
+        cache.rewire(ecosystem, source, Some(checker));
         Ok(Front {
             ecosystem,
             config: config.clone(),

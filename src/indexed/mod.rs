@@ -14,7 +14,7 @@ use crate::cache::flight::{Check, Refusal};
 
 mod front;
 
-pub use front::{Answer, Front, read_document};
+pub use front::{Answer, Front, FrontError, read_document};
 
 use http::StatusCode;
 

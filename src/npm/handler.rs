@@ -16,11 +16,10 @@ use super::packument;
 use super::tree::{NPM, packument_key, split_tarball, tarball_key, valid_name};
 use crate::cache::Cache;
 use crate::config::PypiConfig;
-use crate::indexed::{Answer, Front, read_document};
+use crate::indexed::{Answer, Front, FrontError, read_document};
 use crate::message::{Body, plain_text, text};
 use crate::rules::Via;
 use crate::stats::Stats;
-use crate::tls::roots::RootsError;
 use crate::upstream::Dialer;
 
 pub struct Npm {
@@ -60,7 +59,7 @@ impl Npm {
         way_out: (Arc<Dialer>, Via),
         stats: Arc<Stats>,
         (timeout, demote_for): (std::time::Duration, std::time::Duration),
-    ) -> Result<Npm, RootsError> {
+    ) -> Result<Npm, FrontError> {
         let ecosystem = (NPM, super::Index, Arc::new(Hashes) as _);
         let timing = (stats, timeout, demote_for);
         let front = Front::new(ecosystem, config, ca_files, cache, way_out, timing)?;

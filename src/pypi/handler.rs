@@ -16,11 +16,10 @@ use super::page::{self, JSON};
 use super::tree::{PYPI, file_key, normalize, page_key};
 use crate::cache::Cache;
 use crate::config::PypiConfig;
-use crate::indexed::{Answer, Front, read_document};
+use crate::indexed::{Answer, Front, FrontError, read_document};
 use crate::message::{Body, plain_text, text};
 use crate::rules::Via;
 use crate::stats::Stats;
-use crate::tls::roots::RootsError;
 use crate::upstream::Dialer;
 
 pub struct Pypi {
@@ -80,7 +79,7 @@ impl Pypi {
         way_out: (Arc<Dialer>, Via),
         stats: Arc<Stats>,
         (timeout, demote_for): (std::time::Duration, std::time::Duration),
-    ) -> Result<Pypi, RootsError> {
+    ) -> Result<Pypi, FrontError> {
         let ecosystem = (PYPI, super::Index, Arc::new(Hashes) as _);
         let timing = (stats, timeout, demote_for);
         let front = Front::new(ecosystem, config, ca_files, cache, way_out, timing)?;

@@ -49,8 +49,8 @@ pub enum StartError {
     Gomod(#[from] GomodError),
     #[error("the cache is not enabled")]
     NoCache,
-    #[error("pypi, npm: a trusted CA file (upstream.ca_file or gomod.mirror_ca_file) {0}")]
-    Pypi(crate::tls::roots::RootsError),
+    #[error("pypi, npm: {0}")]
+    Pypi(crate::indexed::FrontError),
     #[error("cannot make TLS session tickets: {0}")]
     Tickets(#[from] rustls::Error),
     #[error(transparent)]

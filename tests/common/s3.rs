@@ -224,3 +224,29 @@ impl Drop for S3Server {
         }
     }
 }
+
+/// `[cache]` lines putting a gateway on `server`'s bucket under `prefix`
+/// (credentials in a 0600 file in `work`).
+pub fn shared_lines(server: &S3Server, work: &super::gateway::Work, prefix: &str) -> String {
+    let file = work.path("s3-credentials.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "access_key_id = {:?}\nsecret_access_key = {:?}\n",
+            ACCESS_KEY, SECRET_KEY
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&file).unwrap().permissions(),
+        0o600,
+    );
+    let mut permissions = std::fs::metadata(&file).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+    std::fs::set_permissions(&file, permissions).unwrap();
+    format!(
+        "shared = \"s3://{}/{prefix}\"\nshared_timeout = \"3s\"\n\
+         [cache.s3]\nendpoint = {:?}\npath_style = true\nallow_http = true\ncredentials_file = {file:?}\n",
+        server.bucket, server.endpoint
+    )
+}
