@@ -65,13 +65,21 @@ impl Drop for Held {
     }
 }
 
-/// A package request's outcome: its ecosystem, how the cache served it,
-/// and the status.
+/// A module request's outcome: how the cache served it, and the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModuleLabels {
-    /// `go` or `pypi`.
-    pub ecosystem: &'static str,
     /// `hit`, `miss`, `joined`, `revalidating`, `stale`, `negative`, or `none`.
+    pub cache: &'static str,
+    pub status: u16,
+}
+
+/// A package request of any ecosystem: which, how the cache served it,
+/// and the status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PackageLabels {
+    /// `go`, `pypi` or `npm`.
+    pub ecosystem: &'static str,
+    /// As [`ModuleLabels::cache`].
     pub cache: &'static str,
     pub status: u16,
 }
@@ -120,6 +128,8 @@ pub struct Stats {
     pub via_parent: Counter,
     /// Module requests (intercepted and GOPROXY endpoint) by cache outcome and status.
     pub module_requests: Family<ModuleLabels, Counter>,
+    /// Package requests of every ecosystem (Go's counted in both).
+    pub package_requests: Family<PackageLabels, Counter>,
     /// Fetches from each mirror, by result.
     pub mirror_requests: Family<MirrorLabels, Counter>,
     /// Times each mirror was demoted (failed, 429/503, refused bytes).
@@ -265,8 +275,13 @@ impl Stats {
     fn register_families(&self, registry: &mut Registry) {
         registry.register(
             "module_requests",
-            "Package requests (Go modules, PyPI) by ecosystem, cache outcome and status",
+            "Module requests by cache outcome and status",
             self.module_requests.clone(),
+        );
+        registry.register(
+            "package_requests",
+            "Package requests by ecosystem (go, pypi, npm), cache outcome and status",
+            self.package_requests.clone(),
         );
         registry.register(
             "mirror_requests",
@@ -369,15 +384,8 @@ impl Stats {
     /// Package requests served 200, and how many of them from the cache.
     pub fn module_hits(&self) -> (u64, u64) {
         let count = |cache| {
-            let of = |ecosystem| {
-                let labels = ModuleLabels {
-                    ecosystem,
-                    cache,
-                    status: 200,
-                };
-                self.module_requests.get_or_create(&labels).get()
-            };
-            of("go") + of("pypi") + of("npm")
+            let labels = ModuleLabels { cache, status: 200 };
+            self.module_requests.get_or_create(&labels).get()
         };
         let all = ["hit", "miss", "joined", "revalidating", "stale", "none"]
             .into_iter()

@@ -166,12 +166,12 @@ async fn module_metrics_follow_the_mirrors_and_the_cache() {
         after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
     };
     assert_eq!(
-        moved("modgate_module_requests_total{cache=miss,ecosystem=go,status=200}"),
+        moved("modgate_module_requests_total{cache=miss,status=200}"),
         2.0,
         "{after:#?}"
     );
     assert_eq!(
-        moved("modgate_module_requests_total{cache=hit,ecosystem=go,status=200}"),
+        moved("modgate_module_requests_total{cache=hit,status=200}"),
         1.0
     );
     let good = good.url();

@@ -512,7 +512,7 @@ async fn cache_commands_look_after_the_bucket() {
     assert!(stats.status.success(), "{}", said(&stats));
     let zips = said(&stats)
         .lines()
-        .find(|l| l.starts_with("go/zip"))
+        .find(|l| l.starts_with("zip"))
         .map(str::to_string);
     assert!(
         zips.as_deref()

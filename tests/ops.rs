@@ -208,11 +208,11 @@ async fn a_scripted_mix_moves_the_metrics_and_logs_every_line() {
     assert_eq!(moved("modgate_tunnels_total{}"), 3.0);
     assert_eq!(moved("modgate_forwarded_total{}"), 1.0);
     assert_eq!(
-        moved("modgate_module_requests_total{cache=miss,ecosystem=go,status=200}"),
+        moved("modgate_module_requests_total{cache=miss,status=200}"),
         1.0
     );
     assert_eq!(
-        moved("modgate_module_requests_total{cache=hit,ecosystem=go,status=200}"),
+        moved("modgate_module_requests_total{cache=hit,status=200}"),
         1.0
     );
     let (good, dead) = (g.good.url(), g.dead);

@@ -84,14 +84,16 @@ async fn pip_installs_through_the_endpoint_then_from_the_cache_alone() {
     // Counted by ecosystem: in the metrics and in `cache stats`.
     let metrics = common::metrics::scrape(gateway.admin_addr().await, None).await;
     let misses = metrics
-        .get("modgate_module_requests_total{cache=miss,ecosystem=pypi,status=200}")
+        .get("modgate_package_requests_total{cache=miss,ecosystem=pypi,status=200}")
         .copied();
     assert!(misses.unwrap_or(0.0) >= 3.0, "{metrics:?}");
     let config = work.path("modgate.toml");
     let stats =
         common::run_modgate(&["cache", "stats", "--config", config.to_str().unwrap()]).await;
     let stats = stdout(&stats);
-    let files = stats.lines().find(|l| l.starts_with("pypi/file"));
+    let files = stats
+        .lines()
+        .find(|l| l.starts_with("file") && l.ends_with("pypi"));
     assert_eq!(
         files.and_then(|l| l.split_whitespace().nth(1)),
         Some("3"),

@@ -34,12 +34,12 @@ pub fn stats_command(config: Option<PathBuf>, shared: bool) -> anyhow::Result<Ex
 /// The `cache stats` table for `place`.
 pub fn print_totals(place: &str, totals: &modgate::cache::index::Totals) {
     println!("cache {place}");
-    println!("{:<18}{:>10}{:>16}", "kind", "entries", "bytes");
+    println!("{:<14}{:>10}{:>16}  ecosystem", "kind", "entries", "bytes");
     for (kind, entries, bytes) in &totals.per_kind {
-        let name = format!("{}/{}", kind.ecosystem, kind.name());
-        println!("{name:<18}{entries:>10}{bytes:>16}");
+        let (name, ecosystem) = (kind.name(), kind.ecosystem);
+        println!("{name:<14}{entries:>10}{bytes:>16}  {ecosystem}");
     }
-    println!("{:<18}{:>10}{:>16}", "all", totals.entries, totals.bytes);
+    println!("{:<14}{:>10}{:>16}", "all", totals.entries, totals.bytes);
 }
 
 pub fn verify_command(config: Option<PathBuf>, shared: bool) -> anyhow::Result<ExitCode> {

@@ -235,11 +235,16 @@ impl Gomod {
         let status = answer.response.status().as_u16();
         let cache = answer.cache.map(How::name);
         let labels = ModuleLabels {
-            ecosystem: super::tree::GO,
             cache: cache.unwrap_or("none"),
             status,
         };
         self.stats.module_requests.get_or_create(&labels).inc();
+        let labels = crate::stats::PackageLabels {
+            ecosystem: super::tree::GO,
+            cache: labels.cache,
+            status,
+        };
+        self.stats.package_requests.get_or_create(&labels).inc();
         let line = access::Line {
             plan: planned,
             cache,

@@ -17,7 +17,7 @@ use crate::config::PypiConfig;
 use crate::gomod::MirrorSet;
 use crate::message::{Body, plain_text};
 use crate::rules::Via;
-use crate::stats::{ModuleLabels, Stats};
+use crate::stats::{PackageLabels, Stats};
 use crate::tls::roots::{RootsError, client_config};
 use crate::upstream::{Dialer, MirrorClient};
 
@@ -144,12 +144,12 @@ impl<I: Index> Front<I> {
         path: &str,
         answer: Answer,
     ) -> Response<Body> {
-        let labels = ModuleLabels {
+        let labels = PackageLabels {
             ecosystem: self.ecosystem,
             cache: answer.how.map_or("none", How::name),
             status: answer.response.status().as_u16(),
         };
-        self.stats.module_requests.get_or_create(&labels).inc();
+        self.stats.package_requests.get_or_create(&labels).inc();
         let target = format!("{}{path}", self.ecosystem);
         let line = access::Line {
             plan: answer.plan,
