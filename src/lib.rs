@@ -15,6 +15,7 @@ pub mod indexed;
 pub mod limits;
 pub mod listener;
 pub mod message;
+pub mod mirrors;
 pub mod npm;
 pub mod percent;
 pub mod proxy;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::gomod::Health;
+use crate::mirrors::Health;
 
 /// What the page shows, taken when it is asked for.
 pub struct Status {

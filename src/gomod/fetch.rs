@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use http::StatusCode;
 use http::header::RETRY_AFTER;
 
-use super::mirrors::{MirrorSet, retry_after};
 use super::tree::GoUpstream;
 use crate::cache::key::Upstream;
 use crate::cache::{Blame, Fetched, Miss, Source};
+use crate::mirrors::{MirrorSet, retry_after};
 use crate::stats::Stats;
 use crate::upstream::MirrorClient;
 

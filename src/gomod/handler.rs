@@ -11,10 +11,10 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::fetch::Mirrors;
-use super::mirrors::{Health, MirrorSet};
 use super::path::{Plan, plan};
 use super::verify::{Verifier, VerifyError};
 use crate::access;
+use crate::mirrors::{Health, MirrorSet};
 
 use crate::cache::{Cache, Fetched, How, Miss, Outcome, Settings};
 use crate::config::{GomodConfig, OnMirrorFailure};

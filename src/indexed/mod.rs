@@ -20,7 +20,7 @@ use http::StatusCode;
 
 use crate::cache::key::{Key, Upstream};
 use crate::cache::{Blame, Fetched, Miss, Source};
-use crate::gomod::MirrorSet;
+use crate::mirrors::MirrorSet;
 use crate::stats::Stats;
 use crate::upstream::MirrorClient;
 

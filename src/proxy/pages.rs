@@ -98,7 +98,7 @@ fn mirrors(shared: &Shared) -> String {
     let Some(intercept) = &shared.policy.intercept else {
         return String::new();
     };
-    let line = |(kind, health): (&str, crate::gomod::Health)| {
+    let line = |(kind, health): (&str, crate::mirrors::Health)| {
         let state = if health.demoted_for.is_some() {
             "down"
         } else {

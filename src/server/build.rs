@@ -125,7 +125,7 @@ fn limits(config: &Config, running: Option<&ConnLimits>, stats: &Stats) -> ConnL
 /// The admin listener's view of `current`, with `config`'s token. Ready
 /// means: not draining, listeners bound and CA loaded (true once started),
 /// and at least one module mirror not failing repeatedly (see
-/// `gomod::READY_WINDOW`: no single request decides it).
+/// `mirrors::READY_WINDOW`: no single request decides it).
 pub fn admin(
     config: &Config,
     registry: Arc<prometheus_client::registry::Registry>,
@@ -142,8 +142,8 @@ pub fn admin(
             Some(intercept) => match intercept.with.gomod.ready_mirrors() {
                 (0, all) if all > 0 => Err(format!(
                     "every module mirror ({all}) failed {} times with no success in the last {}s",
-                    crate::gomod::READY_FAILURES,
-                    crate::gomod::READY_WINDOW.as_secs()
+                    crate::mirrors::READY_FAILURES,
+                    crate::mirrors::READY_WINDOW.as_secs()
                 )),
                 _ => Ok(()),
             },
@@ -170,7 +170,7 @@ pub fn mirror_health(
             return Vec::new();
         };
         let mirrors = intercept.with.gomod.mirror_health();
-        let up = |(kind, health): (&'static str, crate::gomod::Health)| {
+        let up = |(kind, health): (&'static str, crate::mirrors::Health)| {
             let up = health.demoted_for.is_none();
             let mirror = health.mirror;
             (MirrorLabels { kind, mirror }, up)
