@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::gateway::Work;
+use common::gateway::{Work, text};
 use common::gomod::{Behaviour, Mirror, cert_bundle};
 use common::npm::{Verdaccio, npm_install, required};
 use common::{curl, stdout};
@@ -18,26 +18,7 @@ async fn npm_gateway(work: &Work, mirrors: &[String], extra: &str) -> common::ne
 
 /// Its config file.
 fn npm_config(work: &Work, mirrors: &[String], extra: &str) -> std::path::PathBuf {
-    let toml = format!(
-        "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n\
-         [intercept]\nca_dir = {:?}\n\
-         [gomod]\nmirrors = []\nsumdb_mirrors = []\nverify = \"off\"\n\
-         [npm]\nenabled = true\nmirrors = {mirrors:?}\n{extra}\n\
-         [cache]\ndir = {:?}\n",
-        work.path("certs"),
-        work.cache(),
-    );
-    let config = work.path("modgate.toml");
-    std::fs::write(&config, toml).unwrap();
-    config
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    work.packages_config("npm", mirrors, extra)
 }
 
 /// Acceptance 2: through the endpoint and intercepted, then again with the

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::gateway::Work;
+use common::gateway::{Work, text};
 use common::gomod::{Behaviour, Mirror, cert_bundle};
 use common::pypi::{PypiServer, packages, packages_with_big, pip_install, venv, version_of};
 use common::{curl, stdout};
@@ -18,26 +18,7 @@ async fn pypi_gateway(work: &Work, mirrors: &[String], extra: &str) -> common::n
 
 /// Its config file.
 fn pypi_config(work: &Work, mirrors: &[String], extra: &str) -> std::path::PathBuf {
-    let toml = format!(
-        "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n\
-         [intercept]\nca_dir = {:?}\n\
-         [gomod]\nmirrors = []\nsumdb_mirrors = []\nverify = \"off\"\n\
-         [pypi]\nenabled = true\nmirrors = {mirrors:?}\n{extra}\n\
-         [cache]\ndir = {:?}\n",
-        work.path("certs"),
-        work.cache(),
-    );
-    let config = work.path("modgate.toml");
-    std::fs::write(&config, toml).unwrap();
-    config
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    work.packages_config("pypi", mirrors, extra)
 }
 
 /// Acceptance 1, through the endpoint: pip installs alpha (which needs

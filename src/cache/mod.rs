@@ -389,21 +389,9 @@ impl Cache {
     /// The whole of a small file (at most `max` bytes), from the cache or
     /// through it (checked as any download of it is).
     pub async fn bytes(&self, key: &Key, max: usize) -> Result<Bytes, String> {
-        use http_body_util::BodyExt;
         match self.get(key).await {
             Outcome::Served { response, .. } => {
-                let mut body = response.into_body();
-                let mut all = bytes::BytesMut::new();
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| e.to_string())?;
-                    if let Ok(data) = frame.into_data() {
-                        if all.len() + data.len() > max {
-                            return Err(format!("larger than {max} bytes"));
-                        }
-                        all.extend_from_slice(&data);
-                    }
-                }
-                Ok(all.freeze())
+                crate::message::whole(response.into_body(), max).await
             }
             Outcome::Missed(Miss::NotFound(reason) | Miss::Failed(reason), _) => {
                 Err(reason.to_string())

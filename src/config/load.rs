@@ -12,7 +12,7 @@ use super::reader::{Reader, Table};
 use super::units::{parse_duration, parse_size};
 use super::{
     AdminConfig, CacheConfig, Config, ConfigError, GomodConfig, InterceptConfig, LogConfig,
-    LogFormat, OnMirrorFailure, Origin, PLACED_KEYS, ProxyConfig, PypiConfig, SUMDB_KEY,
+    LogFormat, OnMirrorFailure, Origin, PLACED_KEYS, PackagesConfig, ProxyConfig, SUMDB_KEY,
     TransparentConfig, UpstreamConfig, Verification,
 };
 use crate::rules::{NoProxy, PortRange, Private, mask_userinfo};
@@ -428,7 +428,7 @@ fn packages_section<'i>(
     root: &mut Table<'i>,
     section: &str,
     (hosts, mirrors): (&[&str], &[&str]),
-) -> PypiConfig {
+) -> PackagesConfig {
     let mut t = r.section(root, section);
     let enabled = r.boolean(&mut t, "enabled").is_some_and(|b| *b.get_ref());
     let hosts = host_names(r, &mut t, "hosts", hosts);
@@ -449,7 +449,7 @@ fn packages_section<'i>(
         }),
     };
     r.finish(t);
-    PypiConfig {
+    PackagesConfig {
         enabled,
         hosts,
         mirrors,

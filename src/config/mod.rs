@@ -32,9 +32,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub intercept: InterceptConfig,
     pub gomod: GomodConfig,
-    pub pypi: PypiConfig,
+    pub pypi: PackagesConfig,
     /// `[npm]`: the same shape as `[pypi]`.
-    pub npm: PypiConfig,
+    pub npm: PackagesConfig,
     pub cache: CacheConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -104,7 +104,7 @@ pub struct InterceptConfig {
 
 /// `[pypi]` (and `[npm]`): packages from domestic mirrors, through the cache.
 #[derive(Clone, Debug)]
-pub struct PypiConfig {
+pub struct PackagesConfig {
     pub enabled: bool,
     /// The hosts pip asks, intercepted when enabled.
     pub hosts: Vec<String>,

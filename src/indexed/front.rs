@@ -6,20 +6,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::header::ACCEPT;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 
 use super::{Index, Mirrors};
 use crate::access;
 use crate::cache::key::Key;
 use crate::cache::{Cache, Checker, How, Miss, Outcome};
-use crate::config::PypiConfig;
+use crate::config::PackagesConfig;
 use crate::message::{Body, plain_text};
 use crate::mirrors::MirrorSet;
 use crate::rules::Via;
 use crate::stats::{PackageLabels, Stats};
 use crate::tls::roots::{RootsError, client_config};
 use crate::upstream::{Dialer, MirrorClient};
+use std::future::Future;
 
 /// The largest index document read whole.
 const MAX_DOCUMENT: usize = 256 << 20;
@@ -36,7 +38,7 @@ pub enum FrontError {
 /// One ecosystem's side of the gateway.
 pub struct Front<I: Index> {
     pub ecosystem: &'static str,
-    pub config: PypiConfig,
+    pub config: PackagesConfig,
     pub mirrors: Arc<Mirrors<I>>,
     pub cache: Cache,
     stats: Arc<Stats>,
@@ -63,22 +65,36 @@ impl Answer {
     }
 }
 
+/// What every ecosystem's side is built from.
+pub struct Setup<'a> {
+    /// Trusted beside the system's roots (`upstream.ca_file`, `gomod.mirror_ca_file`).
+    pub ca_files: &'a [&'a std::path::Path],
+    pub cache: &'a Cache,
+    /// The gateway's way out to the mirrors.
+    pub way_out: (Arc<Dialer>, Via),
+    pub stats: Arc<Stats>,
+    /// `gomod.mirror_timeout` and `gomod.demote_for`, which every
+    /// ecosystem's mirrors follow.
+    pub timeouts: (std::time::Duration, std::time::Duration),
+}
+
 impl<I: Index> Front<I> {
     /// `ecosystem`'s mirrors from `config` (read by `index`), through the
-    /// gateway's way out, wired into `cache` with `checker`.
+    /// gateway's way out, wired into the cache with `checker`.
     pub fn new(
         (ecosystem, index, checker): (&'static str, I, Arc<dyn Checker>),
-        config: &PypiConfig,
-        ca_files: &[&std::path::Path],
-        cache: &Cache,
-        (dialer, via): (Arc<Dialer>, Via),
-        (stats, timeout, demote_for): (Arc<Stats>, std::time::Duration, std::time::Duration),
+        config: &PackagesConfig,
+        setup: &Setup<'_>,
     ) -> Result<Self, FrontError> {
-        let tls = client_config(ca_files)?;
+        let (timeout, demote_for) = setup.timeouts;
+        let (dialer, via) = setup.way_out.clone();
+        let tls = client_config(setup.ca_files)?;
         let client = MirrorClient::new(dialer, via, &config.mirrors, tls, timeout);
         let set = MirrorSet::new(&config.mirrors, demote_for);
+        let stats = setup.stats.clone();
         let mirrors = Arc::new(Mirrors::new(index, set, client, stats.clone()));
         // Behind the shared tier's bucket too, when the fleet has one.
+        let cache = setup.cache;
         let (source, _) = crate::ecosystems::source_for(cache.settings(), mirrors.clone(), &stats)?;
         cache.rewire(ecosystem, source, Some(checker));
         Ok(Front {
@@ -88,6 +104,27 @@ impl<I: Index> Front<I> {
             cache: cache.clone(),
             stats,
         })
+    }
+
+    /// Serves `req` (`path` within the ecosystem) from `client`, come by
+    /// `entry`: GET and HEAD by `answer` (given the client's `Accept`),
+    /// anything else refused; counted and logged once sent.
+    pub async fn serve<Fut: Future<Output = Answer>>(
+        &self,
+        (client, entry): (SocketAddr, &'static str),
+        path: &str,
+        req: Request<Incoming>,
+        answer: impl FnOnce(Option<String>) -> Fut,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let answer = if req.method() == Method::GET || req.method() == Method::HEAD {
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+            answer(accept.map(String::from)).await
+        } else {
+            let text = "modgate: package requests through modgate are GET or HEAD (it publishes nothing)\n";
+            Answer::own(plain_text(StatusCode::METHOD_NOT_ALLOWED, text), "refused")
+        };
+        self.finish((client, entry, started), &req, path, answer)
     }
 
     /// Whether `host` is one of this ecosystem's, which interception hands here.
@@ -137,7 +174,7 @@ impl<I: Index> Front<I> {
 
     /// `answer` to `req` (for `path`, come by `entry` from `client`,
     /// begun at `started`), counted and logged once sent.
-    pub fn finish<B>(
+    fn finish<B>(
         &self,
         (client, entry, started): (SocketAddr, &'static str, Instant),
         req: &Request<B>,
@@ -162,17 +199,8 @@ impl<I: Index> Front<I> {
 }
 
 /// An index document's whole body, up to [`MAX_DOCUMENT`] bytes.
-pub async fn read_document(mut body: Body) -> Result<String, String> {
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_DOCUMENT {
-                return Err(format!("larger than {MAX_DOCUMENT} bytes"));
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
+pub async fn read_document(body: Body) -> Result<String, String> {
+    let bytes = crate::message::whole(body, MAX_DOCUMENT).await?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

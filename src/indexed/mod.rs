@@ -14,7 +14,7 @@ use crate::cache::flight::{Check, Refusal};
 
 mod front;
 
-pub use front::{Answer, Front, FrontError, read_document};
+pub use front::{Answer, Front, FrontError, Setup, read_document};
 
 use http::StatusCode;
 
@@ -70,9 +70,14 @@ impl<I: Index> Mirrors<I> {
     }
 
     /// Remembers where `base`'s index document for `package` lists each file.
-    pub fn learn(&self, base: &str, package: &str, document: &str) {
+    fn learn(&self, base: &str, package: &str, document: &str) {
         let url = self.index.index_url(base, package);
-        let found = self.index.locations(&url, document);
+        self.remember(base, self.index.locations(&url, document));
+    }
+
+    /// Remembers that `base` has each file `(hash, URL)` of `found` (what
+    /// its index document listed, read by the handler that served it).
+    pub fn remember(&self, base: &str, found: Vec<(String, String)>) {
         let Ok(mut known) = self.known.lock() else {
             return;
         };

@@ -70,6 +70,21 @@ pub fn plain_text(status: StatusCode, message: impl Into<Bytes>) -> Response<Bod
     response
 }
 
+/// All of `body`, refused past `max` bytes.
+pub async fn whole(mut body: Body, max: usize) -> Result<Bytes, String> {
+    let mut all = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if all.len() + data.len() > max {
+                return Err(format!("larger than {max} bytes"));
+            }
+            all.extend_from_slice(&data);
+        }
+    }
+    Ok(all.freeze())
+}
+
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }

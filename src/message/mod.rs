@@ -5,7 +5,9 @@
 pub mod body;
 pub mod headers;
 
-pub use body::{Body, BoxError, ClientBodyError, Metered, Paced, channel, empty, plain_text, text};
+pub use body::{
+    Body, BoxError, ClientBodyError, Metered, Paced, channel, empty, plain_text, text, whole,
+};
 
 /// An error and its causes on one line, `: `-separated; a cause the text
 /// before it already spells out (typed errors often embed their source) is

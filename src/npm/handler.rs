@@ -5,22 +5,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::Hashes;
 use super::packument;
 use super::tree::{NPM, packument_key, split_tarball, tarball_key, valid_name};
-use crate::cache::Cache;
-use crate::config::PypiConfig;
-use crate::indexed::{Answer, Front, FrontError, read_document};
+use crate::config::PackagesConfig;
+use crate::indexed::{Answer, Front, FrontError, Setup, read_document};
 use crate::message::{Body, plain_text, text};
-use crate::rules::Via;
-use crate::stats::Stats;
-use crate::upstream::Dialer;
 
 pub struct Npm {
     front: Front<super::Index>,
@@ -51,18 +46,10 @@ fn route(path: &str) -> Route<'_> {
 }
 
 impl Npm {
-    /// Mirrors from `config`, through the gateway's way out; tarballs kept in `cache`.
-    pub fn new(
-        config: &PypiConfig,
-        ca_files: &[&std::path::Path],
-        cache: &Cache,
-        way_out: (Arc<Dialer>, Via),
-        stats: Arc<Stats>,
-        (timeout, demote_for): (std::time::Duration, std::time::Duration),
-    ) -> Result<Npm, FrontError> {
+    /// Mirrors from `config`, built as `setup` says; files kept in its cache.
+    pub fn new(config: &PackagesConfig, setup: &Setup<'_>) -> Result<Npm, FrontError> {
         let ecosystem = (NPM, super::Index, Arc::new(Hashes) as _);
-        let timing = (stats, timeout, demote_for);
-        let front = Front::new(ecosystem, config, ca_files, cache, way_out, timing)?;
+        let front = Front::new(ecosystem, config, setup)?;
         Ok(Npm { front })
     }
 
@@ -81,17 +68,10 @@ impl Npm {
         path: &str,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let started = Instant::now();
-        let answer = if req.method() == Method::GET || req.method() == Method::HEAD {
-            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-            self.answer(path, accept, base).await
-        } else {
-            let text =
-                "modgate: npm requests through modgate are GET or HEAD (it publishes nothing)\n";
-            Answer::own(plain_text(StatusCode::METHOD_NOT_ALLOWED, text), "refused")
+        let answer = |accept: Option<String>| async move {
+            self.answer(path, accept.as_deref(), base).await
         };
-        self.front
-            .finish((client, entry, started), &req, path, answer)
+        self.front.serve((client, entry), path, req, answer).await
     }
 
     async fn answer(&self, path: &str, accept: Option<&str>, base: &str) -> Answer {
@@ -148,7 +128,9 @@ impl Npm {
             Err(e) => return bad(format!("not JSON: {e}")),
         };
         if let Some(mirror) = mirror {
-            self.front.mirrors.learn(mirror, name, &document);
+            self.front
+                .mirrors
+                .remember(mirror, packument::locations(&doc));
         }
         let served = packument::served(doc, name, base, abbreviated);
         let content_type = if abbreviated {

@@ -227,27 +227,15 @@ async fn goproxy_endpoint(
         )
         .response();
     };
-    let path = req.uri().path().to_string();
-    // The address clients named modgate by, for the URLs it hands back.
-    let named = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let authority = named
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-        })
-        .unwrap_or("localhost")
-        .to_string();
+    let path = req.uri().path();
     if let (Some(pypi), Some(rest)) = (&intercept.with.pypi, path.strip_prefix("/pypi/")) {
-        let base = format!("http://{authority}/pypi");
+        let base = format!("http://{}/pypi", named(&req));
         return pypi
             .serve(client, ("endpoint", &base), &format!("/{rest}"), req)
             .await;
     }
     if let (Some(npm), Some(rest)) = (&intercept.with.npm, path.strip_prefix("/npm/")) {
-        let base = format!("http://{authority}/npm");
+        let base = format!("http://{}/npm", named(&req));
         return npm
             .serve(client, ("endpoint", &base), &format!("/{rest}"), req)
             .await;
@@ -261,6 +249,20 @@ async fn goproxy_endpoint(
         .gomod
         .serve(client, host, "endpoint", req)
         .await
+}
+
+/// The address the client named modgate by (its Host, when that is a
+/// plain authority), for the URLs modgate hands back.
+fn named<B>(req: &Request<B>) -> &str {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    host.filter(|h| {
+        h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    })
+    .unwrap_or("localhost")
 }
 
 /// Client allow-list and proxy authentication, before anything else: the

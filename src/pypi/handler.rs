@@ -5,22 +5,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, LOCATION};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::check::Hashes;
 use super::page::{self, JSON};
 use super::tree::{PYPI, file_key, normalize, page_key};
-use crate::cache::Cache;
-use crate::config::PypiConfig;
-use crate::indexed::{Answer, Front, FrontError, read_document};
+use crate::config::PackagesConfig;
+use crate::indexed::{Answer, Front, FrontError, Setup, read_document};
 use crate::message::{Body, plain_text, text};
-use crate::rules::Via;
-use crate::stats::Stats;
-use crate::upstream::Dialer;
 
 pub struct Pypi {
     front: Front<super::Index>,
@@ -71,18 +66,10 @@ fn route(path: &str) -> Route<'_> {
 }
 
 impl Pypi {
-    /// Mirrors from `config`, through the gateway's way out; files kept in `cache`.
-    pub fn new(
-        config: &PypiConfig,
-        ca_files: &[&std::path::Path],
-        cache: &Cache,
-        way_out: (Arc<Dialer>, Via),
-        stats: Arc<Stats>,
-        (timeout, demote_for): (std::time::Duration, std::time::Duration),
-    ) -> Result<Pypi, FrontError> {
+    /// Mirrors from `config`, built as `setup` says; files kept in its cache.
+    pub fn new(config: &PackagesConfig, setup: &Setup<'_>) -> Result<Pypi, FrontError> {
         let ecosystem = (PYPI, super::Index, Arc::new(Hashes) as _);
-        let timing = (stats, timeout, demote_for);
-        let front = Front::new(ecosystem, config, ca_files, cache, way_out, timing)?;
+        let front = Front::new(ecosystem, config, setup)?;
         Ok(Pypi { front })
     }
 
@@ -102,16 +89,10 @@ impl Pypi {
         path: &str,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let started = Instant::now();
-        let answer = if req.method() == Method::GET || req.method() == Method::HEAD {
-            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-            self.answer(path, accept, base).await
-        } else {
-            let text = "modgate: package requests are GET or HEAD\n";
-            Answer::own(plain_text(StatusCode::METHOD_NOT_ALLOWED, text), "refused")
+        let answer = |accept: Option<String>| async move {
+            self.answer(path, accept.as_deref(), base).await
         };
-        self.front
-            .finish((client, entry, started), &req, path, answer)
+        self.front.serve((client, entry), path, req, answer).await
     }
 
     async fn answer(&self, path: &str, accept: Option<&str>, base: &str) -> Answer {
@@ -193,7 +174,9 @@ impl Pypi {
             tracing::debug!(project, left_out, "pypi: links without a sha256 left out");
         }
         if let Some(base) = mirror {
-            self.front.mirrors.learn(base, project, &page_text);
+            let page_url = crate::indexed::Index::index_url(&super::Index, base, project);
+            let found = super::locations(&page_url, &links);
+            self.front.mirrors.remember(base, found);
         }
         let (content_type, body) = match form {
             Form::Json => (JSON, page::json(project, &links)),

@@ -13,6 +13,16 @@ pub mod warm;
 
 use crate::cache::key::Key;
 
+/// Each of `links` (on the page at `url`): its sha256 and absolute URL.
+pub fn locations(url: &str, links: &[page::Link]) -> Vec<(String, String)> {
+    (links.iter())
+        .filter_map(|link| {
+            let at = page::resolve(url, &link.href)?.into_owned();
+            Some((link.sha256.clone(), at))
+        })
+        .collect()
+}
+
 /// PyPI as its mirrors serve it: a project's page lists its files by sha256.
 pub struct Index;
 
@@ -23,13 +33,7 @@ impl crate::indexed::Index for Index {
 
     fn locations(&self, url: &str, document: &str) -> Vec<(String, String)> {
         let (links, _) = page::links(document).unwrap_or_default();
-        links
-            .into_iter()
-            .filter_map(|link| {
-                let at = page::resolve(url, &link.href)?.into_owned();
-                Some((link.sha256, at))
-            })
-            .collect()
+        locations(url, &links)
     }
 
     fn file_of<'a>(&self, key: &'a Key) -> Option<(&'a str, &'a str)> {

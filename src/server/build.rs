@@ -309,40 +309,22 @@ fn packages(
     dialer: &Arc<Dialer>,
     stats: &Arc<Stats>,
 ) -> Result<(Option<Arc<crate::pypi::Pypi>>, Option<Arc<crate::npm::Npm>>), StartError> {
-    let timeouts = (config.gomod.mirror_timeout, config.gomod.demote_for);
     let ca_files = config.gomod.ca_files();
-    let way_out = || (dialer.clone(), via(config, dialer));
-    let pypi = config
-        .pypi
-        .enabled
-        .then(|| {
-            let made = crate::pypi::Pypi::new(
-                &config.pypi,
-                &ca_files,
-                cache,
-                way_out(),
-                stats.clone(),
-                timeouts,
-            );
-            made.map(Arc::new).map_err(StartError::Pypi)
-        })
-        .transpose()?;
-    let npm = config
-        .npm
-        .enabled
-        .then(|| {
-            let made = crate::npm::Npm::new(
-                &config.npm,
-                &ca_files,
-                cache,
-                way_out(),
-                stats.clone(),
-                timeouts,
-            );
-            made.map(Arc::new).map_err(StartError::Pypi)
-        })
-        .transpose()?;
-    Ok((pypi, npm))
+    let setup = crate::indexed::Setup {
+        ca_files: &ca_files,
+        cache,
+        way_out: (dialer.clone(), via(config, dialer)),
+        stats: stats.clone(),
+        timeouts: (config.gomod.mirror_timeout, config.gomod.demote_for),
+    };
+    let pypi = (config.pypi.enabled)
+        .then(|| crate::pypi::Pypi::new(&config.pypi, &setup).map(Arc::new))
+        .transpose();
+    let npm = (config.npm.enabled)
+        .then(|| crate::npm::Npm::new(&config.npm, &setup).map(Arc::new))
+        .transpose();
+    let packages = |e| StartError::Packages(e);
+    Ok((pypi.map_err(packages)?, npm.map_err(packages)?))
 }
 
 /// Says a new CA was made and how clients come to trust it: on a

@@ -50,7 +50,7 @@ pub enum StartError {
     #[error("the cache is not enabled")]
     NoCache,
     #[error("pypi, npm: {0}")]
-    Pypi(crate::indexed::FrontError),
+    Packages(crate::indexed::FrontError),
     #[error("cannot make TLS session tickets: {0}")]
     Tickets(#[from] rustls::Error),
     #[error(transparent)]

@@ -80,6 +80,24 @@ impl Work {
         file
     }
 
+    /// A config with the `section` ecosystem (`pypi`, `npm`) on, from
+    /// `mirrors` (`extra` in its section), and no Go mirrors (none of the
+    /// public defaults a start-up probe would dial).
+    pub fn packages_config(&self, section: &str, mirrors: &[String], extra: &str) -> PathBuf {
+        let toml = format!(
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\ndeny_destinations = []\n\
+             [intercept]\nca_dir = {:?}\n\
+             [gomod]\nmirrors = []\nsumdb_mirrors = []\nverify = \"off\"\n\
+             [{section}]\nenabled = true\nmirrors = {mirrors:?}\n{extra}\n\
+             [cache]\ndir = {:?}\n",
+            self.path("certs"),
+            self.cache(),
+        );
+        let config = self.path("modgate.toml");
+        std::fs::write(&config, toml).unwrap();
+        config
+    }
+
     pub async fn gateway(&self, config: &Path) -> Modgate {
         self.gateway_env(config, &[]).await
     }
